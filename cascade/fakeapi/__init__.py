@@ -1,0 +1,9 @@
+"""The project's own fake of the Anthropic Messages API (tests, benchmarks, offline demo)."""
+
+from __future__ import annotations
+
+from cascade.fakeapi.brain import Verdict, classify
+from cascade.fakeapi.server import FakeServer, make_app
+from cascade.fakeapi.wire import FakeConfig, Fault
+
+__all__ = ["FakeConfig", "FakeServer", "Fault", "Verdict", "classify", "make_app"]

@@ -1,0 +1,47 @@
+"""Run the fake Messages API in the foreground: ``python -m cascade.fakeapi --port 8787``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from cascade.fakeapi.server import bind_loopback, make_app
+from cascade.fakeapi.wire import FakeConfig, Fault
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cascade.fakeapi", description=__doc__)
+    parser.add_argument("--port", type=int, default=8787, help="0 picks a free port")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--jitter-ms", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--faults",
+        default=None,
+        help='JSON object of model -> fault, e.g. \'{"claude-haiku-5-5": {"error_status": 529}}\'',
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    faults = {m: Fault.from_mapping(f) for m, f in json.loads(args.faults or "{}").items()}
+    config = FakeConfig(
+        latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, seed=args.seed, faults=faults
+    )
+    sock = bind_loopback(args.port)  # loopback only, never 0.0.0.0
+    banner = f"fake Messages API listening on http://127.0.0.1:{sock.getsockname()[1]}"
+    web.run_app(
+        make_app(config),
+        sock=sock,
+        print=lambda _: print(banner, flush=True),  # called once the socket accepts
+        access_log=None,
+        handler_cancellation=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

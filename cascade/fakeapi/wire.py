@@ -1,0 +1,319 @@
+"""The Messages API's behaviour without any I/O: request body in, status and body out.
+
+:class:`FakeState` holds configuration, faults, counters and stats; :func:`answer`
+turns one Messages request body into an :class:`Outcome` applying the model
+catalogue, per-model rules (forced tool use, sampling parameters, structured
+outputs) and the model-level faults (errors, refusals, malformed replies).
+The HTTP layer (:mod:`cascade.fakeapi.server`) adds auth, latency, drops and
+hangs around it; a future Message Batches endpoint reuses :func:`answer` per
+request of a batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from cascade.fakeapi.brain import classify
+
+MODELS = frozenset({
+    "claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-4-5",
+    "claude-haiku-4-5-20251001", "claude-sonnet-5", "claude-opus-5",
+})  # fmt: skip
+NO_FORCED_TOOL = frozenset({"claude-sonnet-5-5", "claude-opus-5-5"})
+NO_SAMPLING = frozenset(
+    {"claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5", "claude-sonnet-5"}
+)
+JSON_SCHEMA_OK = frozenset({"claude-haiku-4-5", "claude-haiku-4-5-20251001"})
+ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+    403: "permission_error", 404: "not_found_error", 408: "timeout_error",
+    409: "conflict_error", 413: "request_too_large", 429: "rate_limit_error",
+    500: "api_error", 503: "api_error", 504: "timeout_error", 529: "overloaded_error",
+}  # fmt: skip
+MALFORMED_TEXT = "I think it's billing"
+_ITEM = re.compile(r"<item>(.*?)</item>", re.DOTALL)
+
+
+@dataclass(slots=True)
+class Fault:
+    """Misbehaviour injected for one model. Rates are probabilities drawn from the seeded RNG."""
+
+    error_status: int | None = None
+    error_rate: float | None = None  # None with no error_every: every call fails
+    error_every: int | None = None  # fail the N-th, 2N-th, ... call instead of at random
+    error_type: str | None = None
+    error_message: str | None = None
+    retry_after: float | None = None
+    refuse_pattern: str | None = None
+    malformed_rate: float = 0.0
+    drop_rate: float = 0.0
+    hang_s: float = 0.0
+    latency_ms: float | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Fault:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown fault keys: {sorted(unknown)}")
+        fault = cls(**dict(data))
+        if fault.refuse_pattern is not None:
+            re.compile(fault.refuse_pattern)  # fail now, not on the next request
+        return fault
+
+
+@dataclass(slots=True)
+class FakeConfig:
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    seed: int = 0
+    model_latency_ms: dict[str, float] = field(default_factory=dict)
+    faults: dict[str, Fault] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ModelStats:
+    calls: int = 0
+    ok: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    refusals: int = 0
+    dropped: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls, "ok": self.ok, "errors": dict(self.errors),
+            "refusals": self.refusals, "dropped": self.dropped,
+            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to send back for one request: a status, a JSON body, extra headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    refusal: bool = False
+
+
+class FakeState:
+    """Everything that changes while the server runs. Only touched from the loop thread."""
+
+    def __init__(self, config: FakeConfig) -> None:
+        self.config = config
+        self.faults: dict[str, Fault] = dict(config.faults)
+        self.rng = random.Random(config.seed)
+        self.counter = 0
+        self.requests = 0
+        self.by_model: dict[str, ModelStats] = {}
+
+    def next_id(self) -> int:
+        self.counter += 1
+        return self.counter
+
+    def reset(self) -> None:
+        self.faults = {}
+        self.rng = random.Random(self.config.seed)
+        self.counter = 0
+        self.requests = 0
+        self.by_model = {}
+
+    def stats(self) -> dict[str, Any]:
+        by_model = {m: s.as_dict() for m, s in self.by_model.items()}
+        return {"requests": self.requests, "by_model": by_model}
+
+    def record(self, model: str, outcome: Outcome) -> None:
+        stats = self.by_model.setdefault(model, ModelStats())
+        if outcome.status != 200:
+            key = str(outcome.status)
+            stats.errors[key] = stats.errors.get(key, 0) + 1
+            return
+        usage = outcome.body.get("usage", {})
+        stats.input_tokens += usage.get("input_tokens", 0)
+        stats.output_tokens += usage.get("output_tokens", 0)
+        if outcome.refusal:
+            stats.refusals += 1
+        else:
+            stats.ok += 1
+
+    def delay_s(self, model: str) -> float:
+        fault = self.faults.get(model)
+        if fault is not None and fault.latency_ms is not None:
+            base = fault.latency_ms
+        else:
+            base = self.config.model_latency_ms.get(model, self.config.latency_ms)
+        jitter = self.config.jitter_ms
+        if jitter:
+            base += self.rng.uniform(-jitter, jitter)
+        return max(base, 0.0) / 1000.0
+
+    def chance(self, rate: float) -> bool:
+        return rate > 0 and self.rng.random() < rate
+
+
+def error_outcome(
+    status: int, message: str, request_id: str, error_type: str | None = None
+) -> Outcome:
+    kind = error_type or ERROR_TYPES.get(
+        status, "api_error" if status >= 500 else "invalid_request_error"
+    )
+    body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
+    return Outcome(status, body)
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"
+        )
+    return ""
+
+
+def user_text(body: Mapping[str, Any]) -> str:
+    messages = body.get("messages") or []
+    return "".join(_text_of(m.get("content")) for m in messages if m.get("role") == "user")
+
+
+def item_text(user: str) -> str:
+    match = _ITEM.search(user)
+    if match is None:
+        return user
+    raw = match.group(1)
+    return raw.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def input_tokens(body: Mapping[str, Any]) -> int:
+    tools = body.get("tools")
+    chars = len(_text_of(body.get("system"))) + len(user_text(body))
+    if tools:
+        chars += len(json.dumps(tools))
+    return math.ceil(chars / 4)
+
+
+def _schema_format(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    return fmt if isinstance(fmt, dict) else None
+
+
+def _labels(body: Mapping[str, Any]) -> list[str]:
+    tools = body.get("tools") or []
+    fmt = _schema_format(body)
+    schema = tools[0].get("input_schema", {}) if tools else (fmt or {}).get("schema", {})
+    enum = schema.get("properties", {}).get("label", {}).get("enum", [])
+    return [str(v) for v in enum]
+
+
+def check_rules(model: str, body: Mapping[str, Any]) -> str | None:
+    """The reason the real API would answer 400 for this body, or None."""
+    if "max_tokens" not in body:
+        return "max_tokens: Field required"
+    if not isinstance(body.get("messages"), list) or not body["messages"]:
+        return "messages: at least one message is required"
+    choice = body.get("tool_choice")
+    if (
+        model in NO_FORCED_TOOL
+        and isinstance(choice, dict)
+        and choice.get("type") in ("tool", "any")
+    ):
+        return f"tool_choice: forced tool use is not supported on {model}; use tool_choice auto"
+    if model in NO_SAMPLING:
+        for name in ("temperature", "top_p", "top_k"):
+            if name in body:
+                return f"{name}: sampling parameters are not supported on {model}"
+    fmt = _schema_format(body)
+    if fmt is not None and (fmt.get("type") != "json_schema" or model not in JSON_SCHEMA_OK):
+        return f"output_config.format: structured outputs are not supported on {model}"
+    return None
+
+
+def _envelope(
+    state: FakeState, model: str, content: list[dict[str, Any]], stop: str, tokens: tuple[int, int]
+) -> dict[str, Any]:
+    return {
+        "id": f"msg_fake_{state.next_id()}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": tokens[0],
+            "output_tokens": tokens[1],
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    }
+
+
+def answer(state: FakeState, body: Mapping[str, Any], request_id: str) -> Outcome:
+    """One Messages request -> outcome. Model-level faults and rules apply; no I/O."""
+    model = str(body.get("model"))
+    if model not in MODELS:
+        return error_outcome(404, f"model: {model}", request_id)
+    fault = state.faults.get(model)
+    if fault is not None and fault.error_status is not None and _fails(state, model, fault):
+        outcome = error_outcome(
+            fault.error_status,
+            fault.error_message or f"fake fault injected for {model}",
+            request_id,
+            fault.error_type,
+        )
+        if fault.retry_after is not None:
+            outcome.headers["retry-after"] = f"{fault.retry_after:g}"
+        return outcome
+    problem = check_rules(model, body)
+    if problem is not None:
+        return error_outcome(400, problem, request_id)
+
+    item = item_text(user_text(body))
+    tokens_in = input_tokens(body)
+    if fault is not None and fault.refuse_pattern and re.search(fault.refuse_pattern, item):
+        message = _envelope(state, model, [], "refusal", (tokens_in, 0))
+        return Outcome(200, message, refusal=True)
+    if fault is not None and state.chance(fault.malformed_rate):
+        out = math.ceil(len(MALFORMED_TEXT) / 4) + 8
+        content = [{"type": "text", "text": MALFORMED_TEXT}]
+        return Outcome(200, _envelope(state, model, content, "end_turn", (tokens_in, out)))
+
+    labels = _labels(body)
+    if not labels:
+        text = "Hello from the fake Messages API."
+        out = math.ceil(len(text) / 4) + 8
+        content = [{"type": "text", "text": text}]
+        return Outcome(200, _envelope(state, model, content, "end_turn", (tokens_in, out)))
+    verdict = classify(model, item, labels)
+    result = {"label": verdict.label, "confidence": verdict.confidence, "reason": verdict.reason}
+    result_json = json.dumps(result)
+    out = math.ceil(len(result_json) / 4) + 8
+    tools = body.get("tools")
+    if tools:
+        block = {
+            "type": "tool_use",
+            "id": f"toolu_fake_{state.next_id()}",
+            "name": tools[0].get("name"),
+            "input": result,
+        }
+        return Outcome(200, _envelope(state, model, [block], "tool_use", (tokens_in, out)))
+    content = [{"type": "text", "text": result_json}]
+    return Outcome(200, _envelope(state, model, content, "end_turn", (tokens_in, out)))
+
+
+def _fails(state: FakeState, model: str, fault: Fault) -> bool:
+    if fault.error_every:
+        return state.by_model.setdefault(model, ModelStats()).calls % fault.error_every == 0
+    if fault.error_rate is None:
+        return True
+    return state.chance(fault.error_rate)

@@ -1,0 +1,165 @@
+"""The ledger: jobs, submissions, items, attempts, rejected input lines.
+
+Money is integer nano-USD (1e-9 USD): every listed price is an exact integer per
+token, so sums are exact on SQLite and Postgres alike.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; Postgres gets BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    pipeline_name: Mapped[str] = mapped_column(String(40), index=True)
+    pipeline: Mapped[dict[str, Any]]  # the validated pipeline, as it was when the job started
+    # running | done | failed | paused
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[datetime | None]
+
+
+class Submission(Base):
+    """One run of `cascade submit` (or a backfill) into a job."""
+
+    __tablename__ = "submissions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(String(500))
+    lines_read: Mapped[int] = mapped_column(Integer, default=0)
+    items_added: Mapped[int] = mapped_column(Integer, default=0)
+    items_existing: Mapped[int] = mapped_column(Integer, default=0)
+    lines_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[datetime | None]
+
+
+class Item(Base):
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("job_id", "item_key"),
+        Index("ix_items_job_status_tier", "job_id", "status", "tier_index"),
+        Index("ix_items_status_lease", "status", "lease_until"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"))
+    item_key: Mapped[str] = mapped_column(String(200))
+    line_no: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]]
+    # pending | running | fallback | done | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    tier_index: Mapped[int] = mapped_column(SmallInteger, default=0)
+    label: Mapped[str | None] = mapped_column(String(64))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(Text)
+    final_tier: Mapped[str | None] = mapped_column(String(40))
+    cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    baseline_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    steps: Mapped[int] = mapped_column(Integer, default=0)  # attempt rows so far (numbering)
+    model_calls: Mapped[int] = mapped_column(Integer, default=0)
+    fallback_used: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[datetime | None]
+
+
+class Attempt(Base):
+    """One step of one item at one tier: a rule evaluation or one model call."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (
+        UniqueConstraint("item_id", "step"),
+        Index("ix_attempts_job_tier", "job_id", "tier_index"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    tier_index: Mapped[int] = mapped_column(SmallInteger)
+    tier: Mapped[str] = mapped_column(String(40))
+    # primary | fallback | rules
+    role: Mapped[str] = mapped_column(String(12))
+    provider: Mapped[str] = mapped_column(String(20))
+    model: Mapped[str] = mapped_column(String(100))
+    # ok | refusal | malformed | transient | permanent | context | spend_limit | rule_match | rule_miss
+    outcome: Mapped[str] = mapped_column(String(16))
+    # the decision this step led to, on the last step of a tier visit:
+    # accept | escalate | fallback | fail (NULL on a step that was retried)
+    decision: Mapped[str | None] = mapped_column(String(12))
+    label: Mapped[str | None] = mapped_column(String(64))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    hedged: Mapped[bool] = mapped_column(Boolean, default=False)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    is_batch: Mapped[bool] = mapped_column(Boolean, default=False)
+    cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    http_status: Mapped[int | None] = mapped_column(SmallInteger)
+    error: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class RejectedLine(Base):
+    __tablename__ = "rejected_lines"
+    __table_args__ = (UniqueConstraint("job_id", "source", "line_no"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(500))
+    line_no: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,0 +1,75 @@
+"""The Celery app. ``celery -A tasks.app worker -Q tier.small`` works as-is.
+
+Configuration is read from the settings when Celery first needs it (``on_configure``),
+not at import time.
+
+Delivery guarantees (see README "When things fail"):
+- late acks and reject-on-worker-lost: a task whose worker died is delivered again;
+- prefetch 1: a worker holds at most one batch it has not started;
+- Redis visibility timeout 1 h: an unacked message comes back after that; every
+  countdown we set is far below it. Redelivery is harmless: tasks claim items in
+  the database, and Postgres, not the broker, is the source of truth; the sweeper
+  re-sends whatever a lost message left behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from celery import Celery
+from celery.signals import setup_logging, task_prerun
+
+from common.logs import configure_logging
+from common.settings import get_settings
+
+FALLBACK_QUEUE = "cascade.fallback"
+CONTROL_QUEUE = "cascade.control"
+VISIBILITY_TIMEOUT_S = 3600
+
+
+def tier_queue(tier_name: str) -> str:
+    return f"tier.{tier_name}"
+
+
+class CascadeCelery(Celery):  # type: ignore[misc]
+    def on_configure(self) -> None:
+        settings = get_settings()
+        transport: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+        if settings.embedded:
+            transport["polling_interval"] = 0.01
+        self.conf.update(
+            broker_url=settings.broker_url,
+            broker_transport_options=transport,
+            broker_connection_retry_on_startup=True,
+            task_serializer="json",
+            accept_content=["json"],
+            task_ignore_result=True,
+            task_acks_late=True,
+            task_reject_on_worker_lost=True,
+            worker_prefetch_multiplier=1,
+            task_default_queue=CONTROL_QUEUE,
+            task_create_missing_queues=True,
+            worker_hijack_root_logger=False,
+            worker_redirect_stdouts=False,
+            beat_schedule={
+                "sweep": {"task": "cascade.sweep", "schedule": 60.0},
+            },
+        )
+
+
+app = CascadeCelery("cascade", include=["tasks.jobs"])
+
+
+@setup_logging.connect  # type: ignore[untyped-decorator]
+def _setup_logging(**_: Any) -> None:
+    # Connecting here stops Celery from configuring logging itself: its records go
+    # through structlog's processors like ours.
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level or "INFO")
+
+
+@task_prerun.connect  # type: ignore[untyped-decorator]
+def _bind_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task_id=task_id, task=getattr(task, "name", None))

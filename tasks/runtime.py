@@ -1,0 +1,120 @@
+"""Per-process resources: database, event loop, model clients, prices, engines.
+
+Built lazily on first use in each process and dropped in ``worker_process_init``,
+so a prefork child never inherits its parent's connections, loop or clients.
+One event loop and one client per provider per process, reused by every task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from common.settings import Settings, get_settings
+from models.db import make_engine, make_sessionmaker
+from models.repo import job_by_ref
+from workers.engine import Engine, RealtimeExecutor
+from workers.pipeline import Pipeline, parse_pipeline
+from workers.pricing import PriceTable
+from workers.providers.base import Provider
+from workers.retry import RetryPolicy
+
+T = TypeVar("T")
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = make_engine(settings.database_url)
+        self.sessions = make_sessionmaker(self.db)
+        self.prices = PriceTable.load(settings.prices_file)
+        self.policy = RetryPolicy(
+            max_attempts=settings.max_call_attempts,
+            base_s=settings.retry_base_s,
+            cap_s=settings.retry_cap_s,
+        )
+        self.loop = asyncio.new_event_loop()
+        self._providers: dict[str, Provider] = {}
+        self._engines: dict[int, Engine] = {}
+        self._executor: RealtimeExecutor | None = None
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def provider(self, name: str) -> Provider:
+        found = self._providers.get(name)
+        if found is None:
+            from workers.providers.anthropic import AnthropicProvider  # heavy import: lazy
+
+            key = self.settings.anthropic_api_key
+            found = AnthropicProvider(
+                provider=name,
+                api_key=key.get_secret_value() if key else None,
+                base_url=self.settings.anthropic_base_url,
+                timeout_s=self.settings.call_timeout_s,
+            )
+            self._providers[name] = found
+        return found
+
+    def executor(self) -> RealtimeExecutor:
+        if self._executor is None:
+            self._executor = RealtimeExecutor(
+                self.provider, self.policy, self.settings.concurrency
+            )
+        return self._executor
+
+    def engine_for(self, job_id: int) -> Engine:
+        engine = self._engines.get(job_id)
+        if engine is None:
+            with self.sessions() as session:
+                job = job_by_ref(session, job_id)
+                if job is None:
+                    raise LookupError(f"job {job_id} does not exist")
+                pipeline: Pipeline = parse_pipeline(job.pipeline, f"job {job_id}")
+            engine = Engine(pipeline, self.prices, self.executor())
+            self._engines[job_id] = engine
+        return engine
+
+    def close(self) -> None:
+        async def _close() -> None:
+            for provider in self._providers.values():
+                await provider.aclose()
+
+        if not self.loop.is_closed():
+            self.loop.run_until_complete(_close())
+            self.loop.close()
+        self.db.dispose()
+
+
+_local = threading.local()
+
+
+def get_runtime() -> Runtime:
+    """This thread's runtime (one per worker process; the embedded worker thread has its own)."""
+    rt: Runtime | None = getattr(_local, "runtime", None)
+    if rt is None:
+        rt = Runtime(get_settings())
+        _local.runtime = rt
+    return rt
+
+
+def reset_runtime() -> None:
+    rt: Runtime | None = getattr(_local, "runtime", None)
+    _local.runtime = None
+    if rt is not None:
+        rt.close()
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _after_fork(**_: Any) -> None:
+    # Anything inherited from the parent belongs to the parent: forget it, build anew.
+    _local.runtime = None
+
+
+@worker_process_shutdown.connect  # type: ignore[untyped-decorator]
+def _on_shutdown(**_: Any) -> None:
+    reset_runtime()

@@ -1,0 +1,107 @@
+"""Submitting a file: stream it into the database, record every bad line, ring the doorbell.
+
+Memory stays flat: lines are read, inserted and enqueued a chunk at a time.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.logs import get_logger
+from models import repo
+from models.repo import NewItem
+from tasks.flow import Message, chunks
+from tasks.jobs import publish
+from tasks.runtime import Runtime
+from workers.intake import InputItem, read_items
+from workers.pipeline import ClaudeTier, Pipeline
+from workers.pricing import PriceTable
+
+log = get_logger("cascade.submit")
+CHUNK_LINES = 2_000
+
+
+class SubmitError(ValueError):
+    """The submission cannot start; nothing was written."""
+
+
+@dataclass(slots=True)
+class SubmitResult:
+    job_id: int
+    job_name: str
+    created: bool
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def check_models_priced(pipeline: Pipeline, prices: PriceTable) -> list[str]:
+    problems = []
+    for i, tier in enumerate(pipeline.tiers):
+        if isinstance(tier, ClaudeTier):
+            for j, link in enumerate(tier.chain):
+                if not prices.knows(link.model):
+                    where = f"tiers[{i}].model" if j == 0 else f"tiers[{i}].fallbacks[{j - 1}]"
+                    problems.append(
+                        f"{where}: no price for {link.model!r}; add it to a prices file "
+                        "(CASCADE_PRICES_FILE)"
+                    )
+    return problems
+
+
+def submit(
+    rt: Runtime,
+    path: Path,
+    pipeline: Pipeline,
+    job_name: str,
+    *,
+    on_progress: Callable[[dict[str, int]], None] | None = None,
+) -> SubmitResult:
+    problems = check_models_priced(pipeline, rt.prices)
+    if problems:
+        raise SubmitError("; ".join(problems))
+    # Opening the reader validates the file before anything is written.
+    lines = read_items(path, max_text_chars=pipeline.limits.max_text_chars)
+    first = next(lines, None)
+    source = str(path)
+    snapshot = pipeline.model_dump(mode="json")
+    with rt.sessions.begin() as session:
+        job, created = repo.open_job(session, job_name, snapshot)
+        job_id = job.id
+        sub_id = repo.start_submission(session, job_id, source)
+    counts = {"lines_read": 0, "items_added": 0, "items_existing": 0, "lines_rejected": 0}
+    first_queue_batch = rt.settings.batch_size
+
+    def flush(batch: list[NewItem], rejected: list[tuple[int, str, str]]) -> None:
+        with rt.sessions.begin() as session:
+            added = repo.add_items(session, job_id, sub_id, batch)
+            for line_no, key, first_line in added.duplicates:
+                rejected.append((line_no, f"duplicate_id: {key!r} first seen on line {first_line}", key))
+            repo.add_rejected(session, job_id, sub_id, source, rejected)
+        counts["items_added"] += len(added.added)
+        counts["items_existing"] += added.existing
+        counts["lines_rejected"] += len(rejected)
+        publish(rt, [Message("tier", job_id, 0, c) for c in chunks(added.added, first_queue_batch)])
+        if on_progress:
+            on_progress(dict(counts))
+
+    batch: list[NewItem] = []
+    rejected: list[tuple[int, str, str]] = []
+    if first is not None:
+        for entry in itertools.chain([first], lines):
+            counts["lines_read"] += 1
+            if isinstance(entry, InputItem):
+                batch.append(NewItem(entry.line_no, entry.item_id, entry.text, entry.metadata))
+            else:
+                rejected.append((entry.line_no, entry.reason, entry.raw))
+            if len(batch) + len(rejected) >= CHUNK_LINES:
+                flush(batch, rejected)
+                batch, rejected = [], []
+    flush(batch, rejected)
+    with rt.sessions.begin() as session:
+        repo.finish_submission(session, sub_id, counts)
+        repo.set_job_running(session, job_id)
+        repo.finish_job_if_done(session, job_id)
+    log.info("cascade.job.submitted", job_id=job_id, source=source, **counts)
+    return SubmitResult(job_id, job_name, created, counts)

@@ -1,0 +1,233 @@
+"""Running one tier over a batch of items: no database, no broker, just values.
+
+The tier task hands claimed items in and gets one :class:`ItemResult` per item
+back, with every step (rule evaluation or model call) as a :class:`Step` and the
+decision taken. Model calls run concurrently on the caller's event loop, bounded
+by a semaphore; the way calls are executed sits behind :class:`Executor`, so a
+tier can later run through the Message Batches API instead of one request per item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from workers.answers import Answer, judge
+from workers.decision import Accept, CallFailed, Decision, Escalate, Fallback, GiveUp, decide
+from workers.pipeline import ClaudeTier, ModelRef, Pipeline, RulesTier
+from workers.pricing import PriceTable
+from workers.prompt import system_prompt, user_prompt
+from workers.providers.base import ClassifyRequest, Mechanism, Provider, Usage
+from workers.records import ItemResult, Step, WorkItem
+from workers.retry import RetryPolicy, Sleep, Try, call_with_retry
+from workers.rules import CompiledRules
+
+DECISION_NAMES: dict[type, str] = {
+    Accept: "accept",
+    Escalate: "escalate",
+    Fallback: "fallback",
+    GiveUp: "fail",
+}
+# Output tokens assumed for the baseline when no model call on the item was seen.
+BASELINE_OUTPUT_TOKENS = 60
+
+
+def decision_name(decision: Decision) -> str:
+    return DECISION_NAMES[type(decision)]
+
+
+class Executor(Protocol):
+    """Runs the calls of one tier visit; realtime now, Message Batches later."""
+
+    async def execute(self, requests: Sequence[ClassifyRequest]) -> list[list[Try]]: ...
+
+
+class RealtimeExecutor:
+    def __init__(
+        self,
+        providers: Callable[[str], Provider],
+        policy: RetryPolicy,
+        concurrency: int,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._providers = providers
+        self._policy = policy
+        self._sem = asyncio.Semaphore(concurrency)
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    async def _one(self, request: ClassifyRequest) -> list[Try]:
+        async with self._sem:
+            provider = self._providers(request.provider)
+            return await call_with_retry(
+                provider, request, self._policy, sleep=self._sleep, rng=self._rng
+            )
+
+    async def execute(self, requests: Sequence[ClassifyRequest]) -> list[list[Try]]:
+        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+
+
+class Engine:
+    def __init__(self, pipeline: Pipeline, prices: PriceTable, executor: Executor) -> None:
+        self.pipeline = pipeline
+        self.prices = prices
+        self.executor = executor
+        self._rules = {
+            i: CompiledRules(t) for i, t in enumerate(pipeline.tiers) if isinstance(t, RulesTier)
+        }
+        self._labels = tuple(pipeline.labels)
+        last = pipeline.tiers[-1]
+        assert isinstance(last, ClaudeTier)
+        self._baseline_model = last.model
+        overhead_chars = (
+            len(system_prompt(pipeline, "tool")) + len(user_prompt("")) + 350
+            + len(json.dumps(pipeline.labels))
+        )
+        self._overhead_tokens = math.ceil(overhead_chars / 4)
+
+    # -- baseline ---------------------------------------------------------------
+    def baseline(self, text_len: int, usage: Usage | None) -> int:
+        """What this item would have cost sent straight to the last tier's primary model."""
+        if usage is not None and usage.input_tokens:
+            return self.prices.cost_nanos(self._baseline_model, usage)
+        estimate = Usage(
+            input_tokens=self._overhead_tokens + math.ceil(text_len / 4),
+            output_tokens=BASELINE_OUTPUT_TOKENS,
+        )
+        return self.prices.cost_nanos(self._baseline_model, estimate)
+
+    # -- rules --------------------------------------------------------------------
+    def run_rules(self, tier_index: int, items: Sequence[WorkItem]) -> list[ItemResult]:
+        tier = self.pipeline.tiers[tier_index]
+        rules = self._rules[tier_index]
+        results = []
+        for item in items:
+            hit = rules.match(item.text)
+            if hit is not None and hit.confidence >= tier.accept.min_confidence:
+                decision: Decision = Accept(hit.label, hit.confidence, f"rule {hit.index} matched")
+            else:
+                decision = Escalate("no rule matched")
+            step = Step(
+                item_pk=item.pk,
+                step=item.next_step,
+                tier_index=tier_index,
+                tier=tier.name,
+                role="rules",
+                provider="rules",
+                model=f"rule:{hit.index}" if hit else "rules",
+                outcome="rule_match" if hit else "rule_miss",
+                decision=decision_name(decision),
+                label=hit.label if hit else None,
+                confidence=hit.confidence if hit else None,
+            )
+            result = ItemResult(item.pk, decision, [step])
+            if isinstance(decision, Accept):
+                result.baseline_nanos = self.baseline(len(item.text), None)
+            results.append(result)
+        return results
+
+    # -- model tiers ------------------------------------------------------------
+    def mechanism(self, tier: ClaudeTier, model: str) -> Mechanism:
+        if tier.structured != "auto":
+            return tier.structured
+        if self.prices.knows(model):
+            found = self.prices.structured(model)
+            if found in ("forced_tool", "tool", "json_schema"):
+                return found  # type: ignore[return-value]
+        return "tool"
+
+    def request(self, tier: ClaudeTier, link: ModelRef, text: str) -> ClassifyRequest:
+        mechanism = self.mechanism(tier, link.model)
+        return ClassifyRequest(
+            provider=link.provider,
+            model=link.model,
+            system=system_prompt(self.pipeline, mechanism),
+            user=user_prompt(text),
+            labels=self._labels,
+            max_tokens=tier.max_tokens,
+            mechanism=mechanism,
+        )
+
+    async def run_model(
+        self, tier_index: int, items: Sequence[WorkItem], link: ModelRef, *, role: str
+    ) -> list[ItemResult]:
+        """Call ``link`` once per item (with retries) and decide each item."""
+        tier = self.pipeline.tiers[tier_index]
+        assert isinstance(tier, ClaudeTier)
+        is_last = tier_index == len(self.pipeline.tiers) - 1
+        requests = [self.request(tier, link, item.text) for item in items]
+        all_tries = await self.executor.execute(requests)
+        return [
+            self._result(tier_index, tier, link, role, item, tries, is_last)
+            for item, tries in zip(items, all_tries, strict=True)
+        ]
+
+    def _result(
+        self,
+        tier_index: int,
+        tier: ClaudeTier,
+        link: ModelRef,
+        role: str,
+        item: WorkItem,
+        tries: list[Try],
+        is_last: bool,
+    ) -> ItemResult:
+        steps: list[Step] = []
+        decision: Decision = GiveUp("no call was made")
+        final_usage: Usage | None = None
+        for n, attempt in enumerate(tries):
+            final = n == len(tries) - 1
+            label = confidence = None
+            hedged = False
+            if attempt.reply is not None:
+                usage = attempt.reply.usage
+                judged = judge(attempt.reply, self._labels)
+                outcome = {"Answer": "ok", "Refused": "refusal", "Malformed": "malformed"}[
+                    type(judged).__name__
+                ]
+                if isinstance(judged, Answer):
+                    label, confidence, hedged = judged.label, judged.confidence, judged.hedged
+                    final_usage = usage
+                error = None if isinstance(judged, Answer) else judged.detail
+                status, request_id = None, attempt.reply.request_id
+                if final:
+                    decision = decide(tier.accept, judged, is_last=is_last)
+            else:
+                assert attempt.error is not None
+                exc = attempt.error
+                usage, outcome, error = exc.usage, exc.kind, exc.message[:500]
+                status, request_id = exc.status, exc.request_id
+                if final:
+                    decision = decide(tier.accept, CallFailed(exc.kind, error), is_last=is_last)
+            steps.append(
+                Step(
+                    item_pk=item.pk,
+                    step=item.next_step + n,
+                    tier_index=tier_index,
+                    tier=tier.name,
+                    role=role,
+                    provider=link.provider,
+                    model=link.model,
+                    outcome=outcome,
+                    decision=decision_name(decision) if final else None,
+                    label=label,
+                    confidence=confidence,
+                    hedged=hedged,
+                    usage=usage,
+                    cost_nanos=self.prices.cost_nanos(link.model, usage),
+                    latency_ms=attempt.latency_ms,
+                    http_status=status,
+                    error=error,
+                    request_id=request_id,
+                )
+            )
+        result = ItemResult(item.pk, decision, steps, served_by_fallback=role == "fallback")
+        if isinstance(decision, Accept | GiveUp):
+            result.baseline_nanos = self.baseline(len(item.text), final_usage)
+        return result

@@ -1,0 +1,218 @@
+"""The pipeline file: labels, instructions, input limits and the tiers in order.
+
+Loaded from TOML and validated in full at load time; every problem is reported
+with its path (``tiers[2].accept.min_confidence: ...``) so a user fixes them all
+in one pass.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROVIDERS = ("anthropic", "bedrock", "vertex")
+Provider = Literal["anthropic", "bedrock", "vertex"]
+# How a Claude tier obtains a structured answer; "auto" picks per model (see prices.toml).
+Structured = Literal["auto", "forced_tool", "tool", "json_schema"]
+LABEL_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,39}$")
+
+
+class PipelineError(ValueError):
+    """The pipeline file cannot be used; ``problems`` lists every reason with its path."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid pipeline {source}:\n{lines}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Strict):
+    max_text_chars: int = Field(default=20_000, ge=1, le=1_000_000)
+
+
+class Rule(_Strict):
+    pattern: str
+    label: str
+    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+
+class AcceptPolicy(_Strict):
+    min_confidence: float = Field(default=0.8, ge=0.0, le=1.0)
+    reject_hedging: bool = True
+
+
+class ModelRef(_Strict):
+    provider: Provider = "anthropic"
+    model: str = Field(min_length=1)
+
+    @property
+    def key(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+def _model_ref(value: Any) -> Any:
+    """Accept ``"model"``, ``"provider:model"`` or a table."""
+    if isinstance(value, str):
+        provider, sep, model = value.partition(":")
+        return {"provider": provider, "model": model} if sep else {"model": value}
+    return value
+
+
+class RulesTier(_Strict):
+    name: str
+    kind: Literal["rules"]
+    rules: list[Rule] = Field(min_length=1)
+    accept: AcceptPolicy = AcceptPolicy(min_confidence=0.0, reject_hedging=False)
+
+
+class ClaudeTier(_Strict):
+    name: str
+    kind: Literal["claude"]
+    model: str = Field(min_length=1)
+    provider: Provider = "anthropic"
+    fallbacks: list[Annotated[ModelRef, Field()]] = []
+    max_tokens: int = Field(default=256, ge=16, le=8192)
+    structured: Structured = "auto"
+    accept: AcceptPolicy = AcceptPolicy()
+    mode: Literal["realtime"] = "realtime"
+
+    @field_validator("fallbacks", mode="before")
+    @classmethod
+    def _refs(cls, value: Any) -> Any:
+        return [_model_ref(v) for v in value] if isinstance(value, list) else value
+
+    @property
+    def primary(self) -> ModelRef:
+        return ModelRef(provider=self.provider, model=self.model)
+
+    @property
+    def chain(self) -> list[ModelRef]:
+        """The primary, then every fallback, in order."""
+        return [self.primary, *self.fallbacks]
+
+
+Tier = Annotated[RulesTier | ClaudeTier, Field(discriminator="kind")]
+
+
+class Pipeline(_Strict):
+    name: str
+    labels: list[str] = Field(min_length=2)
+    instructions: str = Field(min_length=1)
+    limits: Limits = Limits()
+    tiers: list[Tier] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError("use lowercase letters, digits, '-' or '_' (at most 40)")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not LABEL_RE.match(v)]
+        if bad:
+            raise ValueError(f"labels must be lowercase identifiers, got {bad}")
+        if len(set(value)) != len(value):
+            raise ValueError("labels must be unique")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Pipeline:
+        problems: list[str] = []
+        seen: set[str] = set()
+        for i, tier in enumerate(self.tiers):
+            if not NAME_RE.match(tier.name):
+                problems.append(f"tiers[{i}].name: use lowercase letters, digits, '-' or '_'")
+            if tier.name in seen:
+                problems.append(f"tiers[{i}].name: duplicate tier name {tier.name!r}")
+            seen.add(tier.name)
+            if isinstance(tier, RulesTier):
+                for j, rule in enumerate(tier.rules):
+                    if rule.label not in self.labels:
+                        problems.append(
+                            f"tiers[{i}].rules[{j}].label: {rule.label!r} is not one of the labels"
+                        )
+        if isinstance(self.tiers[-1], RulesTier):
+            problems.append(
+                f"tiers[{len(self.tiers) - 1}]: the last tier must be a model tier (it always answers)"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def tier_index(self, name: str) -> int:
+        for i, tier in enumerate(self.tiers):
+            if tier.name == name:
+                return i
+        raise KeyError(name)
+
+    @property
+    def queues(self) -> list[str]:
+        return [f"tier.{t.name}" for t in self.tiers]
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("rules", "claude") and out.endswith("]"):
+            continue  # the discriminator's tag adds nothing to the path
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    problems: list[str] = []
+    for err in exc.errors():
+        where = _loc(tuple(err["loc"]))
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        if where == "" and "; " in msg:
+            problems.extend(msg.split("; "))
+        else:
+            problems.append(f"{where}: {msg}" if where else msg)
+    return problems
+
+
+def parse_pipeline(data: dict[str, Any], source: str = "<pipeline>") -> Pipeline:
+    try:
+        return Pipeline.model_validate(data)
+    except ValidationError as exc:
+        raise PipelineError(source, _problems(exc)) from None
+
+
+def load_pipeline(path: Path) -> Pipeline:
+    """Read and validate a pipeline TOML file; raise :class:`PipelineError` on any problem."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PipelineError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PipelineError(str(path), [f"not valid TOML: {exc}"]) from None
+    return parse_pipeline(data, str(path))

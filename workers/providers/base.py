@@ -1,0 +1,92 @@
+"""The seam between the engine and any model API.
+
+Every failure is classified once, here, into a small tree::
+
+    ProviderError                 a call did not produce a reply
+    ├── TransientError            429, 5xx, 529, timeout, dropped connection: retry, then fall back
+    ├── PermanentError            400, 401/403, 404 (model retired): no retry, fall back
+    │   └── ContextError          400 "prompt is too long": a longer-context model may serve it
+    └── SpendLimitError           the organisation's spend limit: stop, no retry
+
+A reply that arrived (HTTP 200) is never an error at this layer: refusals,
+empty answers and labels outside the set are judged by :mod:`workers.answers`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+# The concrete mechanism a request uses to get a structured answer.
+Mechanism = Literal["forced_tool", "tool", "json_schema"]
+TOOL_NAME = "record_classification"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifyRequest:
+    """One model call for one item. ``user`` holds the item's text, delimited."""
+
+    provider: str
+    model: str
+    system: str
+    user: str
+    labels: tuple[str, ...]
+    max_tokens: int
+    mechanism: Mechanism
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the API returned with HTTP 200, before any judgement of its content."""
+
+    stop_reason: str | None
+    structured: dict[str, Any] | None  # tool input or parsed JSON output; None if absent
+    text: str
+    usage: Usage
+    request_id: str | None = None
+
+
+@dataclass(slots=True)
+class ProviderError(Exception):
+    message: str
+    status: int | None = None
+    request_id: str | None = None
+    retry_after_s: float | None = None
+    usage: Usage = field(default_factory=Usage)
+
+    kind = "error"
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}" + (f" (HTTP {self.status})" if self.status else "")
+
+
+class TransientError(ProviderError):
+    kind = "transient"
+
+
+class PermanentError(ProviderError):
+    kind = "permanent"
+
+
+class ContextError(PermanentError):
+    kind = "context"
+
+
+class SpendLimitError(ProviderError):
+    kind = "spend_limit"
+
+
+class Provider(Protocol):
+    """Sends one classification request; raises a :class:`ProviderError` on failure."""
+
+    async def classify(self, request: ClassifyRequest) -> Reply: ...
+
+    async def aclose(self) -> None: ...

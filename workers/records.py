@@ -1,0 +1,64 @@
+"""Values the engine hands to storage: one step per attempt row, one result per item."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from workers.decision import Decision
+from workers.providers.base import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """An item claimed for a tier: its row id, its text and its next step number."""
+
+    pk: int
+    text: str
+    next_step: int
+    # tokens already seen for this item (from a lower tier), for the baseline estimate
+    seen_input_tokens: int = 0
+    seen_output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    item_pk: int
+    step: int
+    tier_index: int
+    tier: str
+    role: str  # primary | fallback | rules
+    provider: str
+    model: str
+    outcome: str
+    decision: str | None = None
+    label: str | None = None
+    confidence: float | None = None
+    hedged: bool = False
+    usage: Usage = Usage()
+    is_batch: bool = False
+    cost_nanos: int = 0
+    latency_ms: int = 0
+    http_status: int | None = None
+    error: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(slots=True)
+class ItemResult:
+    pk: int
+    decision: Decision
+    steps: list[Step] = field(default_factory=list)
+    baseline_nanos: int = 0
+    served_by_fallback: bool = False
+
+    @property
+    def cost_nanos(self) -> int:
+        return sum(s.cost_nanos for s in self.steps)
+
+    @property
+    def latency_ms(self) -> int:
+        return sum(s.latency_ms for s in self.steps)
+
+    @property
+    def model_calls(self) -> int:
+        return sum(1 for s in self.steps if s.role != "rules")
