@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 import json
 import re
 import zlib
@@ -90,7 +91,7 @@ def read_items(
     fmt, compressed = _detect(path, fmt)
     records = _records(path, fmt, compressed, max_text_chars)
     first = next(records)  # runs the header and emptiness checks now
-    return _prepend(first, records)
+    return itertools.chain((first,), records)
 
 
 def count_lines(path: Path) -> int | None:
@@ -142,13 +143,6 @@ def _detect(path: Path, fmt: str | None) -> tuple[str, bool]:
     return fmt.lower(), compressed
 
 
-def _prepend(
-    first: InputItem | RejectedLine, rest: Iterator[InputItem | RejectedLine]
-) -> Iterator[InputItem | RejectedLine]:
-    yield first
-    yield from rest
-
-
 class _Readable(Protocol):
     def readline(self, size: int = -1, /) -> bytes: ...
 
@@ -164,8 +158,8 @@ class _Lines:
     def __init__(self, stream: _Readable, path: Path, limit: int) -> None:
         self._stream, self._path, self._limit = stream, path, limit
         self.count = 0
-        self._raw: list[str] = []
-        self._raw_len = 0
+        self._parts: list[str] = []
+        self._parts_len = 0
         self._problem: str | None = None
 
     def __iter__(self) -> _Lines:
@@ -190,16 +184,16 @@ class _Lines:
             self._problem = self._problem or f"{BAD_ENCODING}: not valid UTF-8"
         if "\x00" in text:
             self._problem = self._problem or f"{BAD_ENCODING}: contains a NUL character"
-        if self._raw_len < RAW_CHARS:
-            self._raw.append(text[: RAW_CHARS - self._raw_len])
-            self._raw_len += len(self._raw[-1])
+        if self._parts_len < RAW_CHARS:
+            self._parts.append(text)
+            self._parts_len += len(text)
         return text
 
-    def take(self) -> tuple[str, str | None]:
-        """(raw text, problem) of what was read since the last call; then reset."""
-        raw, problem = "".join(self._raw).rstrip("\r\n"), self._problem
-        self._raw, self._raw_len, self._problem = [], 0, None
-        return raw, problem
+    def take(self) -> tuple[list[str], str | None]:
+        """(the start of the lines, problem) read since the last call; then reset."""
+        parts, problem = self._parts, self._problem
+        self._parts, self._parts_len, self._problem = [], 0, None
+        return parts, problem
 
     def _readline(self) -> bytes:
         try:
@@ -229,44 +223,45 @@ def _jsonl_records(
 ) -> Iterator[InputItem | RejectedLine]:
     seen_any = False
     for text in lines:
-        raw, problem = lines.take()
+        parts, problem = lines.take()
         if problem is None and (not text or text.isspace()):
             continue
         if not seen_any:
             seen_any = True
-            start = text.strip()
-            if start.startswith("[") or start == "{":
+            if text.lstrip().startswith("[") or text.strip() == "{":
                 raise InputError(
                     f"{path}: line {lines.count} starts a JSON array or a multi-line object; "
                     "give JSON Lines instead: one object per line, e.g. jq -c '.[]'"
                 )
-        yield _judge_json(lines.count, text, raw, problem, max_text_chars)
+        parsed = problem or _parse_json(text)
+        result = (
+            parsed if isinstance(parsed, str) else _judge(lines.count, parsed, None, max_text_chars)
+        )
+        yield _reject(lines.count, result, parts) if isinstance(result, str) else result
     if not seen_any:
         raise InputError(f"{path}: has only blank lines; it needs at least one item")
 
 
-def _judge_json(
-    line_no: int, text: str, raw: str, problem: str | None, max_text_chars: int
-) -> InputItem | RejectedLine:
-    if problem is not None:
-        return RejectedLine(line_no, problem, raw)
+def _parse_json(text: str) -> dict[str, Any] | str:
+    """The JSON object on this line, or the reason it is not one."""
     try:
         obj = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        return RejectedLine(line_no, f"{NOT_JSON}: {exc.msg} at column {exc.colno}", raw)
+        column = min(exc.pos, len(text.rstrip())) + 1  # not past the end of the line
+        return f"{NOT_JSON}: {exc.msg} at column {column}"
     except (ValueError, RecursionError) as exc:  # NaN, huge integers, deep nesting
-        return RejectedLine(line_no, f"{NOT_JSON}: {exc}", raw)
+        return f"{NOT_JSON}: {exc}"
     if not isinstance(obj, dict):
-        return RejectedLine(line_no, f"{NOT_AN_OBJECT}: got {_type_name(obj)}", raw)
+        return f"{NOT_AN_OBJECT}: got {_type_name(obj)}"
     if _SUSPECT_ESCAPE.search(text):
         for string in _strings(obj):
             if "\x00" in string:
-                return RejectedLine(line_no, f"{BAD_ENCODING}: contains a NUL character", raw)
+                return f"{BAD_ENCODING}: contains a NUL character"
             try:
                 string.encode("utf-8")
             except UnicodeEncodeError:
-                return RejectedLine(line_no, f"{BAD_ENCODING}: unpaired surrogate escape", raw)
-    return _judge(line_no, obj, raw, max_text_chars)
+                return f"{BAD_ENCODING}: unpaired surrogate escape"
+    return obj
 
 
 def _csv_records(
@@ -304,63 +299,65 @@ def _csv_records(
         line_no = lines.count + 1
         try:
             row = next(reader)
+            parts, problem = lines.take()
         except StopIteration:
             break
         except csv.Error as exc:
-            seen_any = True
-            yield RejectedLine(line_no, f"{CSV_SYNTAX}: {exc}", lines.take()[0])
-            continue
-        raw, problem = lines.take()
+            parts, problem = lines.take()
+            problem, row = problem or f"{CSV_SYNTAX}: {exc}", []
         if problem is None and _blank_row(row):
             continue
         seen_any = True
-        if problem is not None:
-            yield RejectedLine(line_no, problem, raw)
-        elif len(row) != len(header):
-            reason = f"{CSV_COLUMNS}: expected {len(header)} fields, got {len(row)}"
-            yield RejectedLine(line_no, reason, raw)
-        else:
+        if problem is None and len(row) != len(header):
+            problem = f"{CSV_COLUMNS}: expected {len(header)} fields, got {len(row)}"
+        if problem is None:
             fields = {"id": row[id_col], "text": row[text_col]}
-            fields.update((name, row[col]) for col, name in meta_cols)
-            yield _judge(line_no, fields, raw, max_text_chars, meta_keys=[n for _, n in meta_cols])
+            metadata = {name: row[col] for col, name in meta_cols}
+            result = _judge(line_no, fields, metadata, max_text_chars)
+        else:
+            result = problem
+        yield _reject(line_no, result, parts) if isinstance(result, str) else result
     if not seen_any:
         raise InputError(f"{path}: has a header row but no data rows")
 
 
 def _judge(
-    line_no: int,
-    fields: dict[str, Any],
-    raw: str,
-    max_text_chars: int,
-    meta_keys: list[str] | None = None,
-) -> InputItem | RejectedLine:
-    """Validate id and text of one parsed record (JSON object or CSV row)."""
+    line_no: int, fields: dict[str, Any], metadata: dict[str, Any] | None, max_text_chars: int
+) -> InputItem | str:
+    """An item from one parsed record (JSON object or CSV row), or the reason it is not one.
+
+    ``metadata`` None means: every field but id and text.
+    """
     if "id" not in fields:
-        return RejectedLine(line_no, NO_ID, raw)
+        return NO_ID
     item_id = fields["id"]
     if isinstance(item_id, bool) or not isinstance(item_id, str | int):
-        return RejectedLine(line_no, f"{BAD_ID}: id must be a string or an integer", raw)
+        return f"{BAD_ID}: id must be a string or an integer"
     item_id = str(item_id)
     if not item_id or item_id.isspace():
-        return RejectedLine(line_no, f"{NO_ID}: id is empty", raw)
+        return f"{NO_ID}: id is empty"
     if len(item_id) > MAX_ID_CHARS:
-        reason = f"{ID_TOO_LONG}: {len(item_id)} > {MAX_ID_CHARS} characters"
-        return RejectedLine(line_no, reason, raw)
+        return f"{ID_TOO_LONG}: {len(item_id)} > {MAX_ID_CHARS} characters"
     if "text" not in fields:
-        return RejectedLine(line_no, NO_TEXT, raw)
+        return NO_TEXT
     text = fields["text"]
     if not isinstance(text, str):
-        return RejectedLine(line_no, f"{TEXT_NOT_STRING}: got {_type_name(text)}", raw)
+        return f"{TEXT_NOT_STRING}: got {_type_name(text)}"
     if not text or text.isspace():
-        return RejectedLine(line_no, EMPTY_TEXT, raw)
+        return EMPTY_TEXT
     if len(text) > max_text_chars:
-        reason = f"{TEXT_TOO_LONG}: {len(text)} > {max_text_chars} characters"
-        return RejectedLine(line_no, reason, raw)
-    if meta_keys is None:
-        metadata = {k: v for k, v in fields.items() if k not in ("id", "text")}
-    else:
-        metadata = {k: fields[k] for k in meta_keys}
+        return f"{TEXT_TOO_LONG}: {len(text)} > {max_text_chars} characters"
+    if metadata is None:
+        metadata = {k: v for k, v in fields.items() if k != "id" and k != "text"}
     return InputItem(line_no, item_id, text, metadata)
+
+
+def _reject(line_no: int, reason: str, parts: list[str]) -> RejectedLine:
+    return RejectedLine(line_no, reason, _raw(parts))
+
+
+def _raw(parts: list[str]) -> str:
+    return "".join(part[:RAW_CHARS] for part in parts)[:RAW_CHARS].rstrip("\r\n")
 
 
 def _blank_row(row: list[str]) -> bool:

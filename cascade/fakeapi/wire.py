@@ -189,7 +189,8 @@ def item_text(user: str) -> str:
     match = _ITEM.search(user)
     if match is None:
         return user
-    raw = match.group(1)
+    # The prompt puts the item on its own lines between the tags.
+    raw = match.group(1).removeprefix("\n").removesuffix("\n")
     return raw.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 

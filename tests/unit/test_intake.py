@@ -264,12 +264,18 @@ def _big_file(path: Path, fmt: str, lines: int) -> None:
                 f.write(f'{{"id": {i}, "text": "{text}", "source": "web"}}\n')
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-def test_memory_stays_flat_on_a_large_file(tmp_path: Path, fmt: str) -> None:
-    """200,000 lines (~25 MB) stream with a peak of well under 2 MB traced."""
+@pytest.mark.parametrize(
+    ("fmt", "lines"),
+    [
+        ("jsonl", 200_000),  # ~31 MB
+        ("csv", 50_000),  # ~7 MB; the CSV path shares the line reader, so fewer lines suffice
+    ],
+)
+def test_memory_stays_flat_on_a_large_file(tmp_path: Path, fmt: str, lines: int) -> None:
+    """Streaming: peak traced memory stays under 2 MB whatever the file size."""
     path = tmp_path / f"big.{fmt}"
-    _big_file(path, fmt, 200_000)
-    assert path.stat().st_size > 20_000_000
+    _big_file(path, fmt, lines)
+    assert path.stat().st_size > 5_000_000
     tracemalloc.start()
     try:
         items = rejected = 0
@@ -281,13 +287,13 @@ def test_memory_stays_flat_on_a_large_file(tmp_path: Path, fmt: str) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert (items, rejected) == (200_000, 0)
+    assert (items, rejected) == (lines, 0)
     assert peak < 2_000_000, f"peak traced memory {peak} bytes"
 
 
 def test_reason_codes_are_stable() -> None:
     assert {BAD_ENCODING, CSV_COLUMNS, NOT_JSON} <= REASON_CODES
-    assert REASON_CODES >= {
+    assert {
         "not_json",
         "not_an_object",
         "no_id",
@@ -299,4 +305,4 @@ def test_reason_codes_are_stable() -> None:
         "text_too_long",
         "bad_encoding",
         "csv_columns",
-    }
+    } <= REASON_CODES

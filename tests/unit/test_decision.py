@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import pytest
+
+from workers.answers import Answer, Malformed, Refused
+from workers.decision import (
+    Accept,
+    CallFailed,
+    Decision,
+    Escalate,
+    Fallback,
+    GiveUp,
+    Outcome,
+    decide,
+)
+from workers.pipeline import AcceptPolicy
+
+STRICT = AcceptPolicy(min_confidence=0.8, reject_hedging=True)
+LENIENT = AcceptPolicy(min_confidence=0.8, reject_hedging=False)
+ANY = AcceptPolicy(min_confidence=0.0, reject_hedging=False)
+
+
+def answer(confidence: float, *, hedged: bool = False, label: str = "billing") -> Answer:
+    return Answer(label, confidence, "a reason", hedged)
+
+
+# (policy, outcome, is_last, expected decision type)
+TABLE: list[tuple[AcceptPolicy, Outcome, bool, type]] = [
+    # a confident, plain answer on a middle tier is kept
+    (STRICT, answer(0.95), False, Accept),
+    # below the threshold on a middle tier: let the next tier try
+    (STRICT, answer(0.79), False, Escalate),
+    # exactly at the threshold is good enough (the check is >=)
+    (STRICT, answer(0.8), False, Accept),
+    # confident but hedging, and the policy rejects hedging: escalate
+    (STRICT, answer(0.95, hedged=True), False, Escalate),
+    # confident and hedging, but the policy does not care about hedging: keep it
+    (LENIENT, answer(0.95, hedged=True), False, Accept),
+    # low confidence is still escalated when hedging is not checked
+    (LENIENT, answer(0.5), False, Escalate),
+    # a zero threshold keeps even a zero-confidence answer
+    (ANY, answer(0.0), False, Accept),
+    # the last tier always answers: a low-confidence answer is accepted
+    (STRICT, answer(0.1), True, Accept),
+    # the last tier always answers: a hedged answer is accepted even under a strict policy
+    (STRICT, answer(0.95, hedged=True), True, Accept),
+    # a malformed answer on a middle tier: a stronger model may do better
+    (STRICT, Malformed("label 'x' is not one of the labels"), False, Escalate),
+    # a malformed answer on the last tier has nowhere to escalate: try its fallback chain
+    (STRICT, Malformed("no structured answer"), True, Fallback),
+    # a refusal is never accepted; on a middle tier it goes to the fallback chain
+    (STRICT, Refused("the model refused"), False, Fallback),
+    # a refusal on the last tier also goes to the fallback chain
+    (ANY, Refused("the model refused"), True, Fallback),
+    # transient errors that outlived the retries: fall back to another model
+    (STRICT, CallFailed("transient", "overloaded"), False, Fallback),
+    # permanent errors (e.g. model retired): fall back
+    (STRICT, CallFailed("permanent", "model not found"), False, Fallback),
+    # prompt too long: a fallback with a longer context may serve it
+    (STRICT, CallFailed("context", "prompt is too long"), False, Fallback),
+    # a failed call on the last tier falls back too
+    (ANY, CallFailed("transient", "overloaded"), True, Fallback),
+    # the spend limit stops the item: no tier or fallback can be paid for
+    (STRICT, CallFailed("spend_limit", "limit reached"), False, GiveUp),
+    # the spend limit also stops the last tier
+    (ANY, CallFailed("spend_limit", "limit reached"), True, GiveUp),
+]
+
+
+@pytest.mark.parametrize(("policy", "outcome", "is_last", "expected"), TABLE)
+def test_decide_table(
+    policy: AcceptPolicy, outcome: Outcome, is_last: bool, expected: type
+) -> None:
+    assert type(decide(policy, outcome, is_last=is_last)) is expected
+
+
+# (policy, outcome, is_last, exact decision value)
+VALUES: list[tuple[AcceptPolicy, Outcome, bool, Decision]] = [
+    # an accepted answer carries its label, confidence and reason through
+    (STRICT, answer(0.9, label="shipping"), False, Accept("shipping", 0.9, "a reason")),
+    # the last tier keeps the answer's own (low) confidence, it does not invent one
+    (STRICT, answer(0.2, label="other"), True, Accept("other", 0.2, "a reason")),
+    # the escalation says which confidence missed which threshold
+    (STRICT, answer(0.5), False, Escalate("confidence 0.50 < 0.80")),
+    # the hedging escalation says why
+    (STRICT, answer(0.9, hedged=True), False, Escalate("the answer hedges")),
+    # a malformed escalation keeps the detail
+    (
+        STRICT,
+        Malformed("no structured answer"),
+        False,
+        Escalate("malformed answer: no structured answer"),
+    ),
+    # a malformed fallback at the last tier keeps the detail as is
+    (STRICT, Malformed("no structured answer"), True, Fallback("no structured answer")),
+    # a refusal's detail is kept
+    (STRICT, Refused("the model refused"), False, Fallback("the model refused")),
+    # a failed call's fallback names the error kind
+    (STRICT, CallFailed("permanent", "HTTP 404"), False, Fallback("permanent: HTTP 404")),
+    # the give-up says it was the spend limit
+    (STRICT, CallFailed("spend_limit", "org cap"), False, GiveUp("spend limit reached: org cap")),
+]
+
+
+@pytest.mark.parametrize(("policy", "outcome", "is_last", "expected"), VALUES)
+def test_decide_values(
+    policy: AcceptPolicy, outcome: Outcome, is_last: bool, expected: Decision
+) -> None:
+    assert decide(policy, outcome, is_last=is_last) == expected
+
+
+@pytest.mark.parametrize("is_last", [False, True])
+@pytest.mark.parametrize("policy", [STRICT, LENIENT, ANY])
+def test_refusal_is_never_accepted(policy: AcceptPolicy, is_last: bool) -> None:
+    assert not isinstance(decide(policy, Refused("no"), is_last=is_last), Accept)
+
+
+@pytest.mark.parametrize("kind", ["transient", "permanent", "context", "spend_limit"])
+@pytest.mark.parametrize("is_last", [False, True])
+def test_a_failed_call_is_never_accepted_or_escalated(kind: str, is_last: bool) -> None:
+    decision = decide(ANY, CallFailed(kind, "x"), is_last=is_last)
+
+    assert isinstance(decision, GiveUp if kind == "spend_limit" else Fallback)
