@@ -56,14 +56,17 @@ def _job(session: Any, ref: str) -> Any:
 def submit(
     file: Annotated[Path, typer.Argument(help="JSONL or CSV input (id, text, other fields kept)")],
     pipeline: Annotated[Path, typer.Option("--pipeline", "-p", help="pipeline TOML file")],
-    wait: Annotated[bool, typer.Option(help="show progress and wait until the job is done")] = False,
+    wait: Annotated[
+        bool, typer.Option(help="show progress and wait until the job is done")
+    ] = False,
     job_name: Annotated[str | None, typer.Option(help="job to create or add to")] = None,
 ) -> None:
     """Stream FILE into a job and start the cascade on it."""
     _setup()
     from tasks.embedded import embedded_worker
     from tasks.runtime import get_runtime
-    from tasks.submit import SubmitError, submit as do_submit
+    from tasks.submit import SubmitError
+    from tasks.submit import submit as do_submit
     from workers.intake import InputError
     from workers.pipeline import PipelineError, load_pipeline
 
@@ -78,7 +81,9 @@ def submit(
     queues = [*pipe.queues, "cascade.fallback"]
     if settings.embedded:
         if not wait:
-            err.print("[dim]embedded runtime: processing in this process, so waiting for the job[/dim]")
+            err.print(
+                "[dim]embedded runtime: processing in this process, so waiting for the job[/dim]"
+            )
         ctx: Any = embedded_worker(queues)
     else:
         from contextlib import nullcontext
@@ -138,7 +143,7 @@ def _waiting_by_tier(p: dict[str, int], names: list[str]) -> dict[str, int]:
     """Unfinished items per tier, from progress()'s ``status:tier_index`` keys."""
     out = dict.fromkeys(names, 0)
     for key, count in p.items():
-        status, sep, index = key.partition(":")
+        _, sep, index = key.partition(":")
         if sep and index.isdigit() and int(index) < len(names):
             out[names[int(index)]] += count
     return out
@@ -160,7 +165,9 @@ def _print_report(ref: str, fmt: str) -> None:
 
 @app.command()
 def report(
-    job: Annotated[str | None, typer.Option("--job", "-j", help="job id or name (default: latest)")] = None,
+    job: Annotated[
+        str | None, typer.Option("--job", "-j", help="job id or name (default: latest)")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | json")] = "table",
 ) -> None:
     """The job's cost, savings and per-tier funnel."""
@@ -214,8 +221,12 @@ def jobs(limit: Annotated[int, typer.Option(help="how many")] = 20) -> None:
     with get_runtime().sessions() as session:
         for j in list_jobs(session, limit):
             table.add_row(
-                str(j.id), j.name, j.pipeline_name, j.status,
-                f"{j.created_at:%Y-%m-%d %H:%M}", f"{j.finished_at:%H:%M:%S}" if j.finished_at else "",
+                str(j.id),
+                j.name,
+                j.pipeline_name,
+                j.status,
+                f"{j.created_at:%Y-%m-%d %H:%M}",
+                f"{j.finished_at:%H:%M:%S}" if j.finished_at else "",
             )
     out.print(table)
 
@@ -241,7 +252,9 @@ def outcomes(
 
 @app.command()
 def worker(
-    queues: Annotated[str | None, typer.Option(help="comma-separated queues (default: CASCADE_QUEUES)")] = None,
+    queues: Annotated[
+        str | None, typer.Option(help="comma-separated queues (default: CASCADE_QUEUES)")
+    ] = None,
     concurrency: Annotated[int, typer.Option(help="worker processes")] = 2,
     loglevel: Annotated[str, typer.Option(help="log level")] = "INFO",
 ) -> None:

@@ -24,9 +24,7 @@ def job_report(job: Any, totals: JobTotals, tiers: list[TierRow]) -> dict[str, A
     """The report as one JSON-ready object (money as decimal strings, exact)."""
     cost = nanos_to_usd(totals.cost_nanos)
     baseline = nanos_to_usd(totals.baseline_nanos)
-    savings = (
-        float((baseline - cost) / baseline * 100) if totals.baseline_nanos else 0.0
-    )
+    savings = float((baseline - cost) / baseline * 100) if totals.baseline_nanos else 0.0
     return {
         "job_id": job.id,
         "job_name": job.name,
@@ -66,15 +64,33 @@ def job_report(job: Any, totals: JobTotals, tiers: list[TierRow]) -> dict[str, A
 
 
 def print_report(console: Console, report: dict[str, Any]) -> None:
-    title = f"Job {report['job_id']} · {report['job_name']} · {report['pipeline']} · {report['status']}"
+    title = (
+        f"Job {report['job_id']} · {report['job_name']} · {report['pipeline']} · {report['status']}"
+    )
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("tier", "in", "accept", "escal", "fail", "calls", "fallbk", "cost",
-                "p50ms", "p95ms"):
+    for col in (
+        "tier",
+        "in",
+        "accept",
+        "escal",
+        "fail",
+        "calls",
+        "fallbk",
+        "cost",
+        "p50ms",
+        "p95ms",
+    ):
         table.add_column(col, justify="left" if col == "tier" else "right", no_wrap=True)
     for t in report["tiers"]:
         table.add_row(
-            t["tier"], str(t["entered"]), str(t["accepted"]), str(t["escalated"]),
-            str(t["failed"]), str(t["calls"]), str(t["fallbacks"]), _usd(Decimal(t["cost_usd"])),
+            t["tier"],
+            str(t["entered"]),
+            str(t["accepted"]),
+            str(t["escalated"]),
+            str(t["failed"]),
+            str(t["calls"]),
+            str(t["fallbacks"]),
+            _usd(Decimal(t["cost_usd"])),
             "-" if t["p50_ms"] is None else str(t["p50_ms"]),
             "-" if t["p95_ms"] is None else str(t["p95_ms"]),
         )

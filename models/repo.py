@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, Table, and_, bindparam, exists, func, or_, select
+from sqlalchemy import Table, and_, bindparam, exists, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -39,7 +39,8 @@ def new_token() -> str:
     return secrets.token_hex(8)
 
 
-def _insert(session: Session, table: Any) -> Insert:
+def _insert(session: Session, table: Any) -> Any:
+    """The dialect's INSERT (it has ON CONFLICT); Postgres and SQLite only."""
     name = session.get_bind().dialect.name
     if name == "postgresql":
         return postgresql.insert(table)
@@ -303,11 +304,12 @@ def settle(
             "model_calls": ITEMS.c.model_calls + s.model_calls,
             "cost_nanos": ITEMS.c.cost_nanos + s.cost_nanos,
             "latency_ms": ITEMS.c.latency_ms + s.latency_ms,
-            "fallback_used": or_(ITEMS.c.fallback_used, s.fallback_used),
             "lease_token": None,
             "lease_until": None,
             "updated_at": now,
         }
+        if s.fallback_used:
+            values["fallback_used"] = True
         if final:
             values |= {
                 "label": s.label,
@@ -368,7 +370,9 @@ def strays(session: Session, *, idle_s: int, limit: int = 10_000) -> list[Stray]
     return [Stray(j, t, p, ids) for (j, t, p), ids in groups.items()]
 
 
-def pending_ids(session: Session, job_id: int, tier_index: int, after: int, limit: int) -> list[int]:
+def pending_ids(
+    session: Session, job_id: int, tier_index: int, after: int, limit: int
+) -> list[int]:
     return list(
         session.scalars(
             select(ITEMS.c.id)

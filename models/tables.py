@@ -7,7 +7,7 @@ token, so sums are exact on SQLite and Postgres alike.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -41,7 +41,10 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        datetime: DateTime(timezone=True),
+    }
 
 
 class Job(Base):
@@ -130,7 +133,8 @@ class Attempt(Base):
     role: Mapped[str] = mapped_column(String(12))
     provider: Mapped[str] = mapped_column(String(20))
     model: Mapped[str] = mapped_column(String(100))
-    # ok | refusal | malformed | transient | permanent | context | spend_limit | rule_match | rule_miss
+    # ok | refusal | malformed | transient | permanent | context | spend_limit
+    # | rule_match | rule_miss
     outcome: Mapped[str] = mapped_column(String(16))
     # the decision this step led to, on the last step of a tier visit:
     # accept | escalate | fallback | fail (NULL on a step that was retried)

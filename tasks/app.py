@@ -32,8 +32,8 @@ def tier_queue(tier_name: str) -> str:
     return f"tier.{tier_name}"
 
 
-class CascadeCelery(Celery):  # type: ignore[misc]
-    def on_configure(self) -> None:
+class CascadeCelery(Celery):
+    def on_configure(self) -> None:  # type: ignore[override]
         settings = get_settings()
         transport: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
         if settings.embedded:
@@ -61,7 +61,7 @@ class CascadeCelery(Celery):  # type: ignore[misc]
 app = CascadeCelery("cascade", include=["tasks.jobs"])
 
 
-@setup_logging.connect  # type: ignore[untyped-decorator]
+@setup_logging.connect
 def _setup_logging(**_: Any) -> None:
     # Connecting here stops Celery from configuring logging itself: its records go
     # through structlog's processors like ours.
@@ -69,7 +69,7 @@ def _setup_logging(**_: Any) -> None:
     configure_logging(settings.log_format, settings.log_level or "INFO")
 
 
-@task_prerun.connect  # type: ignore[untyped-decorator]
+@task_prerun.connect
 def _bind_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(task_id=task_id, task=getattr(task, "name", None))

@@ -101,7 +101,9 @@ def _run_fallback_chain(
     for link in tier.fallbacks:
         if not waiting:
             break
-        results = rt.run(engine.run_model(tier_index, list(waiting.values()), link, role="fallback"))
+        results = rt.run(
+            engine.run_model(tier_index, list(waiting.values()), link, role="fallback")
+        )
         for res in results:
             prior = merged.get(res.pk)
             if prior is not None:
@@ -156,8 +158,13 @@ def process(rt: Runtime, msg: Message) -> list[Message]:
         kept = repo.settle(session, token, _attempt_rows(msg.job_id, results), settled)
     escalated = [s.pk for s in kept if s.decision == "escalate"]
     to_fallback = [s.pk for s in kept if s.decision == "fallback"]
-    counts = {d: sum(1 for s in kept if s.decision == d) for d in ("accept", "escalate", "fallback", "fail")}
-    log.info("cascade.batch.settled", items=len(kept), lost_lease=len(settled) - len(kept), **counts)
+    counts = {
+        d: sum(1 for s in kept if s.decision == d)
+        for d in ("accept", "escalate", "fallback", "fail")
+    }
+    log.info(
+        "cascade.batch.settled", items=len(kept), lost_lease=len(settled) - len(kept), **counts
+    )
     for r in results:
         if isinstance(r.decision, Escalate):
             log.debug("cascade.item.escalated", item=r.pk, why=r.decision.why)

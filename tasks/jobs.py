@@ -38,14 +38,14 @@ def publish(rt: Runtime, messages: list[Message]) -> None:
         task.apply_async(args=(msg.job_id, msg.tier_index, msg.ids), queue=queue_for(rt, msg))
 
 
-@app.task(name="cascade.run_tier", bind=True, **INFRA_RETRY)  # type: ignore[untyped-decorator]
-def run_tier(self: Task, job_id: int, tier_index: int, ids: list[int]) -> None:
+@app.task(name="cascade.run_tier", bind=True, **INFRA_RETRY)
+def run_tier(self: Task[Any, Any], job_id: int, tier_index: int, ids: list[int]) -> None:
     rt = get_runtime()
     publish(rt, process(rt, Message("tier", job_id, tier_index, ids)))
 
 
-@app.task(name="cascade.run_fallback", bind=True, **INFRA_RETRY)  # type: ignore[untyped-decorator]
-def run_fallback(self: Task, job_id: int, tier_index: int, ids: list[int]) -> None:
+@app.task(name="cascade.run_fallback", bind=True, **INFRA_RETRY)
+def run_fallback(self: Task[Any, Any], job_id: int, tier_index: int, ids: list[int]) -> None:
     rt = get_runtime()
     publish(rt, process(rt, Message("fallback", job_id, tier_index, ids)))
 
@@ -57,7 +57,10 @@ def sweep_once(rt: Runtime, idle_s: int = 120) -> int:
     messages = [
         Message(s.phase, s.job_id, s.tier_index, chunk)
         for s in strays
-        for chunk in (s.ids[i : i + rt.settings.batch_size] for i in range(0, len(s.ids), rt.settings.batch_size))
+        for chunk in (
+            s.ids[i : i + rt.settings.batch_size]
+            for i in range(0, len(s.ids), rt.settings.batch_size)
+        )
     ]
     publish(rt, messages)
     count = sum(len(m.ids) for m in messages)
@@ -66,6 +69,6 @@ def sweep_once(rt: Runtime, idle_s: int = 120) -> int:
     return count
 
 
-@app.task(name="cascade.sweep")  # type: ignore[untyped-decorator]
+@app.task(name="cascade.sweep")
 def sweep() -> int:
     return sweep_once(get_runtime())

@@ -62,9 +62,7 @@ class Runtime:
 
     def executor(self) -> RealtimeExecutor:
         if self._executor is None:
-            self._executor = RealtimeExecutor(
-                self.provider, self.policy, self.settings.concurrency
-            )
+            self._executor = RealtimeExecutor(self.provider, self.policy, self.settings.concurrency)
         return self._executor
 
     def engine_for(self, job_id: int) -> Engine:
@@ -109,12 +107,12 @@ def reset_runtime() -> None:
         rt.close()
 
 
-@worker_process_init.connect  # type: ignore[untyped-decorator]
+@worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     # Anything inherited from the parent belongs to the parent: forget it, build anew.
     _local.runtime = None
 
 
-@worker_process_shutdown.connect  # type: ignore[untyped-decorator]
+@worker_process_shutdown.connect
 def _on_shutdown(**_: Any) -> None:
     reset_runtime()

@@ -77,7 +77,9 @@ def submit(
         with rt.sessions.begin() as session:
             added = repo.add_items(session, job_id, sub_id, batch)
             for line_no, key, first_line in added.duplicates:
-                rejected.append((line_no, f"duplicate_id: {key!r} first seen on line {first_line}", key))
+                rejected.append(
+                    (line_no, f"duplicate_id: {key!r} first seen on line {first_line}", key)
+                )
             repo.add_rejected(session, job_id, sub_id, source, rejected)
         counts["items_added"] += len(added.added)
         counts["items_existing"] += added.existing

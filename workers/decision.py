@@ -61,9 +61,7 @@ def decide(policy: AcceptPolicy, outcome: Outcome, *, is_last: bool) -> Decision
             if is_last:
                 return Accept(answer.label, answer.confidence, answer.reason)
             if answer.confidence < policy.min_confidence:
-                return Escalate(
-                    f"confidence {answer.confidence:.2f} < {policy.min_confidence:.2f}"
-                )
+                return Escalate(f"confidence {answer.confidence:.2f} < {policy.min_confidence:.2f}")
             if policy.reject_hedging and answer.hedged:
                 return Escalate("the answer hedges")
             return Accept(answer.label, answer.confidence, answer.reason)

@@ -86,7 +86,9 @@ class Engine:
         assert isinstance(last, ClaudeTier)
         self._baseline_model = last.model
         overhead_chars = (
-            len(system_prompt(pipeline, "tool")) + len(user_prompt("")) + 350
+            len(system_prompt(pipeline, "tool"))
+            + len(user_prompt(""))
+            + 350
             + len(json.dumps(pipeline.labels))
         )
         self._overhead_tokens = math.ceil(overhead_chars / 4)
@@ -139,7 +141,7 @@ class Engine:
         if self.prices.knows(model):
             found = self.prices.structured(model)
             if found in ("forced_tool", "tool", "json_schema"):
-                return found  # type: ignore[return-value]
+                return found
         return "tool"
 
     def request(self, tier: ClaudeTier, link: ModelRef, text: str) -> ClassifyRequest:

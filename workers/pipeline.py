@@ -155,7 +155,8 @@ class Pipeline(_Strict):
                         )
         if isinstance(self.tiers[-1], RulesTier):
             problems.append(
-                f"tiers[{len(self.tiers) - 1}]: the last tier must be a model tier (it always answers)"
+                f"tiers[{len(self.tiers) - 1}]: the last tier must be a model tier "
+                "(it always answers)"
             )
         if problems:
             raise ValueError("; ".join(problems))

@@ -34,7 +34,7 @@ class Step:
     label: str | None = None
     confidence: float | None = None
     hedged: bool = False
-    usage: Usage = Usage()
+    usage: Usage = field(default_factory=Usage)
     is_batch: bool = False
     cost_nanos: int = 0
     latency_ms: int = 0

@@ -46,7 +46,12 @@ def env(tmp_path: Path, fake: FakeServer) -> dict[str, str]:
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [CASCADE, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+        [CASCADE, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
         check=False,
     )
 
@@ -56,8 +61,9 @@ def test_submit_wait_report_matches_fake_server_and_prices(
 ) -> None:
     # Given the bundled example (300 good tickets, 3 bad lines)
     # When it is submitted and waited for
-    done = run(env, "submit", str(TICKETS), "--pipeline", str(PIPELINE), "--wait",
-               "--job-name", "e2e")
+    done = run(
+        env, "submit", str(TICKETS), "--pipeline", str(PIPELINE), "--wait", "--job-name", "e2e"
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(run(env, "report", "--job", "e2e", "--format", "json").stdout)
     stats = fake.stats()["by_model"]
@@ -94,11 +100,20 @@ def test_submit_wait_report_matches_fake_server_and_prices(
     jsonl = run(env, "outcomes", "--job", "e2e", "--format", "jsonl").stdout.splitlines()
     assert len(jsonl) == 300
     first = json.loads(jsonl[0])
-    assert set(first) >= {"id", "label", "tier", "confidence", "cost_usd", "latency_ms",
-                          "status", "metadata"}
+    assert set(first) >= {
+        "id",
+        "label",
+        "tier",
+        "confidence",
+        "cost_usd",
+        "latency_ms",
+        "status",
+        "metadata",
+    }
     assert "channel" in first["metadata"]
-    rows = list(csv.DictReader(io.StringIO(run(env, "outcomes", "--job", "1", "--format",
-                                               "csv").stdout)))
+    rows = list(
+        csv.DictReader(io.StringIO(run(env, "outcomes", "--job", "1", "--format", "csv").stdout))
+    )
     assert len(rows) == 300
 
     # The key never appears in any output or in the database
@@ -126,10 +141,12 @@ def test_resubmit_same_file_into_same_job_adds_nothing(env: dict[str, str]) -> N
     ("content", "expected"),
     [
         # an unknown key and an out-of-range threshold: both reported with their paths
-        ('name = "x"\nlabels = ["a", "b"]\ninstructions = "i"\nbogus = 1\n'
-         '[[tiers]]\nname = "m"\nkind = "claude"\nmodel = "claude-haiku-5-5"\n'
-         '[tiers.accept]\nmin_confidence = 2\n',
-         ["bogus: unknown key", "tiers[0].accept.min_confidence"]),
+        (
+            'name = "x"\nlabels = ["a", "b"]\ninstructions = "i"\nbogus = 1\n'
+            '[[tiers]]\nname = "m"\nkind = "claude"\nmodel = "claude-haiku-5-5"\n'
+            "[tiers.accept]\nmin_confidence = 2\n",
+            ["bogus: unknown key", "tiers[0].accept.min_confidence"],
+        ),
         # not TOML at all
         ("name = ", ["not valid TOML"]),
     ],

@@ -65,9 +65,27 @@ def worker_env(pg_url: str, broker: str, fake: FakeServer) -> Iterator[dict[str,
     env = _env(pg_url, broker, fake.start())
     queues = "tier.rules,tier.small,tier.large,cascade.fallback"
     proc = subprocess.Popen(
-        [str(BIN / "celery"), "-A", "tasks.app", "worker", "-Q", queues, "-c", "2",
-         "-n", "itest@%h", "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            str(BIN / "celery"),
+            "-A",
+            "tasks.app",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            "2",
+            "-n",
+            "itest@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         yield env
@@ -101,13 +119,17 @@ def _expected(tickets: Path) -> dict[str, tuple[str, str]]:
         if verdict.confidence >= small_min and not is_hedged(verdict.reason):
             out[row["id"]] = ("small", verdict.label)
         else:
-            out[row["id"]] = ("large", classify("claude-sonnet-5-5", row["text"], pipe.labels).label)
+            out[row["id"]] = (
+                "large",
+                classify("claude-sonnet-5-5", row["text"], pipe.labels).label,
+            )
     return out
 
 
 def _sample(tmp_path: Path, n: int) -> Path:
     lines = [
-        line for line in (ROOT / "examples" / "tickets.jsonl").read_text().splitlines()
+        line
+        for line in (ROOT / "examples" / "tickets.jsonl").read_text().splitlines()
         if line.startswith("{") and '"text": ""' not in line
     ]
     seen: set[str] = set()
@@ -127,8 +149,13 @@ def _sample(tmp_path: Path, n: int) -> Path:
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN / "cascade"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=timeout, check=False,
+        [str(BIN / "cascade"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -139,28 +166,40 @@ def test_three_tier_job_on_postgres_and_redis(
     tickets = _sample(tmp_path, 120)
     expected = _expected(tickets)
     # When they are submitted to the distributed runtime and waited for
-    done = _cli(worker_env, "submit", str(tickets), "--pipeline", str(PIPELINE), "--wait",
-                "--job-name", "itest")
+    done = _cli(
+        worker_env,
+        "submit",
+        str(tickets),
+        "--pipeline",
+        str(PIPELINE),
+        "--wait",
+        "--job-name",
+        "itest",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     # Then every item is settled at the tier and with the label the cascade implies
     engine = create_engine(pg_url)
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT ri.item_id, ri.tier, ri.label, ri.status FROM report_items ri "
-            "JOIN jobs j ON j.id = ri.job_id WHERE j.name = 'itest'"
-        )).all()
+        rows = conn.execute(
+            text(
+                "SELECT ri.item_id, ri.tier, ri.label, ri.status FROM report_items ri "
+                "JOIN jobs j ON j.id = ri.job_id WHERE j.name = 'itest'"
+            )
+        ).all()
         got = {r.item_id: (r.tier, r.label) for r in rows}
         assert {r.status for r in rows} == {"done"}
         assert got == expected
         # And the ledger agrees with what the fake server saw: one call per model visit
         stats = fake.stats()["by_model"]
-        calls = dict(conn.execute(text(
-            "SELECT model, count(*) FROM attempts WHERE role <> 'rules' GROUP BY model"
-        )).all())
+        calls = dict(
+            conn.execute(
+                text("SELECT model, count(*) FROM attempts WHERE role <> 'rules' GROUP BY model")
+            ).all()
+        )
         assert calls == {m: s["calls"] for m, s in stats.items()}
-        tokens = conn.execute(text(
-            "SELECT sum(input_tokens), sum(output_tokens) FROM attempts"
-        )).one()
+        tokens = conn.execute(
+            text("SELECT sum(input_tokens), sum(output_tokens) FROM attempts")
+        ).one()
         assert tokens[0] == sum(s["input_tokens"] for s in stats.values())
         assert tokens[1] == sum(s["output_tokens"] for s in stats.values())
         assert conn.execute(text("SELECT status FROM jobs WHERE name='itest'")).scalar() == "done"
@@ -173,8 +212,16 @@ def test_resubmit_adds_nothing_and_redelivery_does_no_double_work(
     worker_env: dict[str, str], pg_url: str, fake: FakeServer, tmp_path: Path
 ) -> None:
     tickets = _sample(tmp_path, 40)
-    first = _cli(worker_env, "submit", str(tickets), "--pipeline", str(PIPELINE), "--wait",
-                 "--job-name", "again")
+    first = _cli(
+        worker_env,
+        "submit",
+        str(tickets),
+        "--pipeline",
+        str(PIPELINE),
+        "--wait",
+        "--job-name",
+        "again",
+    )
     assert first.returncode == 0, first.stderr
     calls_before = fake.stats()["requests"]
     engine = create_engine(pg_url)
@@ -182,8 +229,16 @@ def test_resubmit_adds_nothing_and_redelivery_does_no_double_work(
         attempts_before = conn.execute(text("SELECT count(*) FROM attempts")).scalar()
         ids = [r[0] for r in conn.execute(text("SELECT id FROM items ORDER BY id")).all()]
     # When the same file is submitted into the same job again
-    second = _cli(worker_env, "submit", str(tickets), "--pipeline", str(PIPELINE), "--wait",
-                  "--job-name", "again")
+    second = _cli(
+        worker_env,
+        "submit",
+        str(tickets),
+        "--pipeline",
+        str(PIPELINE),
+        "--wait",
+        "--job-name",
+        "again",
+    )
     assert second.returncode == 0, second.stderr
     assert "0 new items, 40 already in the job" in second.stdout
     # And the first tier's message is delivered again for items already settled
