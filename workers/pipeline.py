@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PROVIDERS = ("anthropic", "bedrock", "vertex")
 Provider = Literal["anthropic", "bedrock", "vertex"]
@@ -137,31 +137,6 @@ class Pipeline(_Strict):
             raise ValueError("labels must be unique")
         return value
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> Pipeline:
-        problems: list[str] = []
-        seen: set[str] = set()
-        for i, tier in enumerate(self.tiers):
-            if not NAME_RE.match(tier.name):
-                problems.append(f"tiers[{i}].name: use lowercase letters, digits, '-' or '_'")
-            if tier.name in seen:
-                problems.append(f"tiers[{i}].name: duplicate tier name {tier.name!r}")
-            seen.add(tier.name)
-            if isinstance(tier, RulesTier):
-                for j, rule in enumerate(tier.rules):
-                    if rule.label not in self.labels:
-                        problems.append(
-                            f"tiers[{i}].rules[{j}].label: {rule.label!r} is not one of the labels"
-                        )
-        if isinstance(self.tiers[-1], RulesTier):
-            problems.append(
-                f"tiers[{len(self.tiers) - 1}]: the last tier must be a model tier "
-                "(it always answers)"
-            )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
     def tier_index(self, name: str) -> int:
         for i, tier in enumerate(self.tiers):
             if tier.name == name:
@@ -175,14 +150,52 @@ class Pipeline(_Strict):
 
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("rules", "claude") and out.endswith("]"):
-            continue  # the discriminator's tag adds nothing to the path
+        elif i == 2 and loc[0] == "tiers" and part in ("rules", "claude"):
+            continue  # the discriminator's tag right after tiers[i] adds nothing to the path
         else:
             out += f".{part}" if out else str(part)
     return out
+
+
+def _cross_checks(data: dict[str, Any]) -> list[str]:
+    """Checks across fields, run on the raw data so they report even beside field errors."""
+    problems: list[str] = []
+    labels = data.get("labels")
+    labels = (
+        set(labels)
+        if isinstance(labels, list) and all(isinstance(x, str) for x in labels)
+        else None
+    )
+    tiers = data.get("tiers")
+    if not isinstance(tiers, list):
+        return problems
+    seen: set[str] = set()
+    for i, tier in enumerate(tiers):
+        if not isinstance(tier, dict):
+            continue
+        name = tier.get("name")
+        if isinstance(name, str):
+            if not NAME_RE.match(name):
+                problems.append(f"tiers[{i}].name: use lowercase letters, digits, '-' or '_'")
+            if name in seen:
+                problems.append(f"tiers[{i}].name: duplicate tier name {name!r}")
+            seen.add(name)
+        rules = tier.get("rules") if tier.get("kind") == "rules" else None
+        if labels is not None and isinstance(rules, list):
+            for j, rule in enumerate(rules):
+                label = rule.get("label") if isinstance(rule, dict) else None
+                if isinstance(label, str) and label not in labels:
+                    problems.append(
+                        f"tiers[{i}].rules[{j}].label: {label!r} is not one of the labels"
+                    )
+    if tiers and isinstance(tiers[-1], dict) and tiers[-1].get("kind") == "rules":
+        problems.append(
+            f"tiers[{len(tiers) - 1}]: the last tier must be a model tier (it always answers)"
+        )
+    return problems
 
 
 def _problems(exc: ValidationError) -> list[str]:
@@ -192,18 +205,20 @@ def _problems(exc: ValidationError) -> list[str]:
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        if where == "" and "; " in msg:
-            problems.extend(msg.split("; "))
-        else:
-            problems.append(f"{where}: {msg}" if where else msg)
+        problems.append(f"{where}: {msg}" if where else msg)
     return problems
 
 
 def parse_pipeline(data: dict[str, Any], source: str = "<pipeline>") -> Pipeline:
+    """Validate a pipeline; every field problem and every cross-field problem is reported."""
+    problems = _cross_checks(data)
     try:
-        return Pipeline.model_validate(data)
+        pipeline = Pipeline.model_validate(data)
     except ValidationError as exc:
-        raise PipelineError(source, _problems(exc)) from None
+        problems = _problems(exc) + problems
+    if problems:
+        raise PipelineError(source, problems)
+    return pipeline
 
 
 def load_pipeline(path: Path) -> Pipeline:

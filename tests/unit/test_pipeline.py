@@ -182,10 +182,6 @@ def _append_rules_tier(data: Data) -> None:
     )
 
 
-BUG_RULES_PATH = (
-    "BUG: pipeline._loc drops the 'rules' field name after the discriminator tag 'rules', "
-    "so tiers[0].rules[1].pattern is reported as tiers[0][1].pattern"
-)
 
 INVALID = [
     # min_confidence above 1
@@ -220,7 +216,6 @@ INVALID = [
         "tiers[0].rules[1].pattern: not a valid regular expression: "
         "missing ), unterminated subpattern at position 0",
         id="bad-regex",
-        marks=pytest.mark.xfail(strict=True, reason=BUG_RULES_PATH),
     ),
     # a rule's label must be one of the pipeline's labels
     pytest.param(
@@ -233,7 +228,6 @@ INVALID = [
         _set("tiers", 0, "rules", 3, "confidence", value=2),
         "tiers[0].rules[3].confidence: Input should be less than or equal to 1",
         id="rule-confidence-above-1",
-        marks=pytest.mark.xfail(strict=True, reason=BUG_RULES_PATH),
     ),
     # two tiers may not share a name (it names their queue)
     pytest.param(
@@ -397,12 +391,6 @@ def test_several_cross_check_problems_are_all_reported() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Pipeline._cross_checks is a mode='after' model validator, so it never runs "
-    "when any field fails; its problems (rule labels, duplicate tier names, last tier kind) "
-    "are hidden until the field errors are fixed",
-)
 def test_field_and_cross_check_problems_are_reported_together() -> None:
     # Given a field problem and a cross-check problem in one file
     data = triage_data()
@@ -417,11 +405,6 @@ def test_field_and_cross_check_problems_are_reported_together() -> None:
     assert "tiers[0].rules[1].label: 'nope' is not one of the labels" in problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _problems splits every root-level message on '; ', so a problem whose "
-    "text contains '; ' (here a rule label) is cut into two bogus problems",
-)
 def test_a_problem_containing_a_semicolon_is_not_split() -> None:
     data = triage_data()
     data["tiers"][0]["rules"][1]["label"] = "a; b"
