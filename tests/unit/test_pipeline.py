@@ -182,7 +182,6 @@ def _append_rules_tier(data: Data) -> None:
     )
 
 
-
 INVALID = [
     # min_confidence above 1
     pytest.param(
