@@ -147,6 +147,21 @@ def _sample(tmp_path: Path, n: int) -> Path:
     return path
 
 
+def _drain(url: str, timeout: float = 30) -> None:
+    """Wait until the worker has taken and acknowledged every message (queues and unacked empty)."""
+    client = redis.Redis.from_url(url)
+    queues = ("tier.rules", "tier.small", "tier.large", "cascade.fallback")
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not any(client.llen(q) for q in queues) and not client.hlen("unacked"):
+                return
+            time.sleep(0.1)
+        raise AssertionError("the worker did not drain its queues in time")
+    finally:
+        client.close()
+
+
 def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "cascade"), *args],
@@ -250,7 +265,7 @@ def test_resubmit_adds_nothing_and_redelivery_does_no_double_work(
     for tier_index, queue in ((0, "tier.rules"), (1, "tier.small"), (2, "tier.large")):
         publisher.send_task("cascade.run_tier", args=(job_id, tier_index, ids), queue=queue)
     publisher.send_task("cascade.run_fallback", args=(job_id, 1, ids), queue="cascade.fallback")
-    time.sleep(3)
+    _drain(worker_env["CASCADE_BROKER_URL"])
     # Then no item, attempt or model call was added
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM items")).scalar() == 40
