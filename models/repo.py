@@ -224,6 +224,7 @@ class Claimed:
     pk: int
     text: str
     steps: int
+    error: str | None = None  # why the item was handed to the fallback chain
 
 
 def claim(
@@ -256,9 +257,9 @@ def claim(
             lease_until=now + timedelta(seconds=lease_s),
             updated_at=now,
         )
-        .returning(ITEMS.c.id, ITEMS.c.text, ITEMS.c.steps)
+        .returning(ITEMS.c.id, ITEMS.c.text, ITEMS.c.steps, ITEMS.c.error)
     )
-    return [Claimed(r.id, r.text or "", r.steps) for r in session.execute(stmt)]
+    return [Claimed(r.id, r.text or "", r.steps, r.error) for r in session.execute(stmt)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +311,8 @@ def settle(
         }
         if s.fallback_used:
             values["fallback_used"] = True
+        if s.decision == "fallback":
+            values["error"] = s.error  # the fallback task reports it if nothing serves the item
         if final:
             values |= {
                 "label": s.label,

@@ -97,7 +97,8 @@ def _run_fallback_chain(
     assert isinstance(tier, ClaudeTier)
     waiting = {c.pk: WorkItem(c.pk, c.text, c.steps) for c in claimed}
     merged: dict[int, ItemResult] = {}
-    reasons: dict[int, list[str]] = {c.pk: [] for c in claimed}
+    primary = tier.primary.key
+    reasons = {c.pk: [f"{primary}: {c.error}" if c.error else primary] for c in claimed}
     for link in tier.fallbacks:
         if not waiting:
             break
@@ -116,8 +117,12 @@ def _run_fallback_chain(
             else:
                 del waiting[res.pk]
     for pk, item in waiting.items():
-        tried = "; ".join(reasons[pk]) or "no fallback model is configured"
-        why = f"the primary {tier.primary.key} and every fallback failed: {tried}"
+        tried = "; ".join(reasons[pk])
+        why = (
+            f"no model of tier {tier.name!r} could answer: {tried}"
+            if tier.fallbacks
+            else f"no fallback model is configured for tier {tier.name!r}: {tried}"
+        )
         res = merged.get(pk) or ItemResult(pk, GiveUp(why))
         res.decision = GiveUp(why)
         res.baseline_nanos = engine.baseline(len(item.text), None)

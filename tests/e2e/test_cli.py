@@ -136,3 +136,13 @@ def test_unknown_job_says_how_to_find_one(env: dict[str, str]) -> None:
     result = run(env, "status", "nope")
     assert result.returncode == 2
     assert "cascade jobs" in result.stderr
+
+
+def test_migrate_then_worker_needs_a_broker(env: dict[str, str], tmp_path: Path) -> None:
+    migrated = run(env, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "database at revision" in migrated.stdout
+    assert (tmp_path / "cascade.db").exists()
+    worker = run(env, "worker")
+    assert worker.returncode == 2
+    assert "CASCADE_BROKER_URL=redis://" in worker.stderr

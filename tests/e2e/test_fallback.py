@@ -81,3 +81,4 @@ def test_item_nothing_can_serve_ends_failed_with_every_reason(
         assert "anthropic:claude-haiku-5-5" in o["error"]
         assert "anthropic:claude-haiku-4-5" in o["error"]
         assert "refused" in o["error"]
+        assert "not_found" in o["error"] or "404" in o["error"]
