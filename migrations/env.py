@@ -14,7 +14,7 @@ import os
 from alembic import context
 from sqlalchemy import Connection, create_engine, make_url, pool
 
-from models.tables import Base
+from models.schema import Base
 
 DEFAULT_URL = "sqlite:///cascade.db"
 

@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 
-from models.tables import Base
+from models.schema import Base
 
 _DIR = Path(__file__).resolve().parent
 

@@ -106,6 +106,8 @@ class Item(Base):
     steps: Mapped[int] = mapped_column(Integer, default=0)  # attempt rows so far (numbering)
     model_calls: Mapped[int] = mapped_column(Integer, default=0)
     fallback_used: Mapped[bool] = mapped_column(Boolean, default=False)
+    # times the fallback task found every link unavailable and put the item off
+    deferrals: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     lease_token: Mapped[str | None] = mapped_column(String(32))
     lease_until: Mapped[datetime | None]

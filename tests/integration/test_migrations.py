@@ -24,7 +24,16 @@ from tests.integration.conftest import (
     new_job,
 )
 
-TABLES = {"jobs", "submissions", "items", "attempts", "rejected_lines"}
+VERSIONS = Path(runner.__file__).parent / "versions"
+TABLES = {
+    "jobs",
+    "submissions",
+    "items",
+    "attempts",
+    "rejected_lines",
+    "breaker_events",
+    "drills",
+}
 
 
 def _schema(url: str) -> tuple[set[str], set[str]]:
@@ -53,7 +62,8 @@ def test_upgrade_has_no_drift_and_is_at_head(db_url: str) -> None:
 
     assert runner.check(db_url) == []
     assert runner.is_at_head(db_url)
-    assert runner.current(db_url) == runner.head() == "0001"
+    assert runner.current(db_url) == runner.head()
+    assert runner.head() == sorted(p.name[11:15] for p in VERSIONS.glob("2026_*.py"))[-1]
     tables, views = _schema(db_url)
     assert tables == TABLES | {"alembic_version"}
     assert views == {REPORT_ITEMS, REPORT_TIERS}
