@@ -2,54 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from common.logs import configure_logging
+from cascade.cliutil import app, ensure_schema, err, fail, find_job, out, setup
 from common.settings import get_settings
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-out = Console()
-err = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/bold red] {message}")
-    return typer.Exit(code)
-
-
-def _setup() -> None:
-    s = get_settings()
-    configure_logging(s.log_format, s.log_level or "WARNING")
-
-
-def _ensure_schema() -> None:
-    """The embedded SQLite database migrates itself; a server database must be migrated."""
-    from migrations import runner
-
-    url = get_settings().database_url
-    if runner.is_at_head(url):
-        return
-    if url.startswith("sqlite"):
-        runner.upgrade(url)
-        return
-    raise fail("the database is not migrated to the current schema: run `cascade migrate`")
-
-
-def _job(session: Any, ref: str) -> Any:
-    from models.repo import job_by_ref
-
-    job = job_by_ref(session, ref)
-    if job is None:
-        raise fail(f"no job with id or name {ref!r} (see `cascade jobs`)")
-    return job
 
 
 @app.command()
@@ -62,7 +23,7 @@ def submit(
     job_name: Annotated[str | None, typer.Option(help="job to create or add to")] = None,
 ) -> None:
     """Stream FILE into a job and start the cascade on it."""
-    _setup()
+    setup()
     from tasks.embedded import embedded_worker
     from tasks.runtime import get_runtime
     from tasks.submit import SubmitError
@@ -74,7 +35,7 @@ def submit(
         pipe = load_pipeline(pipeline)
     except PipelineError as exc:
         raise fail(str(exc)) from None
-    _ensure_schema()
+    ensure_schema()
     settings = get_settings()
     name = job_name or f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     rt = get_runtime()
@@ -104,7 +65,9 @@ def submit(
         if wait or settings.embedded:
             _wait(result.job_id)
     if wait or settings.embedded:
-        _print_report(str(result.job_id), "table")
+        from cascade.cli_report import print_job_report
+
+        print_job_report(str(result.job_id), "table")
 
 
 def _wait(job_id: int) -> None:
@@ -125,7 +88,7 @@ def _wait(job_id: int) -> None:
         while True:
             with rt.sessions() as session:
                 p = progress(session, job_id)
-                job = _job(session, str(job_id))
+                job = find_job(session, str(job_id))
                 status, names = job.status, _tier_names(job)
             waiting = _waiting_by_tier(p, names)
             tiers = "  ".join(f"{k} {v}" for k, v in waiting.items() if v)
@@ -149,54 +112,16 @@ def _waiting_by_tier(p: dict[str, int], names: list[str]) -> dict[str, int]:
     return out
 
 
-def _print_report(ref: str, fmt: str) -> None:
-    from cascade.render import job_report, print_report
-    from models.reports import job_totals, tier_rows
-    from tasks.runtime import get_runtime
-
-    with get_runtime().sessions() as session:
-        job = _job(session, ref)
-        report = job_report(job, job_totals(session, job.id), tier_rows(session, job.id))
-    if fmt == "json":
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
-    else:
-        print_report(out, report)
-
-
-@app.command()
-def report(
-    job: Annotated[
-        str | None, typer.Option("--job", "-j", help="job id or name (default: latest)")
-    ] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table | json")] = "table",
-) -> None:
-    """The job's cost, savings and per-tier funnel."""
-    _setup()
-    if fmt not in ("table", "json"):
-        raise fail("--format must be table or json")
-    _ensure_schema()
-    if job is None:
-        from models.repo import list_jobs
-        from tasks.runtime import get_runtime
-
-        with get_runtime().sessions() as session:
-            latest = list_jobs(session, limit=1)
-        if not latest:
-            raise fail("there are no jobs yet: run `cascade submit FILE --pipeline P.toml`")
-        job = str(latest[0].id)
-    _print_report(job, fmt)
-
-
 @app.command()
 def status(job: Annotated[str, typer.Argument(help="job id or name")]) -> None:
     """Where a job's items are right now."""
-    _setup()
-    _ensure_schema()
+    setup()
+    ensure_schema()
     from models.reports import progress
     from tasks.runtime import get_runtime
 
     with get_runtime().sessions() as session:
-        j = _job(session, job)
+        j = find_job(session, job)
         p = progress(session, j.id)
     out.print(f"job {j.id} ({j.name}) · {j.pipeline_name} · [bold]{j.status}[/bold]")
     out.print(f"finished {p['done'] + p['failed']:,} of {p['total']:,}")
@@ -210,8 +135,8 @@ def status(job: Annotated[str, typer.Argument(help="job id or name")]) -> None:
 @app.command()
 def jobs(limit: Annotated[int, typer.Option(help="how many")] = 20) -> None:
     """The latest jobs."""
-    _setup()
-    _ensure_schema()
+    setup()
+    ensure_schema()
     from rich.table import Table
 
     from models.repo import list_jobs
@@ -237,16 +162,16 @@ def outcomes(
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl | csv")] = "jsonl",
 ) -> None:
     """One line per item: id, label, tier, confidence, cost, latency, status, metadata."""
-    _setup()
+    setup()
     if fmt not in ("jsonl", "csv"):
         raise fail("--format must be jsonl or csv")
-    _ensure_schema()
+    ensure_schema()
     from cascade.render import write_outcomes
     from models.reports import iter_outcomes
     from tasks.runtime import get_runtime
 
     with get_runtime().sessions() as session:
-        j = _job(session, job)
+        j = find_job(session, job)
         write_outcomes(iter_outcomes(session, j.id), fmt)
 
 
@@ -259,7 +184,7 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="log level")] = "INFO",
 ) -> None:
     """Run a Celery worker on the distributed runtime (Redis broker, Postgres)."""
-    _setup()
+    setup()
     settings = get_settings()
     if settings.embedded:
         raise fail(
@@ -277,7 +202,7 @@ def worker(
 @app.command()
 def migrate() -> None:
     """Apply the database migrations (Alembic) up to the current schema."""
-    _setup()
+    setup()
     from migrations import runner
 
     url = get_settings().database_url
@@ -288,8 +213,8 @@ def migrate() -> None:
 @app.command()
 def sweep(idle: Annotated[int, typer.Option(help="seconds an item may wait unsent")] = 120) -> None:
     """Re-send items whose message was lost or whose worker died."""
-    _setup()
-    _ensure_schema()
+    setup()
+    ensure_schema()
     from tasks.jobs import sweep_once
     from tasks.runtime import get_runtime
 
@@ -305,4 +230,7 @@ def demo() -> None:
 
 
 def main() -> None:
+    # Each module registers its commands on the shared app.
+    from cascade import cli_backfill, cli_chaos, cli_ops, cli_report, cli_tune  # noqa: F401
+
     app()

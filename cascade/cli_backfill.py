@@ -1,0 +1,3 @@
+"""`cascade backfill`: nightly moderation backfills (Message Batches)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Operations commands: doctor, purge, resume."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""`cascade tune` and `cascade train-local`: thresholds and the learned tier."""
+
+from __future__ import annotations
