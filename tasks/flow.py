@@ -158,7 +158,19 @@ def process(rt: Runtime, msg: Message) -> list[Message]:
         results = engine.run_rules(msg.tier_index, items)
     else:
         results = rt.run(engine.run_model(msg.tier_index, items, tier.primary, role="primary"))
-    settled = [_settled(msg.tier_index, tier.name, r) for r in results]
+    out = settle_and_route(rt, msg, tier.name, token, results)
+    structlog.contextvars.unbind_contextvars("job_id", "tier", "phase")
+    return out
+
+
+def settle_and_route(
+    rt: Runtime, msg: Message, tier_name: str, token: str, results: Sequence[ItemResult]
+) -> list[Message]:
+    """Write the results of a tier visit under the claim's token; return the follow-ups.
+
+    Shared by every way a tier can run (realtime calls, rules, a collected Message Batch).
+    """
+    settled = [_settled(msg.tier_index, tier_name, r) for r in results]
     with rt.sessions.begin() as session:
         kept = repo.settle(session, token, _attempt_rows(msg.job_id, results), settled)
     escalated = [s.pk for s in kept if s.decision == "escalate"]
@@ -182,5 +194,4 @@ def process(rt: Runtime, msg: Message) -> list[Message]:
         with rt.sessions.begin() as session:
             if repo.finish_job_if_done(session, msg.job_id):
                 log.info("cascade.job.done", job_id=msg.job_id)
-    structlog.contextvars.unbind_contextvars("job_id", "tier", "phase")
     return out

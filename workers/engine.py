@@ -162,11 +162,26 @@ class Engine:
         """Call ``link`` once per item (with retries) and decide each item."""
         tier = self.pipeline.tiers[tier_index]
         assert isinstance(tier, ClaudeTier)
-        is_last = tier_index == len(self.pipeline.tiers) - 1
         requests = [self.request(tier, link, item.text) for item in items]
         all_tries = await self.executor.execute(requests)
+        return self.results_from_tries(tier_index, items, link, all_tries, role=role)
+
+    def results_from_tries(
+        self,
+        tier_index: int,
+        items: Sequence[WorkItem],
+        link: ModelRef,
+        all_tries: Sequence[list[Try]],
+        *,
+        role: str,
+        is_batch: bool = False,
+    ) -> list[ItemResult]:
+        """Decide each item from its calls, however they were made (realtime or a batch)."""
+        tier = self.pipeline.tiers[tier_index]
+        assert isinstance(tier, ClaudeTier)
+        is_last = tier_index == len(self.pipeline.tiers) - 1
         return [
-            self._result(tier_index, tier, link, role, item, tries, is_last)
+            self._result(tier_index, tier, link, role, item, tries, is_last, is_batch)
             for item, tries in zip(items, all_tries, strict=True)
         ]
 
@@ -179,6 +194,7 @@ class Engine:
         item: WorkItem,
         tries: list[Try],
         is_last: bool,
+        is_batch: bool = False,
     ) -> ItemResult:
         steps: list[Step] = []
         decision: Decision = GiveUp("no call was made")
@@ -222,7 +238,8 @@ class Engine:
                     confidence=confidence,
                     hedged=hedged,
                     usage=usage,
-                    cost_nanos=self.prices.cost_nanos(link.model, usage),
+                    is_batch=is_batch,
+                    cost_nanos=self.prices.cost_nanos(link.model, usage, batch=is_batch),
                     latency_ms=attempt.latency_ms,
                     http_status=status,
                     error=error,
