@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit install clean
+.PHONY: demo test lint unit install clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ lint: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
+
+## Throughput, memory, latency and fleet rate-limit benchmarks (needs Postgres and Redis).
+## BENCH_ARGS=--quick for the scaled-down run (a few minutes).
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) cascade.db cascade.db-* .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cascade.cliutil import app, ensure_schema, err, fail, find_job, out, setup
+from cascade.cliutil import app, ensure_schema, err, fail, find_job, out, parse_usd, setup
 from common.settings import get_settings
 
 
@@ -21,6 +21,9 @@ def submit(
         bool, typer.Option(help="show progress and wait until the job is done")
     ] = False,
     job_name: Annotated[str | None, typer.Option(help="job to create or add to")] = None,
+    budget: Annotated[
+        str | None, typer.Option(help="spend cap for the job in USD, e.g. 25.00")
+    ] = None,
 ) -> None:
     """Stream FILE into a job and start the cascade on it."""
     setup()
@@ -36,6 +39,7 @@ def submit(
     except PipelineError as exc:
         raise fail(str(exc)) from None
     ensure_schema()
+    budget_nanos = parse_usd(budget) if budget is not None else None
     settings = get_settings()
     name = job_name or f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     rt = get_runtime()
@@ -52,7 +56,7 @@ def submit(
         ctx = nullcontext()
     with ctx:
         try:
-            result = do_submit(rt, file, pipe, name)
+            result = do_submit(rt, file, pipe, name, budget_nanos=budget_nanos)
         except (InputError, SubmitError) as exc:
             raise fail(str(exc)) from None
         c = result.counts
@@ -63,14 +67,14 @@ def submit(
             f"{c['lines_rejected']:,} lines rejected"
         )
         if wait or settings.embedded:
-            _wait(result.job_id)
+            wait_for_job(result.job_id)
     if wait or settings.embedded:
         from cascade.cli_report import print_job_report
 
         print_job_report(str(result.job_id), "table")
 
 
-def _wait(job_id: int) -> None:
+def wait_for_job(job_id: int) -> None:
     from models.reports import progress
     from tasks.runtime import get_runtime
 
@@ -89,11 +93,15 @@ def _wait(job_id: int) -> None:
             with rt.sessions() as session:
                 p = progress(session, job_id)
                 job = find_job(session, str(job_id))
-                status, names = job.status, _tier_names(job)
+                status, names, message = job.status, _tier_names(job), job.message
             waiting = _waiting_by_tier(p, names)
             tiers = "  ".join(f"{k} {v}" for k, v in waiting.items() if v)
             bar.update(task, total=p["total"], completed=p["done"] + p["failed"], tiers=tiers)
             if status in ("done", "failed"):
+                break
+            in_flight = sum(p.get(s, 0) for s in ("pending", "running", "fallback"))
+            if status == "paused" and not in_flight + p.get("fallback_running", 0):
+                err.print(f"[yellow]job {job_id} paused[/yellow]: {message}")
                 break
             time.sleep(0.25)
 

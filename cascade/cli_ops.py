@@ -1,3 +1,97 @@
-"""Operations commands: doctor, purge, resume."""
+"""Operations commands: resume a paused job."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cascade.cliutil import app, ensure_schema, fail, find_job, out, parse_usd, setup
+
+
+@app.command()
+def resume(
+    job: Annotated[str, typer.Argument(help="job id or name")],
+    budget: Annotated[str | None, typer.Option(help="new spend cap for the job, USD")] = None,
+) -> None:
+    """Continue a paused job (spend limit or budget): its waiting items go back on their queues."""
+    setup()
+    ensure_schema()
+    from contextlib import nullcontext
+
+    from cascade.cli import wait_for_job
+    from cascade.cli_report import print_job_report
+    from common.settings import get_settings
+    from models import repo
+    from tasks.embedded import embedded_worker
+    from tasks.flow import Message, chunks
+    from tasks.jobs import publish, sweep_once
+    from tasks.runtime import get_runtime
+
+    budget_nanos = parse_usd(budget) if budget is not None else None
+    rt = get_runtime()
+    with rt.sessions.begin() as session:
+        j = find_job(session, job)
+        if j.status != "paused":
+            raise fail(f"job {j.id} is {j.status}, not paused")
+        job_id, queues = j.id, [*(f"tier.{t['name']}" for t in j.pipeline["tiers"])]
+        groups = repo.resume_job(session, job_id, budget_nanos)
+    embedded = get_settings().embedded
+    ctx = embedded_worker([*queues, "cascade.fallback"]) if embedded else nullcontext()
+    with ctx:
+        size = rt.settings.batch_size
+        publish(rt, [Message("tier", job_id, t, c) for t, ids in groups for c in chunks(ids, size)])
+        out.print(f"job {job_id} resumed: {sum(len(ids) for _, ids in groups):,} items sent again")
+        if embedded:
+            # the in-memory broker died with the process that paused: re-send what it held
+            sweep_once(rt, idle_s=0)
+            wait_for_job(job_id)
+    if embedded:
+        print_job_report(str(job_id), "table")
+
+
+@app.command()
+def purge(
+    older_than: Annotated[str, typer.Option(help="age, e.g. 30d, 12h")] = "30d",
+) -> None:
+    """Remove item texts and metadata older than a given age; keep the ledger for reports."""
+    setup()
+    from datetime import UTC, datetime, timedelta
+
+    from cascade.cli_chaos import parse_duration
+    from models.retention import purge as do_purge
+    from tasks.runtime import get_runtime
+
+    seconds = parse_duration(older_than)
+    ensure_schema()
+    before = datetime.now(UTC) - timedelta(seconds=seconds)
+    with get_runtime().sessions.begin() as session:
+        items, lines = do_purge(session, before)
+    out.print(
+        f"purged the text of {items:,} items and {lines:,} rejected lines "
+        f"finished before {before:%Y-%m-%d %H:%M} UTC"
+    )
+
+
+@app.command()
+def doctor(
+    pipeline: Annotated[
+        list[Path] | None, typer.Option("--pipeline", "-p", help="pipeline files to check")
+    ] = None,
+    model: Annotated[str, typer.Option(help="model for the API key check")] = "claude-haiku-5-5",
+) -> None:
+    """Check the database, broker, Redis, pipeline files and API key; say how to fix each."""
+    setup()
+    from cascade.doctor import run_checks
+
+    results = run_checks(pipeline or [], model)
+    table = Table("check", "", "detail")
+    for r in results:
+        mark = "[green]ok[/green]" if r.ok else "[red]FAIL[/red]"
+        detail = r.detail if r.ok else f"{r.detail}\n[yellow]fix:[/yellow] {r.fix}"
+        table.add_row(r.name, mark, detail)
+    out.print(table)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)

@@ -1,28 +1,143 @@
-"""`cascade report`: the job's cost, savings and per-tier funnel."""
+"""`cascade report`: cost, savings, funnel, latency, reliability, confidence, per day.
+
+Terminal tables, JSON, CSV, or one self-contained HTML page; for a job, a
+pipeline, a time range, a label; or two jobs side by side (``--compare``).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 from cascade.cliutil import app, ensure_schema, fail, find_job, out, setup
 
+FORMATS = ("table", "json", "csv")
 
-def print_job_report(ref: str, fmt: str) -> None:
-    from cascade.render import job_report, print_report
+
+def build_report(session: Any, job: Any, scope: Any, prices: Any) -> dict[str, Any]:
+    """The full report dict: the headline keys, then the analytics sections.
+
+    For a whole job the headline keys come from ``models.reports`` (the
+    ``report_tiers`` view), exactly as before; with an item-level filter or no
+    single job, from the scoped analytics queries.
+    """
+    from cascade.render import add_sections, job_report
+    from models import analytics as an
     from models.reports import job_totals, tier_rows
+
+    funnel = an.funnel(session, scope)
+    if job is not None and not scope.item_level and scope.pipeline is None:
+        report = job_report(job, job_totals(session, job.id), tier_rows(session, job.id))
+    else:
+        totals = an.totals(session, scope)
+        report = job_report(job, totals, an.tier_rows(funnel, totals.job_id))
+    return add_sections(
+        report,
+        scope,
+        funnel,
+        an.cost(session, scope),
+        an.end_to_end(session, scope),
+        an.reliability(session, scope),
+        an.confidence(session, scope),
+        an.agreement(session, scope),
+        an.daily(session, scope),
+        prices,
+    )
+
+
+def _prices() -> Any:
+    from common.settings import get_settings
+    from workers.pricing import PriceTable
+
+    try:
+        return PriceTable.load(get_settings().prices_file)
+    except Exception:  # a broken prices file must not stop a report: no cache savings then
+        return None
+
+
+def _scope_text(scope: Any) -> str:
+    parts = []
+    if scope.pipeline:
+        parts.append(f"pipeline {scope.pipeline}")
+    if scope.label:
+        parts.append(f"label {scope.label}")
+    if scope.since or scope.until:
+        parts.append(f"{scope.since or '…'} to {scope.until or '…'}")
+    return ", ".join(parts) or "all jobs"
+
+
+def print_job_report(
+    ref: str | None,
+    fmt: str,
+    *,
+    full: bool = False,
+    pipeline: str | None = None,
+    since: date | None = None,
+    until: date | None = None,
+    label: str | None = None,
+    html: Path | None = None,
+) -> None:
+    """Print one report. ``full=False`` (after a submit) prints only the tier table."""
+    from cascade.render import print_report, print_sections, write_report_csv
+    from models.analytics import Scope
     from tasks.runtime import get_runtime
 
     with get_runtime().sessions() as session:
-        job = find_job(session, ref)
-        report = job_report(job, job_totals(session, job.id), tier_rows(session, job.id))
+        job = find_job(session, ref) if ref is not None else None
+        scope = Scope(
+            job_ids=() if job is None else (int(job.id),),
+            pipeline=pipeline,
+            since=since,
+            until=until,
+            label=label,
+        )
+        report = build_report(session, job, scope, _prices())
+    report["scope_text"] = _scope_text(scope)
+    if html is not None:
+        from cascade.report_html import render_html
+
+        html.write_text(render_html(report), encoding="utf-8")
+        out.print(f"wrote {html}")
+        return
     if fmt == "json":
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    elif fmt == "csv":
+        write_report_csv(report)
     else:
         print_report(out, report)
+        if full:
+            print_sections(out, report)
+
+
+def print_compare(ref_a: str, ref_b: str, fmt: str) -> None:
+    from cascade.render import compare_report, print_compare
+    from models.analytics import Scope
+    from tasks.runtime import get_runtime
+
+    prices = _prices()
+    with get_runtime().sessions() as session:
+        reports = []
+        for ref in (ref_a, ref_b):
+            job = find_job(session, ref)
+            reports.append(build_report(session, job, Scope(job_ids=(int(job.id),)), prices))
+    if fmt == "json":
+        sys.stdout.write(json.dumps(compare_report(*reports), indent=2) + "\n")
+    else:
+        print_compare(out, *reports)
+
+
+def _day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise fail(f"{option} must be a date, YYYY-MM-DD (got {value!r})") from None
 
 
 @app.command()
@@ -30,14 +145,40 @@ def report(
     job: Annotated[
         str | None, typer.Option("--job", "-j", help="job id or name (default: latest)")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table | json")] = "table",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | csv")] = "table",
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", help="only jobs of this pipeline")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="UTC day YYYY-MM-DD, inclusive")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="UTC day YYYY-MM-DD, inclusive")
+    ] = None,
+    label: Annotated[str | None, typer.Option("--label", help="only items with this label")] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="write one self-contained HTML page here")
+    ] = None,
+    compare: Annotated[
+        tuple[str, str] | None,
+        typer.Option("--compare", help="two jobs side by side: --compare JOB_A JOB_B"),
+    ] = None,
 ) -> None:
-    """The job's cost, savings and per-tier funnel."""
+    """Cost, savings, funnel, latency, reliability and confidence of a job or a scope."""
     setup()
-    if fmt not in ("table", "json"):
-        raise fail("--format must be table or json")
+    if fmt not in FORMATS:
+        raise fail("--format must be table, json or csv")
+    since_day, until_day = _day(since, "--since"), _day(until, "--until")
+    if since_day and until_day and since_day > until_day:
+        raise fail("--since is after --until")
     ensure_schema()
-    if job is None:
+    if compare is not None:
+        if fmt == "csv" or html is not None:
+            raise fail("--compare prints a table or json")
+        print_compare(compare[0], compare[1], fmt)
+        return
+    filtered = any(x is not None for x in (pipeline, since_day, until_day, label))
+    if job is None and not filtered:
         from models.repo import list_jobs
         from tasks.runtime import get_runtime
 
@@ -46,4 +187,13 @@ def report(
         if not latest:
             raise fail("there are no jobs yet: run `cascade submit FILE --pipeline P.toml`")
         job = str(latest[0].id)
-    print_job_report(job, fmt)
+    print_job_report(
+        job,
+        fmt,
+        full=True,
+        pipeline=pipeline,
+        since=since_day,
+        until=until_day,
+        label=label,
+        html=html,
+    )

@@ -1,3 +1,203 @@
 """`cascade tune` and `cascade train-local`: thresholds and the learned tier."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cascade.cliutil import app, ensure_schema, fail, find_job, out, setup
+
+
+def observations(items: Sequence[Any], tier_index: int, use_gold: bool) -> list[Any]:
+    """What tier ``tier_index`` answered for each item, judged against the reference.
+
+    The reference is the gold label (``use_gold``) or, without gold, the answer the
+    higher tier gave to an item this tier escalated (an accepted item has none).
+    """
+    from workers.tuning import Observation
+
+    out_: list[Observation] = []
+    for item in items:
+        verdicts = [v for v in item.verdicts if v.tier_index == tier_index]
+        if not verdicts:
+            continue
+        v = verdicts[-1]
+        escalated = v.decision == "escalate"
+        answered_above = escalated and item.status == "done" and item.final_label is not None
+        if use_gold:
+            reference = item.gold
+            above_correct = (
+                (item.final_label == item.gold) if answered_above and item.gold else None
+            )
+        else:
+            reference = item.final_label if answered_above else None
+            above_correct = True if answered_above else None
+        above_cost = (
+            sum(c for t, c in item.cost_by_tier.items() if t > tier_index) if escalated else None
+        )
+        out_.append(
+            Observation(
+                confidence=v.confidence,
+                correct=None if reference is None else v.label == reference,
+                cost_nanos=item.cost_by_tier.get(tier_index, 0),
+                above_correct=above_correct,
+                above_cost_nanos=above_cost,
+            )
+        )
+    return out_
+
+
+def _usd(nanos: float) -> str:
+    return f"${nanos / 1e9:.6f}"
+
+
+@app.command()
+def tune(
+    job: Annotated[str, typer.Option("--job", "-j", help="job id or name")],
+    target_agreement: Annotated[
+        float | None, typer.Option(help="agreement with the higher tier to reach (default 0.98)")
+    ] = None,
+    target_accuracy: Annotated[
+        float | None, typer.Option(help="accuracy against gold labels (items.meta.gold)")
+    ] = None,
+    budget_per_item: Annotated[
+        float | None, typer.Option(help="USD per item to stay within")
+    ] = None,
+    write: Annotated[
+        bool, typer.Option(help="write the recommended thresholds into --pipeline")
+    ] = False,
+    pipeline: Annotated[
+        Path | None, typer.Option("--pipeline", "-p", help="pipeline TOML to update (--write)")
+    ] = None,
+) -> None:
+    """Per tier, the threshold trade-off curve from the ledger, and the cheapest threshold
+    that meets the target."""
+    from workers.tuning import curve, recommend, set_min_confidence
+
+    setup()
+    given = [x for x in (target_agreement, target_accuracy, budget_per_item) if x is not None]
+    if len(given) > 1:
+        raise fail("give one of --target-agreement, --target-accuracy, --budget-per-item")
+    if not given:
+        target_agreement = 0.98
+    if write and pipeline is None:
+        raise fail("--write needs --pipeline P.toml (the file to update)")
+    ensure_schema()
+    from models.tuning import tuning_items
+    from tasks.runtime import get_runtime
+
+    with get_runtime().sessions() as session:
+        found = find_job(session, job)
+        job_id, spec = found.id, dict(found.pipeline)
+        items = tuning_items(session, job_id)
+    tiers = spec.get("tiers", [])
+    has_gold = any(i.gold is not None for i in items)
+    if target_accuracy is not None and not has_gold:
+        raise fail('--target-accuracy needs gold labels ("gold" in the items\' metadata)')
+    use_gold = target_accuracy is not None or (budget_per_item is not None and has_gold)
+    measure = "accuracy" if use_gold else "agreement"
+    target = target_accuracy if target_accuracy is not None else target_agreement
+    budget = budget_per_item * 1e9 if budget_per_item is not None else None
+    chosen: dict[int, float] = {}
+    out.print(
+        f"job {job_id}: {len(items):,} items; quality = {measure}"
+        + ("" if use_gold else " with the higher tier's answer")
+    )
+    for k, tier in enumerate(tiers[:-1]):
+        if tier.get("kind") == "rules":
+            continue
+        obs = observations(items, k, use_gold)
+        pairs = sum(1 for o in obs if o.correct is not None)
+        current = float(tier.get("accept", {}).get("min_confidence", 0.8))
+        points = curve(obs)
+        if budget is not None:
+            rec = recommend(points, pairs, budget_nanos=budget)
+        else:
+            assert target is not None
+            rec = recommend(points, pairs, target=target)
+        table = Table(title=f"tier {k} {tier.get('name')} ({len(obs)} answers, {pairs} pairs)")
+        for col in ("min_confidence", "kept", measure, "judged", "cost/item"):
+            table.add_column(col, justify="right")
+        for p in points:
+            mark = " *" if rec.point is not None and p.threshold == rec.point.threshold else ""
+            mark += " (now)" if math.isclose(p.threshold, current) else ""
+            table.add_row(
+                f"{p.threshold:.2f}{mark}",
+                f"{100 * p.kept_share:.1f}%",
+                "-" if p.quality is None else f"{p.quality:.4f}",
+                str(p.verified),
+                _usd(p.cost_per_item_nanos),
+            )
+        out.print(table)
+        if rec.point is None:
+            out.print(f"  {rec.reason}; keep min_confidence {current:g}")
+            continue
+        q = rec.point.quality or 0.0
+        se = math.sqrt(q * (1 - q) / rec.point.verified) if rec.point.verified else float("nan")
+        out.print(
+            f"  recommend min_confidence = {rec.point.threshold:g} (now {current:g}): "
+            f"{rec.reason}; rests on {rec.pairs} pairs, {rec.point.verified} judged at that "
+            f"threshold, ± {se:.4f} (one standard error)"
+            + ("  [few pairs: treat as a hint]" if rec.pairs < 100 else "")
+        )
+        chosen[k] = rec.point.threshold
+    if write and pipeline is not None:
+        try:
+            text = pipeline.read_text(encoding="utf-8")
+            for k, value in chosen.items():
+                text = set_min_confidence(text, k, value)
+        except (OSError, ValueError) as exc:
+            raise fail(f"{pipeline}: {exc}") from None
+        pipeline.write_text(text, encoding="utf-8")
+        out.print(f"wrote {len(chosen)} threshold(s) to {pipeline}")
+
+
+@app.command("train-local")
+def train_local(
+    pipeline: Annotated[Path, typer.Option("--pipeline", "-p", help="pipeline TOML file")],
+    from_job: Annotated[str, typer.Option("--from-job", help="job whose outcomes teach it")],
+    out_dir: Annotated[Path, typer.Option("--out", help="directory to write")] = Path(
+        "local-model"
+    ),
+    source: Annotated[
+        str, typer.Option(help="gold (items.meta.gold) | outcomes (accepted higher-tier labels)")
+    ] = "gold",
+) -> None:
+    """Train the free local tier from a job's gold labels or its accepted outcomes."""
+    from workers.local import LocalModel, LocalModelError
+    from workers.pipeline import PipelineError, load_pipeline
+
+    setup()
+    if source not in ("gold", "outcomes"):
+        raise fail("--source must be gold or outcomes")
+    try:
+        pipe = load_pipeline(pipeline)
+    except PipelineError as exc:
+        raise fail(str(exc)) from None
+    ensure_schema()
+    from models.tuning import training_examples
+    from tasks.runtime import get_runtime
+
+    local_tiers = [t.name for t in pipe.tiers if getattr(t, "kind", "") == "local"]
+    with get_runtime().sessions() as session:
+        job_id = find_job(session, from_job).id
+        examples = training_examples(session, job_id, source=source, exclude_tiers=local_tiers)
+    labels = set(pipe.labels)
+    examples = [(t, lb) for t, lb in examples if lb in labels]
+    if not examples:
+        raise fail(f"job {job_id} has no {source} labels from the pipeline's label set")
+    try:
+        model = LocalModel.train([t for t, _ in examples], [lb for _, lb in examples])
+        saved = model.save(out_dir)
+    except (LocalModelError, OSError) as exc:
+        raise fail(str(exc)) from None
+    out.print(
+        f"local model {saved.version} written to {out_dir}: {saved.trained_on:,} examples, "
+        f"labels {', '.join(saved.labels)}, "
+        + ("calibrated" if saved.calibrated else "NOT calibrated (too few examples per label)")
+    )

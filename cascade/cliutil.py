@@ -22,6 +22,19 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def parse_usd(text: str) -> int:
+    """``"25.00"`` -> nano-USD, exactly."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        value = Decimal(text.strip().removeprefix("$"))
+    except InvalidOperation:
+        raise fail(f"{text!r} is not an amount in USD like 25.00") from None
+    if not value.is_finite() or value < 0:
+        raise fail(f"{text!r} is not an amount in USD like 25.00")
+    return int(value * 1_000_000_000)
+
+
 def setup() -> None:
     s = get_settings()
     configure_logging(s.log_format, s.log_level or "WARNING")

@@ -6,10 +6,13 @@ Secrets are ``SecretStr`` so they never print in a repr, a log line or an error.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_BROKER = "memory://localhost/"
@@ -42,6 +45,44 @@ class Settings(BaseSettings):
     retry_base_s: float = Field(default=0.5, ge=0)
     retry_cap_s: float = Field(default=20.0, ge=0)
 
+    # Per (provider:model) limits the whole fleet honours, as JSON, e.g.
+    # {"anthropic:claude-haiku-5-5": {"requests_per_min": 600, "input_tokens_per_min": 400000}}
+    rate_limits: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    # Prometheus metrics of a worker (all its processes) on this port; unset = none.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+    # Circuit breaker per (provider, model), shared by every worker through Redis.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_window_s: float = Field(default=60.0, gt=0)
+    breaker_recovery_s: float = Field(default=30.0, gt=0)
+    breaker_probes: int = Field(default=2, ge=1)
+    # When every fallback link is unavailable: put the item off, at most this many times.
+    max_deferrals: int = Field(default=6, ge=0)
+    defer_base_s: float = Field(default=15.0, ge=0)
+    defer_cap_s: float = Field(default=300.0, ge=0, le=1800)  # well under the 1 h visibility
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _limits(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        known = {"requests_per_min", "input_tokens_per_min", "output_tokens_per_min", "burst_s"}
+        for key, spec in value.items():
+            if ":" not in key:
+                raise ValueError(f"{key!r}: name limits by provider:model, e.g. anthropic:{key}")
+            unknown = set(spec) - known
+            if unknown:
+                raise ValueError(f"{key}: unknown limit(s) {sorted(unknown)}; use {sorted(known)}")
+            if any(v <= 0 for v in spec.values()):
+                raise ValueError(f"{key}: every limit must be positive")
+        return value
+
+    @property
+    def shared_redis_url(self) -> str | None:
+        """Redis for fleet-wide state: CASCADE_REDIS_URL, else a Redis broker's URL."""
+        if self.redis_url:
+            return self.redis_url
+        return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
+
     @property
     def embedded(self) -> bool:
         """True when no broker service is configured: worker runs in-process."""
@@ -50,4 +91,30 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return Settings(**secrets_from_files(os.environ))
+
+
+# Docker-style secrets: NAME_FILE holds the value of NAME (which, if set, wins).
+FILE_SECRETS = {
+    "ANTHROPIC_API_KEY": "ANTHROPIC_API_KEY",
+    "CASCADE_DATABASE_URL": "database_url",
+    "CASCADE_BROKER_URL": "broker_url",
+    "CASCADE_REDIS_URL": "redis_url",
+}
+
+
+class SettingsError(ValueError):
+    """A setting cannot be read; the message says which and why (never the value)."""
+
+
+def secrets_from_files(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for var, field in FILE_SECRETS.items():
+        path = environ.get(f"{var}_FILE")
+        if not path or environ.get(var):
+            continue
+        try:
+            values[field] = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(f"{var}_FILE: cannot read {path}: {exc.strerror}") from None
+    return values

@@ -20,10 +20,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models.tables import Attempt, Item, Job, RejectedLine, Submission
+from models.tables_ops import DailySpend
 
 ITEMS: Table = Item.__table__  # type: ignore[assignment]
 JOBS: Table = Job.__table__  # type: ignore[assignment]
-UNFINISHED = ("pending", "running", "fallback", "fallback_running")
+DAILY: Table = DailySpend.__table__  # type: ignore[assignment]
+UNFINISHED = (
+    "pending",
+    "running",
+    "fallback",
+    "fallback_running",
+    "paused",
+    "paused_budget",
+)
 PHASES = {"tier": ("pending", "running"), "fallback": ("fallback", "fallback_running")}
 
 
@@ -225,6 +234,9 @@ class Claimed:
     text: str
     steps: int
     error: str | None = None  # why the item was handed to the fallback chain
+    deferrals: int = 0
+    label: str | None = None  # the best answer of a lower tier, if it has one
+    confidence: float | None = None
 
 
 def claim(
@@ -257,9 +269,20 @@ def claim(
             lease_until=now + timedelta(seconds=lease_s),
             updated_at=now,
         )
-        .returning(ITEMS.c.id, ITEMS.c.text, ITEMS.c.steps, ITEMS.c.error)
+        .returning(
+            ITEMS.c.id,
+            ITEMS.c.text,
+            ITEMS.c.steps,
+            ITEMS.c.error,
+            ITEMS.c.deferrals,
+            ITEMS.c.label,
+            ITEMS.c.confidence,
+        )
     )
-    return [Claimed(r.id, r.text or "", r.steps, r.error) for r in session.execute(stmt)]
+    return [
+        Claimed(r.id, r.text or "", r.steps, r.error, r.deferrals, r.label, r.confidence)
+        for r in session.execute(stmt)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,53 +305,101 @@ class Settled:
     error: str | None = None
 
 
-_NEXT_STATUS = {"accept": "done", "escalate": "pending", "fallback": "fallback", "fail": "failed"}
+_NEXT_STATUS = {
+    "accept": "done",
+    "escalate": "pending",
+    "fallback": "fallback",
+    "defer": "fallback",  # back to the fallback queue, later
+    "fail": "failed",
+    "pause": "paused",  # the spend limit: waits, unspent, for `cascade resume`
+    "capped": "budget_capped",  # final: a lower tier's answer, kept for review
+    "hold": "paused_budget",  # the budget: waits for `cascade resume --budget`
+}
+FINAL_DECISIONS = ("accept", "fail", "capped")
 
 
 def settle(
-    session: Session, token: str, attempts: Sequence[dict[str, Any]], settled: Sequence[Settled]
+    session: Session,
+    token: str,
+    attempts: Sequence[dict[str, Any]],
+    settled: Sequence[Settled],
+    *,
+    drop_text: bool = False,
 ) -> list[Settled]:
-    """Write attempt rows and item outcomes in one go; returns those whose lease still held."""
+    """Write attempt rows and item outcomes in one go; returns those whose lease still held.
+
+    ``drop_text`` forgets a finished item's text (the pipeline's ``store_text = false``).
+    """
     if attempts:
         stmt = _insert(session, Attempt.__table__).on_conflict_do_nothing(
             index_elements=["item_id", "step"]
         )
         session.execute(stmt, list(attempts))
-    now = utcnow()
-    kept: list[Settled] = []
-    for s in settled:
-        final = s.decision in ("accept", "fail")
-        values: dict[str, Any] = {
-            "status": _NEXT_STATUS[s.decision],
-            "tier_index": s.tier_index + 1 if s.decision == "escalate" else s.tier_index,
-            "steps": ITEMS.c.steps + s.steps,
-            "model_calls": ITEMS.c.model_calls + s.model_calls,
-            "cost_nanos": ITEMS.c.cost_nanos + s.cost_nanos,
-            "latency_ms": ITEMS.c.latency_ms + s.latency_ms,
-            "lease_token": None,
-            "lease_until": None,
-            "updated_at": now,
-        }
-        if s.fallback_used:
-            values["fallback_used"] = True
-        if s.decision == "fallback":
-            values["error"] = s.error  # the fallback task reports it if nothing serves the item
-        if final:
-            values |= {
-                "label": s.label,
-                "confidence": s.confidence,
-                "reason": s.reason,
-                "final_tier": s.tier,
-                "error": s.error,
-                "baseline_nanos": s.baseline_nanos,
-                "finished_at": now,
-            }
-        res = session.execute(
-            ITEMS.update().where(ITEMS.c.id == s.pk, ITEMS.c.lease_token == token).values(values)
+    if not settled:
+        return []
+    # Only items still leased to us are ours to write (a slow worker may have lost them).
+    held = set(
+        session.scalars(
+            select(ITEMS.c.id)
+            .where(ITEMS.c.id.in_([s.pk for s in settled]), ITEMS.c.lease_token == token)
+            .with_for_update()
         )
-        if res.rowcount:  # type: ignore[attr-defined]
-            kept.append(s)
+    )
+    kept = [s for s in settled if s.pk in held]
+    now = utcnow()
+    # One executemany per shape of update, not one statement per item.
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for s in kept:
+        plain = _outcome_values(s, now, drop_text)
+        row = {f"v_{k}": v for k, v in plain.items()}
+        row |= {
+            "b_pk": s.pk,
+            "i_steps": s.steps,
+            "i_model_calls": s.model_calls,
+            "i_cost_nanos": s.cost_nanos,
+            "i_latency_ms": s.latency_ms,
+            "i_deferrals": 1 if s.decision == "defer" else 0,
+        }
+        groups.setdefault(tuple(sorted(plain)), []).append(row)
+    for columns, rows in groups.items():
+        values: dict[str, Any] = {c: bindparam(f"v_{c}", type_=ITEMS.c[c].type) for c in columns}
+        values |= {c: ITEMS.c[c] + bindparam(f"i_{c}", type_=ITEMS.c[c].type) for c in _ADDED}
+        session.execute(ITEMS.update().where(ITEMS.c.id == bindparam("b_pk")).values(values), rows)
     return kept
+
+
+_ADDED = ("steps", "model_calls", "cost_nanos", "latency_ms", "deferrals")
+
+
+def _outcome_values(s: Settled, now: datetime, drop_text: bool) -> dict[str, Any]:
+    """The columns an outcome sets (the counters in ``_ADDED`` are added separately)."""
+    values: dict[str, Any] = {
+        "status": _NEXT_STATUS[s.decision],
+        "tier_index": s.tier_index + 1 if s.decision == "escalate" else s.tier_index,
+        "lease_token": None,
+        "lease_until": None,
+        "updated_at": now,
+    }
+    if s.fallback_used:
+        values["fallback_used"] = True
+    if s.decision == "escalate" and s.label is not None:
+        # the lower tier's answer, kept in case a budget caps the item later
+        values |= {"label": s.label, "confidence": s.confidence}
+    if s.decision in ("fallback", "defer", "pause", "hold"):
+        values["error"] = s.error  # the fallback task reports it if nothing serves the item
+    if s.decision in FINAL_DECISIONS:
+        values |= {
+            "label": s.label,
+            "confidence": s.confidence,
+            "reason": s.reason,
+            "final_tier": s.tier,
+            "error": s.error,
+            "baseline_nanos": s.baseline_nanos,
+            "finished_at": now,
+        }
+        if drop_text:
+            values["text"] = None
+    return values
 
 
 # -- sweeping -----------------------------------------------------------------
@@ -340,15 +411,23 @@ class Stray:
     ids: list[int]
 
 
-def strays(session: Session, *, idle_s: int, limit: int = 10_000) -> list[Stray]:
-    """Unfinished items nobody is working on: waiting longer than ``idle_s``, or lease expired."""
+def strays(
+    session: Session, *, idle_s: int, fallback_idle_s: int | None = None, limit: int = 10_000
+) -> list[Stray]:
+    """Unfinished items nobody is working on: waiting too long, or their lease expired.
+
+    Items waiting at a tier count as lost after ``idle_s``; items waiting for the
+    fallback chain (possibly deferred on purpose) after ``fallback_idle_s``.
+    """
     now = utcnow()
     idle_before = now - timedelta(seconds=idle_s)
+    fallback_before = now - timedelta(seconds=fallback_idle_s or idle_s)
     rows = session.execute(
         select(ITEMS.c.job_id, ITEMS.c.tier_index, ITEMS.c.status, ITEMS.c.id)
         .where(
             or_(
-                and_(ITEMS.c.status.in_(("pending", "fallback")), ITEMS.c.updated_at < idle_before),
+                and_(ITEMS.c.status == "pending", ITEMS.c.updated_at < idle_before),
+                and_(ITEMS.c.status == "fallback", ITEMS.c.updated_at < fallback_before),
                 and_(
                     ITEMS.c.status.in_(("running", "fallback_running")),
                     ITEMS.c.lease_until < now,
@@ -366,9 +445,11 @@ def strays(session: Session, *, idle_s: int, limit: int = 10_000) -> list[Stray]
     if rows:
         session.execute(
             ITEMS.update()
-            .where(ITEMS.c.id == bindparam("pk"), ITEMS.c.status.in_(("pending", "fallback")))
-            .values(updated_at=now),
-            [{"pk": r.id} for r in rows],
+            .where(
+                ITEMS.c.id.in_([r.id for r in rows]),
+                ITEMS.c.status.in_(("pending", "fallback")),
+            )
+            .values(updated_at=now)
         )
     return [Stray(j, t, p, ids) for (j, t, p), ids in groups.items()]
 
@@ -400,3 +481,77 @@ def unfinished_count(session: Session, job_id: int) -> int:
         )
         or 0
     )
+
+
+# -- pausing and resuming ---------------------------------------------------
+def pause_job(session: Session, job_id: int, message: str) -> None:
+    session.execute(
+        JOBS.update()
+        .where(JOBS.c.id == job_id, JOBS.c.status.in_(("running", "submitting")))
+        .values(status="paused", message=message[:2000], updated_at=utcnow())
+    )
+
+
+def resume_job(
+    session: Session, job_id: int, budget_nanos: int | None = None
+) -> list[tuple[int, list[int]]]:
+    """Paused items go back to waiting at their tier; returns (tier_index, ids) to send."""
+    if budget_nanos is not None:
+        session.execute(JOBS.update().where(JOBS.c.id == job_id).values(budget_nanos=budget_nanos))
+    rows = session.execute(
+        ITEMS.update()
+        .where(ITEMS.c.job_id == job_id, ITEMS.c.status.in_(("paused", "paused_budget")))
+        .values(status="pending", error=None, updated_at=utcnow())
+        .returning(ITEMS.c.id, ITEMS.c.tier_index)
+    ).all()
+    session.execute(
+        JOBS.update()
+        .where(JOBS.c.id == job_id, JOBS.c.status == "paused")
+        .values(status="running", message=None, updated_at=utcnow())
+    )
+    by_tier: dict[int, list[int]] = {}
+    for r in rows:
+        by_tier.setdefault(r.tier_index, []).append(r.id)
+    return sorted(by_tier.items())
+
+
+# -- budgets ----------------------------------------------------------------
+def set_budget(session: Session, job_id: int, budget_nanos: int | None) -> None:
+    session.execute(JOBS.update().where(JOBS.c.id == job_id).values(budget_nanos=budget_nanos))
+
+
+def budget_left(session: Session, job_id: int, daily_budget_nanos: int | None) -> int | None:
+    """What the job may still spend (job budget and its pipeline's daily budget); None = no cap."""
+    row = session.execute(
+        select(JOBS.c.budget_nanos, JOBS.c.spent_nanos, JOBS.c.pipeline_name).where(
+            JOBS.c.id == job_id
+        )
+    ).one()
+    left: list[int] = []
+    if row.budget_nanos is not None:
+        left.append(row.budget_nanos - row.spent_nanos)
+    if daily_budget_nanos is not None:
+        spent = session.scalar(
+            select(DAILY.c.spent_nanos).where(
+                DAILY.c.pipeline_name == row.pipeline_name, DAILY.c.day == utcnow().date()
+            )
+        )
+        left.append(daily_budget_nanos - int(spent or 0))
+    return max(0, min(left)) if left else None
+
+
+def add_spend(session: Session, job_id: int, pipeline_name: str, nanos: int) -> None:
+    """Count what calls cost, on the job and on its pipeline's day (atomic increments)."""
+    if nanos <= 0:
+        return
+    session.execute(
+        JOBS.update().where(JOBS.c.id == job_id).values(spent_nanos=JOBS.c.spent_nanos + nanos)
+    )
+    stmt = _insert(session, DAILY).values(
+        pipeline_name=pipeline_name, day=utcnow().date(), spent_nanos=nanos
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["pipeline_name", "day"],
+        set_={"spent_nanos": DAILY.c.spent_nanos + stmt.excluded.spent_nanos},
+    )
+    session.execute(stmt)

@@ -60,6 +60,9 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     finished_at: Mapped[datetime | None]
+    # Spend cap for the job (nano-USD; NULL = none) and what its calls have cost so far.
+    budget_nanos: Mapped[int | None] = mapped_column(BigInteger)
+    spent_nanos: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Submission(Base):
@@ -123,6 +126,7 @@ class Attempt(Base):
     __table_args__ = (
         UniqueConstraint("item_id", "step"),
         Index("ix_attempts_job_tier", "job_id", "tier_index"),
+        Index("ix_attempts_created_at", "created_at"),  # time-range reports (0003)
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -112,3 +112,112 @@ VIEWS: tuple[tuple[str, str], ...] = (
     (REPORT_ITEMS, REPORT_ITEMS_SQL),
     (REPORT_TIERS, REPORT_TIERS_SQL),
 )
+
+# ---------------------------------------------------------------------------
+# report_daily: one row per (UTC day, pipeline, tier). Created per dialect (see
+# docs/views.md): the day of a timestamp and the 95th percentile are written
+# differently on SQLite and Postgres. The percentile is nearest rank on both:
+# Postgres' percentile_disc(0.95) is the value at rank ceil(0.95 * N).
+#
+# The body is a template: the view is the body with no filter ({where} empty);
+# models.analytics runs the same body with a WHERE on attempts.created_at (and
+# job, pipeline, label), which an index range scan serves, so the CLI's daily
+# report and the view can never disagree.
+
+REPORT_DAILY = "report_daily"
+
+REPORT_DAILY_COLUMNS: tuple[str, ...] = (
+    "day",
+    "pipeline",
+    "tier",
+    "items",
+    "escalated",
+    "failed",
+    "calls",
+    "cost_usd",
+    "baseline_cost_usd",
+    "p95_ms",
+    "tier_index",
+    "accepted",
+)
+
+REPORT_DAILY_BODY_POSTGRESQL = """\
+SELECT
+    CAST(a.created_at AT TIME ZONE 'UTC' AS DATE) AS day,
+    j.pipeline_name AS pipeline,
+    a.tier AS tier,
+    COUNT(DISTINCT a.item_id) AS items,
+    SUM(CASE WHEN a.decision = 'escalate' THEN 1 ELSE 0 END) AS escalated,
+    SUM(CASE WHEN a.decision = 'fail' THEN 1 ELSE 0 END) AS failed,
+    SUM(CASE WHEN a.role <> 'rules' THEN 1 ELSE 0 END) AS calls,
+    CAST(SUM(a.cost_nanos) * 0.000000001 AS NUMERIC(38, 9)) AS cost_usd,
+    CAST(
+        SUM(CASE WHEN a.decision IN ('accept', 'fail') THEN i.baseline_nanos ELSE 0 END)
+        * 0.000000001 AS NUMERIC(38, 9)
+    ) AS baseline_cost_usd,
+    percentile_disc(0.95) WITHIN GROUP (ORDER BY a.latency_ms)
+        FILTER (WHERE a.role <> 'rules') AS p95_ms,
+    a.tier_index AS tier_index,
+    SUM(CASE WHEN a.decision = 'accept' THEN 1 ELSE 0 END) AS accepted
+FROM attempts AS a
+JOIN jobs AS j ON j.id = a.job_id
+JOIN items AS i ON i.id = a.item_id
+{where}GROUP BY CAST(a.created_at AT TIME ZONE 'UTC' AS DATE), j.pipeline_name, a.tier_index, a.tier
+"""
+
+REPORT_DAILY_BODY_SQLITE = """\
+WITH steps AS (
+    SELECT
+        date(a.created_at) AS day,
+        j.pipeline_name AS pipeline,
+        a.tier_index AS tier_index,
+        a.tier AS tier,
+        a.item_id AS item_id,
+        a.decision AS decision,
+        a.cost_nanos AS cost_nanos,
+        a.latency_ms AS latency_ms,
+        CASE WHEN a.decision IN ('accept', 'fail') THEN i.baseline_nanos ELSE 0 END
+            AS baseline_nanos,
+        CASE WHEN a.role <> 'rules' THEN 1 ELSE 0 END AS is_call
+    FROM attempts AS a
+    JOIN jobs AS j ON j.id = a.job_id
+    JOIN items AS i ON i.id = a.item_id
+{where}),
+ranked AS (
+    SELECT
+        s.*,
+        ROW_NUMBER() OVER (
+            PARTITION BY s.day, s.pipeline, s.tier_index, s.tier, s.is_call
+            ORDER BY s.latency_ms
+        ) AS latency_rank,
+        COUNT(*) OVER (
+            PARTITION BY s.day, s.pipeline, s.tier_index, s.tier, s.is_call
+        ) AS latency_n
+    FROM steps AS s
+)
+SELECT
+    r.day AS day,
+    r.pipeline AS pipeline,
+    r.tier AS tier,
+    COUNT(DISTINCT r.item_id) AS items,
+    SUM(CASE WHEN r.decision = 'escalate' THEN 1 ELSE 0 END) AS escalated,
+    SUM(CASE WHEN r.decision = 'fail' THEN 1 ELSE 0 END) AS failed,
+    SUM(r.is_call) AS calls,
+    CAST(SUM(r.cost_nanos) * 0.000000001 AS NUMERIC(38, 9)) AS cost_usd,
+    CAST(SUM(r.baseline_nanos) * 0.000000001 AS NUMERIC(38, 9)) AS baseline_cost_usd,
+    MAX(
+        CASE WHEN r.is_call = 1 AND r.latency_rank = (95 * r.latency_n + 99) / 100
+        THEN r.latency_ms END
+    ) AS p95_ms,
+    r.tier_index AS tier_index,
+    SUM(CASE WHEN r.decision = 'accept' THEN 1 ELSE 0 END) AS accepted
+FROM ranked AS r
+GROUP BY r.day, r.pipeline, r.tier_index, r.tier
+"""
+
+# CREATE VIEW statements by dialect name (``op.get_bind().dialect.name``).
+REPORT_DAILY_SQL: dict[str, str] = {
+    "postgresql": f"CREATE VIEW {REPORT_DAILY} AS\n"
+    + REPORT_DAILY_BODY_POSTGRESQL.format(where=""),
+    "sqlite": f"CREATE VIEW {REPORT_DAILY} AS\n" + REPORT_DAILY_BODY_SQLITE.format(where=""),
+}

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 from celery import Celery
-from celery.signals import setup_logging, task_prerun
+from celery.signals import setup_logging, task_prerun, worker_init, worker_process_shutdown
 
 from common.logs import configure_logging
 from common.settings import get_settings
@@ -53,12 +53,28 @@ class CascadeCelery(Celery):
             worker_hijack_root_logger=False,
             worker_redirect_stdouts=False,
             beat_schedule={
-                "sweep": {"task": "cascade.sweep", "schedule": 60.0},
+                # on the fallback queue: every deployment runs a worker for it
+                "sweep": {
+                    "task": "cascade.sweep",
+                    "schedule": 60.0,
+                    "options": {"queue": FALLBACK_QUEUE},
+                },
+                **_backfill_beat(),
             },
         )
 
 
-app = CascadeCelery("cascade", include=["tasks.jobs"])
+def _backfill_beat() -> dict[str, Any]:
+    from tasks.backfill import beat_entries  # reads CASCADE_BACKFILLS_FILE
+
+    try:
+        return beat_entries()
+    except ValueError as exc:  # a bad backfills file must not stop the workers
+        structlog.get_logger("cascade.app").error("cascade.backfill.config_invalid", error=str(exc))
+        return {}
+
+
+app = CascadeCelery("cascade", include=["tasks.jobs", "tasks.batches", "tasks.backfill"])
 
 
 @setup_logging.connect
@@ -67,6 +83,23 @@ def _setup_logging(**_: Any) -> None:
     # through structlog's processors like ours.
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level or "INFO")
+
+
+@worker_init.connect
+def _start_metrics(**_: Any) -> None:
+    port = get_settings().metrics_port
+    if port:
+        from tasks.metrics import start_metrics_server
+
+        start_metrics_server(port)
+
+
+@worker_process_shutdown.connect
+def _child_gone(pid: int | None = None, **_: Any) -> None:
+    if pid is not None:
+        from tasks.metrics import child_exit
+
+        child_exit(pid)
 
 
 @task_prerun.connect

@@ -6,7 +6,9 @@ testable and messages go out only after the database has committed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -15,13 +17,29 @@ import structlog
 from common.logs import get_logger
 from models import repo
 from models.repo import Claimed, Settled
+from models.resilience import BreakerChange, active_drills, add_breaker_events
+from tasks import metrics
 from tasks.runtime import Runtime
-from workers.decision import Escalate, Fallback, GiveUp
+from workers.decision import (
+    TEMPORARY_KINDS,
+    Capped,
+    Defer,
+    Escalate,
+    Fallback,
+    GiveUp,
+    after_chain,
+    defer_delay,
+    over_budget,
+)
 from workers.engine import Engine, decision_name
-from workers.pipeline import ClaudeTier, RulesTier
+from workers.pipeline import ClaudeTier, ModelRef, RulesTier
 from workers.records import ItemResult, WorkItem
 
 log = get_logger("cascade.flow")
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +48,7 @@ class Message:
     job_id: int
     tier_index: int
     ids: list[int]
+    countdown: float = 0.0  # seconds before a worker should take it
 
 
 def chunks(ids: Sequence[int], size: int) -> list[list[int]]:
@@ -71,11 +90,15 @@ def _attempt_rows(job_id: int, results: Sequence[ItemResult]) -> list[dict[str, 
 def _settled(tier_index: int, tier: str, result: ItemResult) -> Settled:
     d = result.decision
     label = getattr(d, "label", None)
+    confidence = getattr(d, "confidence", None)
+    if isinstance(d, Escalate) and result.steps and result.steps[-1].label is not None:
+        # keep the lower tier's answer: a budget may cap the item with it later
+        label, confidence = result.steps[-1].label, result.steps[-1].confidence
     return Settled(
         pk=result.pk,
         decision=decision_name(d),
         tier_index=tier_index,
-        tier=tier,
+        tier=d.tier if isinstance(d, Capped) and d.tier else tier,
         steps=len(result.steps),
         model_calls=result.model_calls,
         cost_nanos=result.cost_nanos,
@@ -83,37 +106,77 @@ def _settled(tier_index: int, tier: str, result: ItemResult) -> Settled:
         fallback_used=result.served_by_fallback,
         baseline_nanos=result.baseline_nanos,
         label=label,
-        confidence=getattr(d, "confidence", None),
+        confidence=confidence,
         reason=getattr(d, "reason", None),
-        error=None if label else getattr(d, "why", None),
+        error=getattr(d, "why", None) if isinstance(d, Capped) or not label else None,
     )
 
 
+def _error_kind(reason: str | None) -> str:
+    """The failure kind at the head of a recorded reason (``"transient: HTTP 529 ..."``)."""
+    head = (reason or "").split(":", 1)[0]
+    return head if head in TEMPORARY_KINDS or head in ("permanent", "context") else "answer"
+
+
 def _run_fallback_chain(
-    rt: Runtime, engine: Engine, tier_index: int, claimed: Sequence[Claimed]
+    rt: Runtime,
+    engine: Engine,
+    tier_index: int,
+    claimed: Sequence[Claimed],
+    disabled: Mapping[str, str],
 ) -> list[ItemResult]:
-    """Try the tier's fallback models in order for items its primary could not serve."""
+    """Serve what the tier's primary could not: its fallback models in order.
+
+    An item deferred before tries the whole chain again, primary first (it may be
+    back). When every link fails, the item is deferred while any failure may pass
+    with time (transient, breaker open, drill), else — or once its deferral budget
+    is spent — it is dead-lettered with every reason recorded.
+    """
     tier = engine.pipeline.tiers[tier_index]
     assert isinstance(tier, ClaudeTier)
+    results: list[ItemResult] = []
+    fresh = [c for c in claimed if c.deferrals == 0]
+    again = [c for c in claimed if c.deferrals > 0]
+    for group, links in ((fresh, tier.fallbacks), (again, tier.chain)):
+        if group:
+            results += _chain(rt, engine, tier_index, tier, group, links, disabled)
+    return results
+
+
+def _chain(
+    rt: Runtime,
+    engine: Engine,
+    tier_index: int,
+    tier: ClaudeTier,
+    claimed: Sequence[Claimed],
+    links: Sequence[ModelRef],
+    disabled: Mapping[str, str],
+) -> list[ItemResult]:
     waiting = {c.pk: WorkItem(c.pk, c.text, c.steps) for c in claimed}
+    deferrals = {c.pk: c.deferrals for c in claimed}
     merged: dict[int, ItemResult] = {}
     primary = tier.primary.key
     reasons = {c.pk: [f"{primary}: {c.error}" if c.error else primary] for c in claimed}
-    for link in tier.fallbacks:
+    kinds = {c.pk: [_error_kind(c.error)] for c in claimed}
+    for link in links:
         if not waiting:
             break
-        results = rt.run(
-            engine.run_model(tier_index, list(waiting.values()), link, role="fallback")
+        role = "primary" if link == tier.primary else "fallback"
+        batch = rt.run(
+            engine.run_model(tier_index, list(waiting.values()), link, role=role, disabled=disabled)
         )
-        for res in results:
+        for res in batch:
+            new_steps = len(res.steps)
             prior = merged.get(res.pk)
             if prior is not None:
                 res.steps = prior.steps + res.steps
+                res.served_by_fallback = res.served_by_fallback or prior.served_by_fallback
             merged[res.pk] = res
             if isinstance(res.decision, Fallback):
                 reasons[res.pk].append(f"{link.key}: {res.decision.why}")
+                kinds[res.pk].append(res.steps[-1].outcome if res.steps else "answer")
                 item = waiting[res.pk]
-                waiting[res.pk] = WorkItem(item.pk, item.text, item.next_step + len(res.steps))
+                waiting[res.pk] = WorkItem(item.pk, item.text, item.next_step + new_steps)
             else:
                 del waiting[res.pk]
     for pk, item in waiting.items():
@@ -123,18 +186,30 @@ def _run_fallback_chain(
             if tier.fallbacks
             else f"no fallback model is configured for tier {tier.name!r}: {tried}"
         )
-        res = merged.get(pk) or ItemResult(pk, GiveUp(why))
-        res.decision = GiveUp(why)
-        res.baseline_nanos = engine.baseline(len(item.text), None)
+        decision = after_chain(kinds[pk], deferrals[pk], rt.settings.max_deferrals, why)
+        res = merged.get(pk) or ItemResult(pk, decision)
+        res.decision = decision
+        if isinstance(decision, GiveUp):
+            res.baseline_nanos = engine.baseline(len(item.text), None)
         if res.steps:
-            res.steps[-1] = replace(res.steps[-1], decision="fail")
+            res.steps[-1] = replace(res.steps[-1], decision=decision_name(decision))
         merged[pk] = res
     return list(merged.values())
+
+
+# A batch tier's items stay claimed while the API works (up to 24 h) and the poll collects.
+BATCH_LEASE_S = 25 * 3600
+
+
+def _is_batch_tier(rt: Runtime, msg: Message) -> bool:
+    tier = rt.engine_for(msg.job_id).pipeline.tiers[msg.tier_index]
+    return msg.phase == "tier" and isinstance(tier, ClaudeTier) and tier.mode == "batch"
 
 
 def process(rt: Runtime, msg: Message) -> list[Message]:
     """Claim, run and settle one batch. Returns the follow-up messages to publish."""
     token = repo.new_token()
+    batched = _is_batch_tier(rt, msg)
     with rt.sessions.begin() as session:
         claimed = repo.claim(
             session,
@@ -143,24 +218,96 @@ def process(rt: Runtime, msg: Message) -> list[Message]:
             msg.ids,
             phase=msg.phase,
             token=token,
-            lease_s=rt.settings.lease_seconds,
+            lease_s=BATCH_LEASE_S if batched else rt.settings.lease_seconds,
         )
+        disabled = active_drills(session) if claimed else {}
     if not claimed:
         log.info("cascade.batch.nothing_to_do", job_id=msg.job_id, tier_index=msg.tier_index)
         return []
     engine = rt.engine_for(msg.job_id)
     tier = engine.pipeline.tiers[msg.tier_index]
     structlog.contextvars.bind_contextvars(job_id=msg.job_id, tier=tier.name, phase=msg.phase)
+    held: list[ItemResult] = []
+    if isinstance(tier, ClaudeTier):
+        claimed, held = _budget_gate(rt, engine, msg, tier, claimed)
     items = [WorkItem(c.pk, c.text, c.steps) for c in claimed]
-    if msg.phase == "fallback":
-        results = _run_fallback_chain(rt, engine, msg.tier_index, claimed)
+    if batched and claimed:  # submitted as Message Batches; a poll task settles them when they end
+        from tasks.batches import start_batch
+
+        start_batch(rt, engine, msg, claimed, token)
+        out = settle_and_route(rt, msg, tier.name, token, held) if held else []
+        structlog.contextvars.unbind_contextvars("job_id", "tier", "phase")
+        return out
+    if not claimed:
+        results = []
+    elif msg.phase == "fallback":
+        results = _run_fallback_chain(rt, engine, msg.tier_index, claimed, disabled)
     elif isinstance(tier, RulesTier):
         results = engine.run_rules(msg.tier_index, items)
     else:
-        results = rt.run(engine.run_model(msg.tier_index, items, tier.primary, role="primary"))
-    out = settle_and_route(rt, msg, tier.name, token, results)
+        results = rt.run(
+            engine.run_model(msg.tier_index, items, tier.primary, role="primary", disabled=disabled)
+        )
+    _record_breaker_changes(rt, msg.job_id)
+    out = settle_and_route(rt, msg, tier.name, token, [*results, *held])
     structlog.contextvars.unbind_contextvars("job_id", "tier", "phase")
     return out
+
+
+def _budget_gate(
+    rt: Runtime, engine: Engine, msg: Message, tier: ClaudeTier, claimed: list[Claimed]
+) -> tuple[list[Claimed], list[ItemResult]]:
+    """Admit only the items whose worst-case call the budget can still pay for.
+
+    The rest keep a lower tier's answer (``budget_capped``) or wait (``paused_budget``).
+    Spend is counted as calls finish, so concurrent batches can overspend by at most
+    their own in-flight worst cases: workers × CASCADE_BATCH_SIZE × one call.
+    """
+    daily = engine.pipeline.daily_budget_usd
+    with rt.sessions() as session:
+        left = repo.budget_left(
+            session, msg.job_id, None if daily is None else int(daily * 1_000_000_000)
+        )
+    if left is None:
+        return claimed, []
+    links = tier.chain if msg.phase == "fallback" else [tier.primary]
+    admitted: list[Claimed] = []
+    held: list[ItemResult] = []
+    for c in claimed:
+        worst = engine.worst_case_nanos(tier, links, c.text)
+        if worst <= left:
+            admitted.append(c)
+            left -= worst
+        else:
+            why = f"budget reached before tier {tier.name!r}"
+            below = engine.pipeline.tiers[msg.tier_index - 1].name if msg.tier_index else ""
+            held.append(ItemResult(c.pk, over_budget(c.label, c.confidence, why, below)))
+    if held:
+        log.warning("cascade.budget.reached", held=len(held), admitted=len(admitted))
+    return admitted, held
+
+
+def _record_breaker_changes(rt: Runtime, job_id: int) -> None:
+    """Log and store the breaker transitions this process saw during the batch."""
+    executor = rt.executor()
+    changes, executor.transitions = executor.transitions, []
+    if not changes:
+        return
+    for c in changes:
+        metrics.breaker_state(c.key, c.to_state)
+        log.warning(
+            f"cascade.breaker.{c.to_state}",
+            breaker=c.key,
+            from_state=c.from_state,
+            reason=c.reason,
+        )
+    with rt.sessions.begin() as session:
+        add_breaker_events(
+            session,
+            [BreakerChange(c.key, c.from_state, c.to_state, c.reason, c.at) for c in changes],
+            job_id=job_id,
+            worker=worker_name(),
+        )
 
 
 def settle_and_route(
@@ -172,16 +319,31 @@ def settle_and_route(
     """
     settled = [_settled(msg.tier_index, tier_name, r) for r in results]
     with rt.sessions.begin() as session:
-        kept = repo.settle(session, token, _attempt_rows(msg.job_id, results), settled)
+        kept = repo.settle(
+            session,
+            token,
+            _attempt_rows(msg.job_id, results),
+            settled,
+            drop_text=not rt.engine_for(msg.job_id).pipeline.store_text,
+        )
+        pipeline = rt.engine_for(msg.job_id).pipeline
+        repo.add_spend(session, msg.job_id, pipeline.name, sum(s.cost_nanos for s in kept))
+        paused = [s for s in kept if s.decision in ("pause", "hold")]
+        if paused:
+            repo.pause_job(session, msg.job_id, paused[0].error or "spend limit reached")
+    metrics.record(tier_name, results, [s.decision for s in kept])
     escalated = [s.pk for s in kept if s.decision == "escalate"]
     to_fallback = [s.pk for s in kept if s.decision == "fallback"]
+    deferred = [s.pk for s in kept if s.decision == "defer"]
     counts = {
         d: sum(1 for s in kept if s.decision == d)
-        for d in ("accept", "escalate", "fallback", "fail")
+        for d in ("accept", "escalate", "fallback", "fail", "defer", "pause", "capped", "hold")
     }
     log.info(
         "cascade.batch.settled", items=len(kept), lost_lease=len(settled) - len(kept), **counts
     )
+    if paused:
+        log.error("cascade.job.paused", job_id=msg.job_id, why=paused[0].error)
     for r in results:
         if isinstance(r.decision, Escalate):
             log.debug("cascade.item.escalated", item=r.pk, why=r.decision.why)
@@ -190,6 +352,15 @@ def settle_and_route(
     size = rt.settings.batch_size
     out = [Message("tier", msg.job_id, msg.tier_index + 1, c) for c in chunks(escalated, size)]
     out += [Message("fallback", msg.job_id, msg.tier_index, c) for c in chunks(to_fallback, size)]
+    if deferred:
+        # The deferral count is per item; the batch waits as long as its most deferred item.
+        n = max(r.decision.n for r in results if isinstance(r.decision, Defer))
+        wait = defer_delay(n, rt.settings.defer_base_s, rt.settings.defer_cap_s)
+        log.warning("cascade.fallback.deferred", items=len(deferred), countdown_s=wait)
+        out += [
+            Message("fallback", msg.job_id, msg.tier_index, c, countdown=wait)
+            for c in chunks(deferred, size)
+        ]
     if not out:
         with rt.sessions.begin() as session:
             if repo.finish_job_if_done(session, msg.job_id):

@@ -35,7 +35,11 @@ def queue_for(rt: Runtime, msg: Message) -> str:
 def publish(rt: Runtime, messages: list[Message]) -> None:
     for msg in messages:
         task = run_fallback if msg.phase == "fallback" else run_tier
-        task.apply_async(args=(msg.job_id, msg.tier_index, msg.ids), queue=queue_for(rt, msg))
+        task.apply_async(
+            args=(msg.job_id, msg.tier_index, msg.ids),
+            queue=queue_for(rt, msg),
+            countdown=msg.countdown or None,
+        )
 
 
 @app.task(name="cascade.run_tier", bind=True, **INFRA_RETRY)
@@ -53,7 +57,9 @@ def run_fallback(self: Task[Any, Any], job_id: int, tier_index: int, ids: list[i
 def sweep_once(rt: Runtime, idle_s: int = 120) -> int:
     """Re-send items no message is carrying (lost message, dead worker). Returns items re-sent."""
     with rt.sessions.begin() as session:
-        strays = repo.strays(session, idle_s=idle_s)
+        # A deferred item waits in 'fallback' for its countdown: leave it that long.
+        fallback_idle = max(idle_s, int(rt.settings.defer_cap_s) + 60)
+        strays = repo.strays(session, idle_s=idle_s, fallback_idle_s=fallback_idle)
     messages = [
         Message(s.phase, s.job_id, s.tier_index, chunk)
         for s in strays

@@ -12,16 +12,26 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import redis.asyncio as aioredis
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from common.settings import Settings, get_settings
 from models.db import make_engine, make_sessionmaker
 from models.repo import job_by_ref
+from workers.breaker import BreakerPolicy
 from workers.engine import Engine, RealtimeExecutor
 from workers.pipeline import Pipeline, parse_pipeline
 from workers.pricing import PriceTable
 from workers.providers.base import Provider
+from workers.ratelimit import (
+    Limits,
+    MemoryRateLimiter,
+    RateLimitedProvider,
+    RateLimiter,
+    limits_table,
+)
 from workers.retry import RetryPolicy
+from workers.stores import BreakerStore, MemoryBreakerStore
 
 T = TypeVar("T")
 
@@ -41,6 +51,9 @@ class Runtime:
         self._providers: dict[str, Provider] = {}
         self._engines: dict[int, Engine] = {}
         self._executor: RealtimeExecutor | None = None
+        self._breakers: BreakerStore | None = None
+        self._redis: aioredis.Redis | None = None
+        self._limiter: RateLimiter | None = None
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -57,12 +70,58 @@ class Runtime:
                 base_url=self.settings.anthropic_base_url,
                 timeout_s=self.settings.call_timeout_s,
             )
+            if self.settings.rate_limits:
+                found = RateLimitedProvider(found, self.limiter())
             self._providers[name] = found
         return found
 
+    def _shared_redis(self, url: str) -> aioredis.Redis:
+        if self._redis is None:
+            self._redis = aioredis.Redis.from_url(url)
+        return self._redis
+
+    def limiter(self) -> RateLimiter:
+        """Rate limits per model, shared by the fleet through Redis (in memory when embedded)."""
+        if self._limiter is None:
+            table = limits_table(
+                {key: Limits(**spec) for key, spec in self.settings.rate_limits.items()}
+            )
+            url = self.settings.shared_redis_url
+            if url:
+                from tasks.redis_ratelimit import RedisRateLimiter
+
+                self._limiter = RedisRateLimiter(self._shared_redis(url), table)
+            else:
+                self._limiter = MemoryRateLimiter(table)
+        return self._limiter
+
+    def breakers(self) -> BreakerStore:
+        if self._breakers is None:
+            s = self.settings
+            policy = BreakerPolicy(
+                failure_threshold=s.breaker_failures,
+                window_s=s.breaker_window_s,
+                recovery_s=s.breaker_recovery_s,
+                half_open_probes=s.breaker_probes,
+                probe_successes_to_close=s.breaker_probes,
+            )
+            url = s.shared_redis_url
+            if url:
+                from tasks.redis_breaker import RedisBreakerStore
+
+                self._breakers = RedisBreakerStore(self._shared_redis(url), policy)
+            else:
+                self._breakers = MemoryBreakerStore(policy)
+        return self._breakers
+
     def executor(self) -> RealtimeExecutor:
         if self._executor is None:
-            self._executor = RealtimeExecutor(self.provider, self.policy, self.settings.concurrency)
+            self._executor = RealtimeExecutor(
+                self.provider,
+                self.policy,
+                self.settings.concurrency,
+                breakers=self.breakers(),
+            )
         return self._executor
 
     def engine_for(self, job_id: int) -> Engine:
@@ -81,6 +140,8 @@ class Runtime:
         async def _close() -> None:
             for provider in self._providers.values():
                 await provider.aclose()
+            if self._redis is not None:
+                await self._redis.aclose()
 
         if not self.loop.is_closed():
             self.loop.run_until_complete(_close())

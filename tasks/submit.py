@@ -12,6 +12,7 @@ from pathlib import Path
 
 from common.logs import get_logger
 from models import repo
+from models.bulk import add_items_fast
 from models.repo import NewItem
 from tasks.flow import Message, chunks
 from tasks.jobs import publish
@@ -57,6 +58,7 @@ def submit(
     job_name: str,
     *,
     on_progress: Callable[[dict[str, int]], None] | None = None,
+    budget_nanos: int | None = None,
 ) -> SubmitResult:
     problems = check_models_priced(pipeline, rt.prices)
     if problems:
@@ -69,13 +71,15 @@ def submit(
     with rt.sessions.begin() as session:
         job, created = repo.open_job(session, job_name, snapshot)
         job_id = job.id
+        if budget_nanos is not None:
+            repo.set_budget(session, job_id, budget_nanos)
         sub_id = repo.start_submission(session, job_id, source)
     counts = {"lines_read": 0, "items_added": 0, "items_existing": 0, "lines_rejected": 0}
     first_queue_batch = rt.settings.batch_size
 
     def flush(batch: list[NewItem], rejected: list[tuple[int, str, str]]) -> None:
         with rt.sessions.begin() as session:
-            added = repo.add_items(session, job_id, sub_id, batch)
+            added = add_items_fast(session, job_id, sub_id, batch)
             for line_no, key, first_line in added.duplicates:
                 rejected.append(
                     (line_no, f"duplicate_id: {key!r} first seen on line {first_line}", key)

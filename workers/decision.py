@@ -38,7 +38,41 @@ class GiveUp:
     why: str
 
 
-Decision = Accept | Escalate | Fallback | GiveUp
+@dataclass(frozen=True, slots=True)
+class Defer:
+    """Every link is unavailable for now: try the fallback chain again later."""
+
+    why: str
+    n: int = 1  # this item's deferral number (1 for the first)
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """The spend limit is reached: the item waits, unspent, until the job is resumed."""
+
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Capped:
+    """The budget is spent: the item keeps its best lower-tier answer, flagged for review."""
+
+    label: str
+    confidence: float
+    why: str
+    tier: str = ""  # the lower tier that gave the answer
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """The budget is spent and the item has no answer yet: it waits for `cascade resume`."""
+
+    why: str
+
+
+Decision = Accept | Escalate | Fallback | GiveUp | Defer | Pause | Capped | Hold
+# Failures that may pass with time (a retry later can succeed); the rest are permanent.
+TEMPORARY_KINDS = frozenset({"transient", "breaker_open", "drill"})
 Outcome = Judged | CallFailed
 
 
@@ -50,7 +84,7 @@ def decide(policy: AcceptPolicy, outcome: Outcome, *, is_last: bool) -> Decision
     """
     match outcome:
         case CallFailed(kind="spend_limit", detail=detail):
-            return GiveUp(f"spend limit reached: {detail}")
+            return Pause(f"spend limit reached: {detail}")
         case CallFailed(kind=kind, detail=detail):
             return Fallback(f"{kind}: {detail}")
         case Refused(detail=detail):
@@ -66,3 +100,31 @@ def decide(policy: AcceptPolicy, outcome: Outcome, *, is_last: bool) -> Decision
                 return Escalate("the answer hedges")
             return Accept(answer.label, answer.confidence, answer.reason)
     raise AssertionError(f"unknown outcome {outcome!r}")  # pragma: no cover
+
+
+def after_chain(
+    failures: list[str], deferrals: int, max_deferrals: int, reasons: str
+) -> Defer | GiveUp:
+    """Every link of a fallback chain failed: defer while any failure may pass, else give up.
+
+    ``failures`` are the error kinds of the last try of each link.
+    """
+    if deferrals < max_deferrals and any(k in TEMPORARY_KINDS for k in failures):
+        return Defer(f"deferred ({deferrals + 1}/{max_deferrals}): {reasons}", deferrals + 1)
+    if deferrals >= max_deferrals:
+        return GiveUp(f"dead-lettered after {deferrals} deferrals: {reasons}")
+    return GiveUp(reasons)
+
+
+def over_budget(
+    label: str | None, confidence: float | None, why: str, answered_by: str = ""
+) -> Capped | Hold:
+    """An item the budget cannot pay for: keep a lower tier's answer if it has one."""
+    if label is not None and confidence is not None:
+        return Capped(label, confidence, why, answered_by)
+    return Hold(why)
+
+
+def defer_delay(n: int, base_s: float, cap_s: float) -> float:
+    """Seconds before the ``n``-th deferral is tried again: doubling from ``base_s``, capped."""
+    return float(min(cap_s, base_s * 2 ** max(0, n - 1)))

@@ -13,24 +13,50 @@ import asyncio
 import json
 import math
 import random
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from workers.answers import Answer, judge
-from workers.decision import Accept, CallFailed, Decision, Escalate, Fallback, GiveUp, decide
+from workers.breaker import Transition
+from workers.decision import (
+    Accept,
+    CallFailed,
+    Capped,
+    Decision,
+    Defer,
+    Escalate,
+    Fallback,
+    GiveUp,
+    Hold,
+    Pause,
+    decide,
+)
 from workers.pipeline import ClaudeTier, ModelRef, Pipeline, RulesTier
 from workers.pricing import PriceTable
 from workers.prompt import system_prompt, user_prompt
-from workers.providers.base import ClassifyRequest, Mechanism, Provider, Usage
+from workers.providers.base import (
+    BreakerOpenError,
+    ClassifyRequest,
+    DrillError,
+    Mechanism,
+    Provider,
+    Usage,
+)
 from workers.records import ItemResult, Step, WorkItem
 from workers.retry import RetryPolicy, Sleep, Try, call_with_retry
 from workers.rules import CompiledRules
+from workers.stores import BreakerStore
 
 DECISION_NAMES: dict[type, str] = {
     Accept: "accept",
     Escalate: "escalate",
     Fallback: "fallback",
     GiveUp: "fail",
+    Defer: "defer",
+    Pause: "pause",
+    Capped: "capped",
+    Hold: "hold",
 }
 # Output tokens assumed for the baseline when no model call on the item was seen.
 BASELINE_OUTPUT_TOKENS = 60
@@ -41,36 +67,78 @@ def decision_name(decision: Decision) -> str:
 
 
 class Executor(Protocol):
-    """Runs the calls of one tier visit; realtime now, Message Batches later."""
+    """Runs the calls of one tier visit (realtime here; Message Batches elsewhere)."""
 
-    async def execute(self, requests: Sequence[ClassifyRequest]) -> list[list[Try]]: ...
+    async def execute(
+        self, requests: Sequence[ClassifyRequest], *, disabled: Mapping[str, str] | None = None
+    ) -> list[list[Try]]: ...
+
+
+def breaker_key(provider: str, model: str) -> str:
+    return f"{provider}:{model}"
 
 
 class RealtimeExecutor:
+    """One call per request, concurrently, each guarded by the fleet's circuit breaker.
+
+    ``disabled`` maps breaker keys under a chaos drill to the drill's reason: no call
+    is made for them. An open breaker makes no call either. Both come back as a try
+    whose error says why, so the decision sends the item down the fallback chain.
+    Breaker transitions are kept in ``transitions`` for the caller to log and store.
+    """
+
     def __init__(
         self,
         providers: Callable[[str], Provider],
         policy: RetryPolicy,
         concurrency: int,
         *,
+        breakers: BreakerStore | None = None,
         sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
         self._providers = providers
         self._policy = policy
         self._sem = asyncio.Semaphore(concurrency)
+        self._breakers = breakers
         self._sleep = sleep
+        self._clock = clock
         self._rng = rng or random.Random()
+        self.transitions: list[Transition] = []
 
-    async def _one(self, request: ClassifyRequest) -> list[Try]:
+    async def _one(self, request: ClassifyRequest, disabled: Mapping[str, str]) -> list[Try]:
+        key = breaker_key(request.provider, request.model)
+        drill = disabled.get(key)
+        if drill is not None:
+            return [Try(None, DrillError(f"chaos drill on {key}: {drill}"), 0)]
         async with self._sem:
+            probe = False
+            if self._breakers is not None:
+                admission = await self._breakers.admit(key, self._clock())
+                if admission.transition is not None:
+                    self.transitions.append(admission.transition)
+                if not admission.allowed:
+                    return [Try(None, BreakerOpenError(f"circuit breaker open for {key}"), 0)]
+                probe = admission.probe
             provider = self._providers(request.provider)
-            return await call_with_retry(
+            tries = await call_with_retry(
                 provider, request, self._policy, sleep=self._sleep, rng=self._rng
             )
+            if self._breakers is not None:
+                # Only provider failures count: a refusal or a malformed answer arrived fine.
+                last = tries[-1].error
+                ok = last is None or last.kind not in ("transient", "permanent", "context")
+                change = await self._breakers.record(key, self._clock(), ok, probe)
+                if change is not None:
+                    self.transitions.append(change)
+            return tries
 
-    async def execute(self, requests: Sequence[ClassifyRequest]) -> list[list[Try]]:
-        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+    async def execute(
+        self, requests: Sequence[ClassifyRequest], *, disabled: Mapping[str, str] | None = None
+    ) -> list[list[Try]]:
+        off = disabled or {}
+        return list(await asyncio.gather(*(self._one(r, off) for r in requests)))
 
 
 class Engine:
@@ -103,6 +171,17 @@ class Engine:
             output_tokens=BASELINE_OUTPUT_TOKENS,
         )
         return self.prices.cost_nanos(self._baseline_model, estimate)
+
+    def worst_case_nanos(self, tier: ClaudeTier, links: Sequence[ModelRef], text: str) -> int:
+        """The most one call for this item at this tier can cost (budgets check it first).
+
+        Prompt tokens are over-estimated (characters / 3 plus the prompt's fixed part);
+        output is the tier's ``max_tokens``; the dearest link of those that may be called.
+        """
+        prompt = self._overhead_tokens + math.ceil(len(text) / 3)
+        return max(
+            self.prices.max_cost_nanos(link.model, prompt, tier.max_tokens) for link in links
+        )
 
     # -- rules --------------------------------------------------------------------
     def run_rules(self, tier_index: int, items: Sequence[WorkItem]) -> list[ItemResult]:
@@ -157,13 +236,19 @@ class Engine:
         )
 
     async def run_model(
-        self, tier_index: int, items: Sequence[WorkItem], link: ModelRef, *, role: str
+        self,
+        tier_index: int,
+        items: Sequence[WorkItem],
+        link: ModelRef,
+        *,
+        role: str,
+        disabled: Mapping[str, str] | None = None,
     ) -> list[ItemResult]:
         """Call ``link`` once per item (with retries) and decide each item."""
         tier = self.pipeline.tiers[tier_index]
         assert isinstance(tier, ClaudeTier)
         requests = [self.request(tier, link, item.text) for item in items]
-        all_tries = await self.executor.execute(requests)
+        all_tries = await self.executor.execute(requests, disabled=disabled)
         return self.results_from_tries(tier_index, items, link, all_tries, role=role)
 
     def results_from_tries(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -93,7 +94,11 @@ class ClaudeTier(_Strict):
     max_tokens: int = Field(default=256, ge=16, le=8192)
     structured: Structured = "auto"
     accept: AcceptPolicy = AcceptPolicy()
-    mode: Literal["realtime"] = "realtime"
+    # "batch": this tier's calls go through the Message Batches API (half price, results
+    # within 24 h); the items wait under a long lease while a poll task collects them.
+    mode: Literal["realtime", "batch"] = "realtime"
+    # first poll of a submitted batch after this many seconds; later polls back off
+    poll_seconds: float = Field(default=30.0, gt=0, le=1800)
 
     @field_validator("fallbacks", mode="before")
     @classmethod
@@ -119,6 +124,10 @@ class Pipeline(_Strict):
     instructions: str = Field(min_length=1)
     limits: Limits = Limits()
     tiers: list[Tier] = Field(min_length=1)
+    # Moderation text is sensitive: false drops each item's text once it is classified.
+    store_text: bool = True
+    # Spend cap for this pipeline per UTC day, across all its jobs (nightly backfills).
+    daily_budget_usd: Decimal | None = Field(default=None, ge=0)
 
     @field_validator("name")
     @classmethod

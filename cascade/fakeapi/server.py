@@ -20,6 +20,7 @@ from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
+from cascade.fakeapi.batches import add_batch_routes
 from cascade.fakeapi.wire import (
     MODELS,
     FakeConfig,
@@ -132,7 +133,7 @@ def make_app(config: FakeConfig) -> web.Application:
     app[STATE_KEY] = FakeState(config)
     app.router.add_post("/v1/messages", handle_messages)
     app.router.add_post("/v1/messages/count_tokens", handle_count_tokens)
-    # Message Batches (/v1/messages/batches...) will be added here, built on `answer`.
+    add_batch_routes(app, app[STATE_KEY])  # Message Batches, built on `answer`
     app.router.add_post("/_fake/faults", handle_set_faults)
     app.router.add_post("/_fake/reset", handle_reset)
     app.router.add_get("/_fake/stats", handle_stats)

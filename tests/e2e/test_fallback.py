@@ -82,3 +82,32 @@ def test_item_nothing_can_serve_ends_failed_with_every_reason(
         assert "anthropic:claude-haiku-4-5" in o["error"]
         assert "refused" in o["error"]
         assert "not_found" in o["error"] or "404" in o["error"]
+
+
+def test_chaos_drill_diverts_every_call_to_the_fallback(
+    env: dict[str, str], fake: FakeServer, tmp_path: Path
+) -> None:
+    # Given a drill disabling the small tier's primary fleet-wide
+    drill = run(env, "chaos", "disable", "claude-haiku-5-5", "--for", "10m", "--reason", "drill")
+    assert drill.returncode == 0, drill.stderr
+    # When a job runs
+    report = _submit(env, _sample(tmp_path), "drilled")
+    stats = fake.stats()["by_model"]
+    tiers = {t["tier"]: t for t in report["tiers"]}  # type: ignore[attr-defined]
+    # Then the primary was never called and the fallback carried all its traffic
+    assert "claude-haiku-5-5" not in stats
+    assert stats["claude-haiku-4-5"]["calls"] == tiers["small"]["entered"] > 0
+    assert report["status"] == "done"
+    assert report["items_failed"] == 0
+    # And once cleared, the primary takes the traffic again
+    assert "cleared 1 drill" in run(env, "chaos", "clear").stdout
+    _submit(env, _sample(tmp_path), "after-drill")
+    assert fake.stats()["by_model"]["claude-haiku-5-5"]["calls"] > 0
+    listed = run(env, "chaos", "list").stdout
+    assert "anthropic:claude-haiku-5-5" in listed
+
+
+def test_chaos_rejects_a_bad_duration(env: dict[str, str]) -> None:
+    bad = run(env, "chaos", "disable", "claude-haiku-5-5", "--for", "soon")
+    assert bad.returncode == 2
+    assert "not a duration" in bad.stderr

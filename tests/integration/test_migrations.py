@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import create_engine, inspect, pool, text
 
 from migrations import runner
-from models.views import REPORT_ITEMS, REPORT_TIERS
+from models.schema import Base
+from models.views import REPORT_DAILY, REPORT_ITEMS, REPORT_TIERS
 from tests.integration.conftest import (
     BASELINE,
     Ledger,
@@ -25,15 +26,8 @@ from tests.integration.conftest import (
 )
 
 VERSIONS = Path(runner.__file__).parent / "versions"
-TABLES = {
-    "jobs",
-    "submissions",
-    "items",
-    "attempts",
-    "rejected_lines",
-    "breaker_events",
-    "drills",
-}
+# Every table the models declare (models.schema gathers them all), and nothing else.
+TABLES = set(Base.metadata.tables)
 
 
 def _schema(url: str) -> tuple[set[str], set[str]]:
@@ -66,7 +60,7 @@ def test_upgrade_has_no_drift_and_is_at_head(db_url: str) -> None:
     assert runner.head() == sorted(p.name[11:15] for p in VERSIONS.glob("2026_*.py"))[-1]
     tables, views = _schema(db_url)
     assert tables == TABLES | {"alembic_version"}
-    assert views == {REPORT_ITEMS, REPORT_TIERS}
+    assert views == {REPORT_ITEMS, REPORT_TIERS, REPORT_DAILY}
 
 
 def test_check_reports_drift(db_url: str) -> None:
@@ -95,7 +89,7 @@ def test_downgrade_to_base_then_upgrade_again(db_url: str) -> None:
 
     assert runner.is_at_head(db_url)
     assert runner.check(db_url) == []
-    assert _schema(db_url)[1] == {REPORT_ITEMS, REPORT_TIERS}
+    assert _schema(db_url)[1] == {REPORT_ITEMS, REPORT_TIERS, REPORT_DAILY}
 
 
 def test_runner_works_from_any_cwd(

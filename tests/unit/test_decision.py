@@ -7,11 +7,15 @@ from workers.decision import (
     Accept,
     CallFailed,
     Decision,
+    Defer,
     Escalate,
     Fallback,
     GiveUp,
     Outcome,
+    Pause,
+    after_chain,
     decide,
+    defer_delay,
 )
 from workers.pipeline import AcceptPolicy
 
@@ -60,10 +64,10 @@ TABLE: list[tuple[AcceptPolicy, Outcome, bool, type]] = [
     (STRICT, CallFailed("context", "prompt is too long"), False, Fallback),
     # a failed call on the last tier falls back too
     (ANY, CallFailed("transient", "overloaded"), True, Fallback),
-    # the spend limit stops the item: no tier or fallback can be paid for
-    (STRICT, CallFailed("spend_limit", "limit reached"), False, GiveUp),
-    # the spend limit also stops the last tier
-    (ANY, CallFailed("spend_limit", "limit reached"), True, GiveUp),
+    # the spend limit pauses the item: no tier or fallback can be paid for until resumed
+    (STRICT, CallFailed("spend_limit", "limit reached"), False, Pause),
+    # the spend limit also pauses the last tier
+    (ANY, CallFailed("spend_limit", "limit reached"), True, Pause),
 ]
 
 
@@ -97,8 +101,8 @@ VALUES: list[tuple[AcceptPolicy, Outcome, bool, Decision]] = [
     (STRICT, Refused("the model refused"), False, Fallback("the model refused")),
     # a failed call's fallback names the error kind
     (STRICT, CallFailed("permanent", "HTTP 404"), False, Fallback("permanent: HTTP 404")),
-    # the give-up says it was the spend limit
-    (STRICT, CallFailed("spend_limit", "org cap"), False, GiveUp("spend limit reached: org cap")),
+    # the pause says it was the spend limit
+    (STRICT, CallFailed("spend_limit", "org cap"), False, Pause("spend limit reached: org cap")),
 ]
 
 
@@ -120,4 +124,42 @@ def test_refusal_is_never_accepted(policy: AcceptPolicy, is_last: bool) -> None:
 def test_a_failed_call_is_never_accepted_or_escalated(kind: str, is_last: bool) -> None:
     decision = decide(ANY, CallFailed(kind, "x"), is_last=is_last)
 
-    assert isinstance(decision, GiveUp if kind == "spend_limit" else Fallback)
+    assert isinstance(decision, Pause if kind == "spend_limit" else Fallback)
+
+
+# after_chain: every link of a fallback chain failed; defer or dead-letter?
+@pytest.mark.parametrize(
+    ("kinds", "deferrals", "expected", "n"),
+    [
+        # an overloaded link may recover: defer, first time
+        (["transient", "permanent"], 0, Defer, 1),
+        # an open breaker or a drill passes with time too
+        (["breaker_open"], 2, Defer, 3),
+        (["drill"], 0, Defer, 1),
+        # only permanent failures and bad answers: deferring cannot help
+        (["permanent", "answer", "context"], 0, GiveUp, None),
+        # the deferral budget is spent: dead-letter even though it might pass
+        (["transient"], 6, GiveUp, None),
+    ],
+)
+def test_after_chain(kinds: list[str], deferrals: int, expected: type, n: int | None) -> None:
+    decision = after_chain(kinds, deferrals, 6, "why")
+    assert type(decision) is expected
+    if isinstance(decision, Defer):
+        assert decision.n == n
+    if deferrals >= 6:
+        assert "dead-lettered after 6 deferrals" in decision.why
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [
+        (1, 15.0),  # the first deferral waits the base
+        (2, 30.0),  # then doubles
+        (5, 240.0),
+        (6, 300.0),  # capped, far under the broker's 1 h visibility timeout
+        (20, 300.0),
+    ],
+)
+def test_defer_delay(n: int, expected: float) -> None:
+    assert defer_delay(n, 15.0, 300.0) == expected

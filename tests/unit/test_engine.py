@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.decision import Accept, Escalate, Fallback, GiveUp
+from workers.decision import Accept, Escalate, Fallback, GiveUp, Pause
 from workers.engine import Engine, RealtimeExecutor, decision_name
 from workers.pipeline import ClaudeTier, ModelRef, Pipeline, load_pipeline, parse_pipeline
 from workers.pricing import PriceTable
@@ -215,8 +215,8 @@ SMALL_TIER = [
     ("boom: overloaded", Fallback, ["transient", "transient", "transient"], "fallback"),
     # overloaded once, then a confident answer: kept, both tries recorded
     ("flaky: then sure", Accept, ["transient", "ok"], "accept"),
-    # the spend limit: give up at once
-    ("broke: no money", GiveUp, ["spend_limit"], "fail"),
+    # the spend limit: pause at once, no retry
+    ("broke: no money", Pause, ["spend_limit"], "pause"),
 ]
 
 
@@ -364,11 +364,13 @@ def test_baseline_is_set_on_accepted_items_only(pipeline: Pipeline, prices: Pric
     assert fell_back.baseline_nanos == 0
 
 
-def test_baseline_is_set_on_a_give_up(pipeline: Pipeline, prices: PriceTable) -> None:
+def test_a_paused_item_is_not_final_so_has_no_baseline_yet(
+    pipeline: Pipeline, prices: PriceTable
+) -> None:
     (result,) = Harness(pipeline, prices).run_model(SMALL, items("broke"), HAIKU)
 
-    assert isinstance(result.decision, GiveUp)
-    assert result.baseline_nanos > 0
+    assert isinstance(result.decision, Pause)
+    assert result.baseline_nanos == 0
 
 
 def test_baseline_estimate_grows_with_the_text(pipeline: Pipeline, prices: PriceTable) -> None:

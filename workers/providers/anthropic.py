@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import anthropic
 from anthropic.types import Message, MessageParam, ToolChoiceParam, ToolParam
 
 from workers.providers.base import (
     TOOL_NAME,
+    BatchStatus,
     ClassifyRequest,
     ContextError,
     PermanentError,
@@ -114,7 +115,7 @@ def parse_reply(message: Message, mechanism: str) -> Reply:
             cache_write_tokens=usage.cache_creation_input_tokens or 0,
             cache_read_tokens=usage.cache_read_input_tokens or 0,
         ),
-        request_id=message._request_id,
+        request_id=getattr(message, "_request_id", None),  # none on a batch result
     )
 
 
@@ -240,7 +241,142 @@ class AnthropicProvider:
             raise PermanentError(f"client error: {type(exc).__name__}") from exc
         return parse_reply(message, request.mechanism)
 
+    async def count_tokens(self, model: str, text: str) -> int:
+        """One token-count call (free): proves the key and the endpoint work."""
+        try:
+            if self._client is None:
+                self._client = self._make_client()
+            counted = await self._client.messages.count_tokens(
+                model=model, messages=[{"role": "user", "content": text}]
+            )
+        except anthropic.APIStatusError as exc:
+            raise map_status_error(exc, self._api_key) from exc
+        except anthropic.APIError as exc:
+            raise TransientError(f"api error: {type(exc).__name__}") from exc
+        return int(counted.input_tokens)
+
+    @property
+    def batches(self) -> AnthropicBatches:
+        """The Message Batches calls, on this provider's client."""
+        return AnthropicBatches(self)
+
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
+
+
+# -- Message Batches ------------------------------------------------------------
+# An errored batch request carries the error body but no HTTP status: the status its
+# type stands for feeds the same classification as a realtime error.
+BATCH_ERROR_STATUS: Final = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+T = TypeVar("T")
+
+
+def map_batch_error(
+    error_type: str, message: str, request_id: str | None = None, secret: str | None = None
+) -> ProviderError:
+    """One errored batch request -> our error tree, classified like a realtime error."""
+    status = BATCH_ERROR_STATUS.get(error_type, 500)
+    detail = _scrub(f"{error_type}: {message}", secret)
+    common: dict[str, Any] = {"status": status, "request_id": request_id}
+    lowered = message.lower()
+    spend = error_type in SPEND_LIMIT_CODES or any(w in lowered for w in SPEND_LIMIT_WORDS)
+    if status == 402 or (status in (400, 403, 429) and spend):
+        return SpendLimitError(detail, **common)
+    if status in (408, 409, 429) or status >= 500:
+        return TransientError(detail, **common)
+    if status == 400 and "prompt is too long" in lowered:
+        return ContextError(detail, **common)
+    return PermanentError(detail, **common)
+
+
+def batch_outcome(result: Any, mechanism: str, secret: str | None = None) -> Reply | ProviderError:
+    """One ``MessageBatchResult`` -> a reply or the error it stands for."""
+    if result.type == "succeeded":
+        return parse_reply(result.message, mechanism)
+    if result.type == "errored":
+        err = result.error.error
+        return map_batch_error(err.type, err.message, result.error.request_id, secret)
+    # canceled or expired: never ran; may pass with time, so the fallback path treats it so
+    return TransientError("expired" if result.type == "expired" else f"expired ({result.type})")
+
+
+class AnthropicBatches:
+    """The Message Batches half of the adapter (a :class:`~workers.providers.base.BatchProvider`).
+
+    Only the Anthropic API has batches: the Bedrock and Vertex SDK clients raise
+    "Batch API is not supported" (anthropic-api-facts.md §6), so they are refused here.
+    """
+
+    def __init__(self, provider: AnthropicProvider) -> None:
+        self._p = provider
+
+    def _client(self) -> anthropic.AsyncAnthropic:
+        if self._p.provider != "anthropic":
+            raise PermanentError(
+                f"the Message Batches API is not available on {self._p.provider}: "
+                'use provider = "anthropic" on a batch tier'
+            )
+        if self._p._client is None:
+            self._p._client = self._p._make_client()
+        return cast(anthropic.AsyncAnthropic, self._p._client)
+
+    async def _guard(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except anthropic.APIStatusError as exc:
+            raise map_status_error(exc, self._p._api_key) from exc
+        except anthropic.APITimeoutError as exc:
+            raise TransientError(f"timeout: no reply within {self._p._timeout_s:g} s") from exc
+        except anthropic.APIConnectionError as exc:
+            raise TransientError(
+                f"connection error: {type(exc.__cause__ or exc).__name__}"
+            ) from exc
+        except anthropic.APIError as exc:
+            raise TransientError(f"api error: {type(exc).__name__}") from exc
+        except anthropic.AnthropicError as exc:
+            raise PermanentError(f"client error: {type(exc).__name__}") from exc
+
+    async def create_batch(self, requests: Sequence[tuple[str, ClassifyRequest]]) -> str:
+        body = [{"custom_id": cid, "params": build_params(r)} for cid, r in requests]
+        client = self._client()
+        batch = await self._guard(client.messages.batches.create(requests=cast(Any, body)))
+        return batch.id
+
+    async def retrieve_batch(self, batch_id: str) -> BatchStatus:
+        client = self._client()
+        batch = await self._guard(client.messages.batches.retrieve(batch_id))
+        c = batch.request_counts
+        counts = {
+            "processing": c.processing,
+            "succeeded": c.succeeded,
+            "errored": c.errored,
+            "canceled": c.canceled,
+            "expired": c.expired,
+        }
+        return BatchStatus(batch.id, batch.processing_status, counts)
+
+    async def batch_results(
+        self, batch_id: str, mechanism: str
+    ) -> dict[str, Reply | ProviderError]:
+        client = self._client()
+
+        async def collect() -> dict[str, Reply | ProviderError]:
+            out: dict[str, Reply | ProviderError] = {}
+            async for line in await client.messages.batches.results(batch_id):
+                out[line.custom_id] = batch_outcome(line.result, mechanism, self._p._api_key)
+            return out
+
+        return await self._guard(collect())

@@ -6,7 +6,9 @@ Every failure is classified once, here, into a small tree::
     ├── TransientError            429, 5xx, 529, timeout, dropped connection: retry, then fall back
     ├── PermanentError            400, 401/403, 404 (model retired): no retry, fall back
     │   └── ContextError          400 "prompt is too long": a longer-context model may serve it
-    └── SpendLimitError           the organisation's spend limit: stop, no retry
+    ├── SpendLimitError           the organisation's spend limit: pause the job, no retry
+    ├── BreakerOpenError          not called: the model's breaker is open
+    └── DrillError                not called: a chaos drill disables the model
 
 A reply that arrived (HTTP 200) is never an error at this layer: refusals,
 empty answers and labels outside the set are judged by :mod:`workers.answers`.
@@ -14,6 +16,7 @@ empty answers and labels outside the set are judged by :mod:`workers.answers`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -84,9 +87,51 @@ class SpendLimitError(ProviderError):
     kind = "spend_limit"
 
 
+class BreakerOpenError(ProviderError):
+    """No call was made: the model's circuit breaker is open (fleet-wide)."""
+
+    kind = "breaker_open"
+
+
+class DrillError(ProviderError):
+    """No call was made: an operator's chaos drill has disabled the model."""
+
+    kind = "drill"
+
+
 class Provider(Protocol):
     """Sends one classification request; raises a :class:`ProviderError` on failure."""
 
     async def classify(self, request: ClassifyRequest) -> Reply: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatus:
+    """A submitted Message Batch as the API reports it."""
+
+    batch_id: str
+    processing_status: str  # in_progress | canceling | ended
+    counts: dict[str, int] = field(default_factory=dict)  # processing, succeeded, errored, ...
+
+    @property
+    def ended(self) -> bool:
+        return self.processing_status == "ended"
+
+
+class BatchProvider(Protocol):
+    """Sends many requests as one Message Batch, reports on it, hands back its results.
+
+    Results are keyed by ``custom_id``: a :class:`Reply` for a succeeded request, the
+    mapped :class:`ProviderError` for an errored one, ``TransientError("expired")`` for
+    a canceled or expired one. A failure of the batch call itself raises.
+    """
+
+    async def create_batch(self, requests: Sequence[tuple[str, ClassifyRequest]]) -> str: ...
+
+    async def retrieve_batch(self, batch_id: str) -> BatchStatus: ...
+
+    async def batch_results(
+        self, batch_id: str, mechanism: str
+    ) -> dict[str, Reply | ProviderError]: ...

@@ -1,0 +1,136 @@
+"""Run one cascade over the test half through the real engine and the replay server.
+
+The model tiers are :class:`workers.engine.Engine` tiers (``kind = "claude"``)
+whose calls go through :class:`workers.engine.RealtimeExecutor`, the retry
+policy and :class:`workers.providers.anthropic.AnthropicProvider` (the real
+``anthropic`` SDK) to :class:`cascade.fakeapi.replay.ReplayServer` on 127.0.0.1.
+Every decision is :func:`workers.decision.decide`. The fallback chain is walked
+as ``tasks.flow`` walks it. The local tier is not an engine tier yet, so it runs
+here, in-process: :meth:`workers.local.LocalModel.predict` then ``decide``; no
+Celery and no database (the ledger is not needed to count cost and accuracy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.replay.data import LABELS
+from workers.answers import Answer
+from workers.decision import Accept, Escalate, Fallback, decide
+from workers.engine import Engine, RealtimeExecutor
+from workers.local import LocalModel
+from workers.pipeline import AcceptPolicy, ClaudeTier, Pipeline, parse_pipeline
+from workers.pricing import PriceTable
+from workers.providers.anthropic import AnthropicProvider
+from workers.records import WorkItem
+from workers.retry import RetryPolicy
+
+INSTRUCTIONS = "Is the legal sentence overruling a precedent? Answer yes or no."
+
+
+@dataclass(slots=True)
+class RunResult:
+    labels: dict[int, str | None] = field(default_factory=dict)  # item -> final label
+    tier: dict[int, str] = field(default_factory=dict)  # item -> tier that settled it
+    cost_nanos: int = 0
+    calls: int = 0
+
+    def accuracy(self, gold: Sequence[str]) -> float:
+        return sum(self.labels.get(i) == g for i, g in enumerate(gold)) / len(gold)
+
+    def kept(self, tier: str) -> int:
+        return sum(1 for t in self.tier.values() if t == tier)
+
+
+def pipeline(tiers: Sequence[tuple[str, str, float, Sequence[str]]]) -> Pipeline:
+    """Model tiers as (name, recorded model, min_confidence, fallbacks)."""
+    return parse_pipeline(
+        {
+            "name": "overruling-replay",
+            "labels": list(LABELS),
+            "instructions": INSTRUCTIONS,
+            "tiers": [
+                {
+                    "name": name,
+                    "kind": "claude",
+                    "model": model,
+                    "fallbacks": list(fallbacks),
+                    "accept": {"min_confidence": min_confidence, "reject_hedging": False},
+                }
+                for name, model, min_confidence, fallbacks in tiers
+            ],
+        },
+        "bench.replay",
+    )
+
+
+async def run(
+    base_url: str,
+    prices: PriceTable,
+    pipe: Pipeline,
+    texts: Sequence[str],
+    local: LocalModel | None = None,
+    local_min_confidence: float = 1.01,
+) -> RunResult:
+    result = RunResult()
+    waiting = [WorkItem(pk, text, 1) for pk, text in enumerate(texts)]
+    if local is not None:
+        policy = AcceptPolicy(min_confidence=min(local_min_confidence, 1.0), reject_hedging=False)
+        still = []
+        for item, (label, conf) in zip(waiting, local.predict(texts), strict=True):
+            decision = decide(policy, Answer(label, conf, "local", False), is_last=False)
+            if isinstance(decision, Accept) and local_min_confidence <= 1.0:
+                result.labels[item.pk], result.tier[item.pk] = label, "local"
+            else:
+                still.append(WorkItem(item.pk, item.text, 2))
+        waiting = still
+    provider = AnthropicProvider(api_key="replay", base_url=base_url, timeout_s=30)
+
+    def providers(_: str) -> Any:
+        return provider
+
+    engine = Engine(pipe, prices, RealtimeExecutor(providers, RetryPolicy(), concurrency=16))
+    try:
+        for index, tier in enumerate(pipe.tiers):
+            assert isinstance(tier, ClaudeTier)
+            if not waiting:
+                break
+            nxt: list[WorkItem] = []
+            to_fallback: list[WorkItem] = []
+            for res in await engine.run_model(index, waiting, tier.primary, role="primary"):
+                result.cost_nanos += res.cost_nanos
+                result.calls += res.model_calls
+                item = WorkItem(res.pk, texts[res.pk], 1 + len(res.steps))
+                if isinstance(res.decision, Accept):
+                    result.labels[res.pk], result.tier[res.pk] = res.decision.label, tier.name
+                elif isinstance(res.decision, Escalate):
+                    nxt.append(item)
+                elif isinstance(res.decision, Fallback):
+                    to_fallback.append(item)
+                else:  # GiveUp: no answer, counted wrong
+                    result.labels[res.pk], result.tier[res.pk] = None, "failed"
+            for link in tier.fallbacks:
+                if not to_fallback:
+                    break
+                again = []
+                for res in await engine.run_model(index, to_fallback, link, role="fallback"):
+                    result.cost_nanos += res.cost_nanos
+                    result.calls += res.model_calls
+                    if isinstance(res.decision, Accept):
+                        result.labels[res.pk], result.tier[res.pk] = res.decision.label, tier.name
+                    else:
+                        again.append(WorkItem(res.pk, texts[res.pk], 1))
+                to_fallback = again
+            for item in to_fallback:
+                result.labels[item.pk], result.tier[item.pk] = None, "failed"
+            waiting = nxt
+    finally:
+        await provider.aclose()
+    return result
+
+
+def run_sync(*args: Any, **kwargs: Any) -> RunResult:
+    return asyncio.run(run(*args, **kwargs))

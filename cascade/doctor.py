@@ -1,0 +1,129 @@
+"""`cascade doctor`: every dependency checked, each failure with what to do about it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.settings import Settings, SettingsError, get_settings
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _safe(name: str, fix: str, probe: Callable[[], str]) -> Check:
+    try:
+        return Check(name, True, probe())
+    except Exception as exc:
+        from common.logs import redact_text
+
+        return Check(name, False, redact_text(f"{type(exc).__name__}: {exc}")[:300], fix)
+
+
+def _database(settings: Settings) -> Check:
+    from migrations import runner
+
+    def probe() -> str:
+        current, head = runner.current(settings.database_url), runner.head()
+        if current != head:
+            raise RuntimeError(f"schema at {current or 'nothing'}, code expects {head}")
+        return f"reachable, schema at {head}"
+
+    return _safe("database", "run `cascade migrate` (and check CASCADE_DATABASE_URL)", probe)
+
+
+def _redis(name: str, url: str | None, fix: str) -> Check:
+    if url is None:
+        return Check(name, True, "not used (embedded runtime: in-process)")
+
+    def probe() -> str:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+        return "reachable"
+
+    return _safe(name, fix, probe)
+
+
+def _pipeline(path: Path, settings: Settings) -> Check:
+    from tasks.submit import check_models_priced
+    from workers.pipeline import load_pipeline
+    from workers.pricing import PriceTable
+
+    def probe() -> str:
+        pipe = load_pipeline(path)
+        problems = check_models_priced(pipe, PriceTable.load(settings.prices_file))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return f"{pipe.name}: {len(pipe.tiers)} tiers, {len(pipe.labels)} labels"
+
+    return _safe(f"pipeline {path}", "fix the problems listed (each has its path)", probe)
+
+
+def _api_key(settings: Settings, model: str) -> Check:
+    key = settings.anthropic_api_key
+    if key is None:
+        return Check(
+            "model API",
+            False,
+            "ANTHROPIC_API_KEY is not set",
+            "export ANTHROPIC_API_KEY=... (or ANTHROPIC_API_KEY_FILE=/run/secrets/...)",
+        )
+
+    def probe() -> str:
+        import asyncio
+
+        from workers.providers.anthropic import AnthropicProvider
+
+        async def count() -> int:
+            provider = AnthropicProvider(
+                provider="anthropic",
+                api_key=key.get_secret_value(),
+                base_url=settings.anthropic_base_url,
+                timeout_s=15,
+            )
+            try:
+                return await provider.count_tokens(model, "Cascade doctor check.")
+            finally:
+                await provider.aclose()
+
+        tokens = asyncio.run(count())
+        where = settings.anthropic_base_url or "the Anthropic API"
+        return f"key accepted by {where} (token count call: {tokens} tokens, nothing billed)"
+
+    return _safe("model API", "check ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL", probe)
+
+
+def run_checks(pipelines: list[Path], model: str) -> list[Check]:
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        return [Check("settings", False, str(exc), "fix the variable named")]
+    checks = [
+        Check("settings", True, "runtime: " + ("embedded" if settings.embedded else "distributed")),
+        _database(settings),
+    ]
+    if not settings.embedded:
+        checks.append(
+            _redis("broker", settings.broker_url, "start Redis or fix CASCADE_BROKER_URL")
+        )
+    checks.append(
+        _redis(
+            "shared state (breakers)",
+            settings.shared_redis_url,
+            "start Redis or fix CASCADE_REDIS_URL",
+        )
+    )
+    checks += [_pipeline(p, settings) for p in pipelines]
+    checks.append(_api_key(settings, model))
+    return checks

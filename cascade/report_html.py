@@ -1,0 +1,324 @@
+"""The report as one self-contained HTML page: inline CSS, inline SVG charts drawn
+here, no script and nothing fetched — it opens offline, and prints.
+
+Written by hand rather than with matplotlib/plotly: four simple bar/line charts do
+not justify a heavy dependency, and SVG text stays selectable and searchable.
+Charts carry stable ids (``chart-funnel``, ``chart-cost``, ``chart-latency``,
+``chart-daily``) so tests and people can find them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+from html import escape
+from typing import Any
+
+W, H = 560, 260  # chart size
+ML, MR, MT, MB = 64, 40, 30, 50  # margins: left, right, top, bottom
+COLORS = {
+    "entered": "#94a3b8",
+    "accepted": "#16a34a",
+    "escalated": "#f59e0b",
+    "failed": "#dc2626",
+    "cost": "#2563eb",
+    "baseline": "#9ca3af",
+    "p50_ms": "#60a5fa",
+    "p95_ms": "#2563eb",
+    "p99_ms": "#1e3a8a",
+    "max_ms": "#111827",
+    "rate": "#f59e0b",
+}
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#111827}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px}
+table{border-collapse:collapse;margin:8px 0;font-size:13px}
+th,td{padding:3px 10px;border-bottom:1px solid #e5e7eb;text-align:right}
+th:first-child,td:first-child{text-align:left}
+.warn{color:#b45309}.grid{display:flex;flex-wrap:wrap;gap:16px}
+figure{margin:0;border:1px solid #e5e7eb;border-radius:6px;padding:8px}
+figcaption{font-size:13px;font-weight:600;margin-bottom:4px}
+svg text{font-size:11px;fill:#374151}
+"""
+
+
+def _e(value: Any) -> str:
+    return escape("-" if value is None else str(value))
+
+
+def _nice_max(value: float) -> float:
+    """A round axis maximum >= value (1, 2, 2.5, 5 x 10^k)."""
+    if value <= 0:
+        return 1.0
+    k = 1.0
+    while k * 10 <= value:
+        k *= 10
+    while k > value:
+        k /= 10
+    for m in (1, 2, 2.5, 5, 10):
+        if k * m >= value:
+            return k * m
+    return k * 10
+
+
+def _fmt(v: float) -> str:
+    if v == 0:
+        return "0"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 1:
+        return f"{v:.2f}".rstrip("0").rstrip(".")
+    return f"{v:.4g}"
+
+
+def bar_chart(
+    chart_id: str,
+    groups: list[str],
+    series: list[tuple[str, list[float]]],
+    unit: str = "",
+    line: tuple[str, list[float]] | None = None,
+) -> str:
+    """Grouped vertical bars (one group per x label), an optional 0-100 % line on the
+    right axis. Returns an ``<svg>`` element."""
+    pw, ph = W - ML - MR, H - MT - MB
+    top = _nice_max(max((v for _, vals in series for v in vals), default=0.0))
+    parts = [
+        f'<svg id="{chart_id}" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+        f'viewBox="0 0 {W} {H}" role="img">'
+    ]
+    for n in range(5):  # y grid and labels
+        y = MT + ph - ph * n / 4
+        parts.append(f'<line x1="{ML}" y1="{y:.1f}" x2="{ML + pw}" y2="{y:.1f}" stroke="#e5e7eb"/>')
+        parts.append(
+            f'<text x="{ML - 6}" y="{y + 4:.1f}" text-anchor="end">{unit}{_fmt(top * n / 4)}</text>'
+        )
+    slot = pw / max(1, len(groups))
+    bw = slot * 0.8 / max(1, len(series))
+    for g, name in enumerate(groups):
+        x0 = ML + g * slot + slot * 0.1
+        for s, (sname, vals) in enumerate(series):
+            v = vals[g] if g < len(vals) else 0.0
+            h = ph * v / top
+            parts.append(
+                f'<rect class="bar" x="{x0 + s * bw:.1f}" y="{MT + ph - h:.1f}" '
+                f'width="{max(bw - 1, 1):.1f}" height="{h:.1f}" '
+                f'fill="{COLORS.get(sname, "#6b7280")}"><title>{_e(name)} {_e(sname)}: '
+                f"{unit}{_fmt(v)}</title></rect>"
+            )
+        label = name if len(groups) <= 12 or g % max(1, len(groups) // 12) == 0 else ""
+        parts.append(
+            f'<text x="{x0 + slot * 0.4:.1f}" y="{MT + ph + 14}" text-anchor="middle">'
+            f"{_e(label)}</text>"
+        )
+    if line is not None and groups:
+        lname, lvals = line
+        pts = " ".join(
+            f"{ML + g * slot + slot / 2:.1f},{MT + ph - ph * min(v, 1.0):.1f}"
+            for g, v in enumerate(lvals)
+        )
+        parts.append(
+            f'<polyline class="line" points="{pts}" fill="none" stroke="{COLORS["rate"]}" '
+            'stroke-width="2"/>'
+        )
+        for g, v in enumerate(lvals):
+            parts.append(
+                f'<circle class="point" cx="{ML + g * slot + slot / 2:.1f}" '
+                f'cy="{MT + ph - ph * min(v, 1.0):.1f}" r="3" fill="{COLORS["rate"]}">'
+                f"<title>{_e(groups[g])} {_e(lname)}: {v * 100:.1f}%</title></circle>"
+            )
+        for n in (0, 2, 4):
+            y = MT + ph - ph * n / 4
+            parts.append(f'<text x="{ML + pw + 4}" y="{y + 4:.1f}">{n * 25}%</text>')
+        series = [*series, (lname, [])]
+    for s, (sname, _) in enumerate(series):  # legend
+        x = ML + s * 110
+        color = COLORS.get(sname if sname in COLORS else "rate", "#6b7280")
+        parts.append(f'<rect x="{x}" y="{H - 18}" width="10" height="10" fill="{color}"/>')
+        parts.append(f'<text x="{x + 14}" y="{H - 9}">{_e(sname)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _usd(value: Any) -> float:
+    return float(Decimal(str(value))) if value is not None else 0.0
+
+
+def charts(r: dict[str, Any]) -> dict[str, str]:
+    """The four charts, by id."""
+    funnel = r.get("funnel", [])
+    out = {
+        "chart-funnel": bar_chart(
+            "chart-funnel",
+            [t["tier"] for t in funnel],
+            [
+                (k, [float(t[k if k != "failed" else "failed"]) for t in funnel])
+                for k in ("entered", "accepted", "escalated", "failed")
+            ],
+        )
+    }
+    by_tier = r.get("cost", {}).get("by_tier", [])
+    out["chart-cost"] = bar_chart(
+        "chart-cost",
+        [*(t["tier"] for t in by_tier), "total", "baseline"],
+        [
+            (
+                "cost",
+                [*(_usd(t["cost_usd"]) for t in by_tier), _usd(r["cost_usd"]), 0.0],
+            ),
+            ("baseline", [*(0.0 for _ in by_tier), 0.0, _usd(r["baseline_cost_usd"])]),
+        ],
+        unit="$",
+    )
+    lat = r.get("latency", {}).get("tiers", [])
+    out["chart-latency"] = bar_chart(
+        "chart-latency",
+        [t["tier"] for t in lat],
+        [(k, [float(t[k] or 0) for t in lat]) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")],
+        unit="",
+    )
+    spend: dict[str, float] = defaultdict(float)
+    items: dict[str, int] = defaultdict(int)
+    escalated: dict[str, int] = defaultdict(int)
+    for d in r.get("daily", []):
+        spend[d["day"]] += _usd(d["cost_usd"])
+        items[d["day"]] += d["items"]
+        escalated[d["day"]] += d["escalated"]
+    days = sorted(spend)
+    out["chart-daily"] = bar_chart(
+        "chart-daily",
+        [d[5:] for d in days],  # MM-DD
+        [("cost", [spend[d] for d in days])],
+        unit="$",
+        line=(
+            "escalation rate",
+            [escalated[d] / items[d] if items[d] else 0.0 for d in days],
+        ),
+    )
+    return out
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(r: dict[str, Any]) -> str:
+    """The whole page for a report dict (``cascade.render.add_sections`` output)."""
+    if r.get("job_id") is not None:
+        title = f"Job {r['job_id']} · {r['job_name']} · {r['pipeline']} · {r['status']}"
+    else:
+        title = f"Report · {r.get('scope_text', 'all jobs')}"
+    ch = charts(r)
+
+    def fig(chart_id: str, caption: str) -> str:
+        return f"<figure><figcaption>{_e(caption)}</figcaption>{ch[chart_id]}</figure>"
+
+    c = r.get("cost", {})
+    rel = r.get("reliability", {})
+    lat = r.get("latency", {})
+    sections = [
+        f"<h1>{_e(title)}</h1>",
+        f"<p>items {_e(r['items_total'])}: done {_e(r['items_done'])}, failed "
+        f"{_e(r['items_failed'])}, unfinished {_e(r['items_unfinished'])}; rejected input "
+        f"lines {_e(r['lines_rejected'])}</p>",
+        f"<p>cost <b>${_e(r['cost_usd'])}</b> vs ${_e(r['baseline_cost_usd'])} all on the last "
+        f"tier (estimate): saved ${_e(r['savings_usd'])} (<b>{_e(r['savings_pct'])}%</b>); "
+        f"realtime ${_e(c.get('realtime_usd'))}, batch ${_e(c.get('batch_usd'))}, cache saved "
+        f"${_e(c.get('cache_savings_usd'))}; per item mean ${_e(c.get('per_item_mean_usd'))}, "
+        f"p95 ${_e(c.get('per_item_p95_usd'))}</p>",
+        '<div class="grid">',
+        fig("chart-funnel", "Funnel: items per tier"),
+        fig("chart-cost", "Cost by tier against the baseline (USD)"),
+        fig("chart-latency", "Model-call latency per tier (ms)"),
+        fig("chart-daily", "Spend and escalation rate per day"),
+        "</div>",
+        "<h2>Funnel</h2>",
+        _table(
+            ["tier", "in", "accepted", "escalated", "failed", "dead", "escalation", "warning"],
+            [
+                [
+                    _e(t["tier"]),
+                    _e(t["entered"]),
+                    _e(t["accepted"]),
+                    _e(t["escalated"]),
+                    _e(t["failed"]),
+                    _e(t["dead_lettered"]),
+                    f"{t['escalation_rate'] * 100:.1f}%",
+                    f'<span class="warn">{_e(t["warning"])}</span>' if t["warning"] else "",
+                ]
+                for t in r.get("funnel", [])
+            ],
+        ),
+        "<h2>Cost by label</h2>",
+        _table(
+            ["label", "items", "cost", "baseline", "saved"],
+            [
+                [
+                    _e(x["label"]),
+                    _e(x["items"]),
+                    _e(x["cost_usd"]),
+                    _e(x["baseline_usd"]),
+                    _e(x["savings_usd"]),
+                ]
+                for x in c.get("by_label", [])
+            ],
+        ),
+        "<h2>Latency (ms)</h2>",
+        _table(
+            ["tier", "calls", "p50", "p95", "p99", "max"],
+            [
+                [
+                    _e(t["tier"]),
+                    _e(t["calls"]),
+                    _e(t["p50_ms"]),
+                    _e(t["p95_ms"]),
+                    _e(t["p99_ms"]),
+                    _e(t["max_ms"]),
+                ]
+                for t in lat.get("tiers", [])
+            ],
+        ),
+        f"<p>worst-case full escalation: {_e(lat.get('worst_path_p99_ms'))} ms (sum of tier "
+        f"p99s), {_e(lat.get('worst_path_max_ms'))} ms (sum of tier maxima)</p>",
+        "<h2>Reliability</h2>",
+        _table(["outcome", "calls"], [[_e(k), _e(v)] for k, v in rel.get("outcomes", {}).items()]),
+        _table(
+            ["fallback link", "tier", "calls", "ok"],
+            [
+                [_e(f["link"]), _e(f["tier"]), _e(f["calls"]), _e(f["ok"])]
+                for f in rel.get("fallbacks", [])
+            ],
+        ),
+        _table(
+            ["breaker", "opened", "closed", "seconds", "reason"],
+            [
+                [
+                    _e(o["breaker_key"]),
+                    _e(o["opened_at"]),
+                    _e(o["closed_at"]),
+                    _e(o["seconds"]),
+                    _e(o["reason"]),
+                ]
+                for o in rel.get("breaker_openings", [])
+            ],
+        ),
+        _table(
+            ["dead letter reason", "items"],
+            [[_e(x["error"]), _e(x["items"])] for x in rel.get("dead_letters", [])],
+        ),
+        "<h2>Confidence</h2>",
+        _table(
+            ["tier", "agreed with final", "pairs", "rate"],
+            [
+                [_e(a["tier"]), _e(a["agreed"]), _e(a["pairs"]), f"{a['rate'] * 100:.1f}%"]
+                for a in r.get("confidence", {}).get("agreement", [])
+            ],
+        ),
+    ]
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
+        + "\n".join(sections)
+        + "</body></html>\n"
+    )

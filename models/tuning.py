@@ -1,0 +1,123 @@
+"""Ledger reads for threshold tuning and for training the local tier. No printing.
+
+Per item of a job: every tier's valid answer (attempt rows with outcome ``ok``
+that ended a tier visit: decision ``accept`` or ``escalate``), what each tier
+spent on it, its final label and its gold label when ``items.meta`` has
+``"gold"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.tables import Attempt, Item
+
+GOLD_KEY = "gold"
+
+
+@dataclass(frozen=True, slots=True)
+class TierVerdict:
+    tier_index: int
+    tier: str
+    label: str
+    confidence: float
+    decision: str  # accept | escalate
+
+
+@dataclass(slots=True)
+class TuningItem:
+    pk: int
+    status: str
+    final_label: str | None
+    final_tier: str | None
+    gold: str | None
+    verdicts: list[TierVerdict] = field(default_factory=list)
+    cost_by_tier: dict[int, int] = field(default_factory=dict)  # tier_index -> nano-USD
+
+
+def _gold(meta: object) -> str | None:
+    if isinstance(meta, dict):
+        value = meta.get(GOLD_KEY)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def tuning_items(session: Session, job_id: int) -> list[TuningItem]:
+    """Every item of the job with its per-tier verdicts and costs, ordered by item id."""
+    items = {
+        pk: TuningItem(pk, status, label, final_tier, _gold(meta))
+        for pk, status, label, final_tier, meta in session.execute(
+            select(Item.id, Item.status, Item.label, Item.final_tier, Item.meta)
+            .where(Item.job_id == job_id)
+            .order_by(Item.id)
+        )
+    }
+    verdicts = session.execute(
+        select(
+            Attempt.item_id,
+            Attempt.tier_index,
+            Attempt.tier,
+            Attempt.label,
+            Attempt.confidence,
+            Attempt.decision,
+        )
+        .where(
+            Attempt.job_id == job_id,
+            Attempt.outcome == "ok",
+            Attempt.decision.in_(("accept", "escalate")),
+            Attempt.label.is_not(None),
+            Attempt.confidence.is_not(None),
+        )
+        .order_by(Attempt.item_id, Attempt.step)
+    )
+    for item_id, tier_index, tier, label, confidence, decision in verdicts:
+        found = items.get(item_id)
+        if found is not None:
+            found.verdicts.append(
+                TierVerdict(
+                    int(tier_index), tier, str(label), float(confidence or 0.0), str(decision)
+                )
+            )
+    costs = session.execute(
+        select(Attempt.item_id, Attempt.tier_index, func.sum(Attempt.cost_nanos))
+        .where(Attempt.job_id == job_id)
+        .group_by(Attempt.item_id, Attempt.tier_index)
+    )
+    for item_id, tier_index, cost in costs:
+        found = items.get(item_id)
+        if found is not None:
+            found.cost_by_tier[int(tier_index)] = int(cost or 0)
+    return list(items.values())
+
+
+def training_examples(
+    session: Session, job_id: int, *, source: str, exclude_tiers: Sequence[str] = ()
+) -> list[tuple[str, str]]:
+    """(text, label) pairs: gold labels (``source="gold"``) or accepted outcomes ("outcomes").
+
+    Outcomes settled by a tier in ``exclude_tiers`` (the local tier itself) are left
+    out, so the model never learns from its own answers.
+    """
+    if source not in ("gold", "outcomes"):
+        raise ValueError(f"source must be gold or outcomes, got {source!r}")
+    rows = session.execute(
+        select(Item.text, Item.label, Item.final_tier, Item.meta, Item.status)
+        .where(Item.job_id == job_id)
+        .order_by(Item.id)
+    )
+    out = []
+    for text, label, final_tier, meta, status in rows:
+        if not text:
+            continue
+        if source == "gold":
+            gold = _gold(meta)
+            if gold is not None:
+                out.append((text, gold))
+        elif status == "done" and label and final_tier not in exclude_tiers:
+            out.append((text, label))
+    return out

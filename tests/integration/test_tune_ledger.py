@@ -1,0 +1,139 @@
+"""`cascade tune` on a ledger with known pairs, on SQLite and Postgres."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from cascade.cli_tune import observations
+from migrations.runner import upgrade
+from models.db import make_engine
+from models.tuning import training_examples, tuning_items
+from tests.integration.conftest import add_attempt, add_item, new_job
+from workers.tuning import curve, recommend
+
+PIPELINE = {
+    "tiers": [
+        {"name": "small", "kind": "claude", "accept": {"min_confidence": 0.9}},
+        {"name": "large", "kind": "claude"},
+    ]
+}
+# (key, small's label, small's confidence, large's label or None when small accepted, gold)
+# Small accepted two answers at >= 0.9; it escalated four, of which large agreed with the
+# two at 0.85 and 0.8 and overruled the two at 0.6 and 0.55.
+PAIRS = [
+    ("a", "spam", 0.95, None, "spam"),
+    ("b", "ham", 0.92, None, "ham"),
+    ("c", "spam", 0.85, "spam", "spam"),
+    ("d", "ham", 0.80, "ham", "ham"),
+    ("e", "spam", 0.60, "ham", "ham"),
+    ("f", "ham", 0.55, "spam", "spam"),
+]
+SMALL_COST, LARGE_COST = 10, 100
+
+
+@pytest.fixture
+def job(db_url: str) -> Iterator[tuple[str, int]]:
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            job_id, sub_id = new_job(conn, "tune")
+            conn.execute(
+                text("UPDATE jobs SET pipeline = :p WHERE id = :id"),
+                {"p": json.dumps(PIPELINE), "id": job_id},
+            )
+            for n, (key, label, conf, above, gold) in enumerate(PAIRS, start=1):
+                final = above or label
+                pk = add_item(
+                    conn, job_id, sub_id, key, line_no=n, text=f"text {key}",
+                    meta={"gold": gold}, status="done", tier_index=1 if above else 0,
+                    label=final, final_tier="large" if above else "small",
+                )  # fmt: skip
+                add_attempt(
+                    conn, job_id, pk, 1, tier_index=0, tier="small", role="primary",
+                    provider="anthropic", model="s", outcome="ok",
+                    decision="escalate" if above else "accept", label=label, confidence=conf,
+                    cost_nanos=SMALL_COST,
+                )  # fmt: skip
+                if above:
+                    add_attempt(
+                        conn, job_id, pk, 2, tier_index=1, tier="large", role="primary",
+                        provider="anthropic", model="l", outcome="ok", decision="accept",
+                        label=above, confidence=0.97, cost_nanos=LARGE_COST,
+                    )  # fmt: skip
+        yield db_url, job_id
+    finally:
+        engine.dispose()
+
+
+def test_recommendation_from_agreement_pairs(job: tuple[str, int]) -> None:
+    url, job_id = job
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            items = tuning_items(session, job_id)
+    finally:
+        engine.dispose()
+    obs = observations(items, 0, use_gold=False)
+    assert len(obs) == 6 and sum(o.correct is not None for o in obs) == 4  # four pairs
+    points = {p.threshold: p for p in curve(obs)}
+    # At 0.8 small keeps its two agreeing escalations too: quality stays 1.0, cost falls.
+    assert points[0.8].kept_share == pytest.approx(4 / 6)
+    assert points[0.8].quality == pytest.approx(1.0)
+    assert points[0.8].cost_per_item_nanos == pytest.approx(SMALL_COST + 2 * LARGE_COST / 6)
+    # At 0.6 it would keep a wrong answer: 5/6 kept at 2/3 agreement, 1/6 escalated.
+    assert points[0.6].quality == pytest.approx(5 / 6 * 2 / 3 + 1 / 6)
+    rec = recommend(list(points.values()), 4, target=0.98)
+    assert rec.point is not None and rec.point.threshold == 0.8
+
+
+def test_gold_labels_train_the_local_tier(job: tuple[str, int]) -> None:
+    url, job_id = job
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            gold = training_examples(session, job_id, source="gold")
+            outcomes = training_examples(
+                session, job_id, source="outcomes", exclude_tiers=["small"]
+            )
+    finally:
+        engine.dispose()
+    assert gold == [(f"text {k}", g) for k, *_, g in PAIRS]
+    assert [t for t, _ in outcomes] == ["text c", "text d", "text e", "text f"]
+
+
+def test_cli_tune_writes_the_threshold(
+    job: tuple[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cascade.cli import app
+    from common.settings import get_settings
+    from tasks.runtime import reset_runtime
+
+    url, job_id = job
+    pipe = tmp_path / "p.toml"
+    pipe.write_text(
+        'name = "p"\nlabels = ["ham", "spam"]\ninstructions = "x"\n\n'
+        '[[tiers]]  # small\nname = "small"\nkind = "claude"\nmodel = "m"\n'
+        "[tiers.accept]\nmin_confidence = 0.9  # tuned by hand\n\n"
+        '[[tiers]]\nname = "large"\nkind = "claude"\nmodel = "m"\n'
+    )
+    monkeypatch.setenv("CASCADE_DATABASE_URL", url)
+    get_settings.cache_clear()
+    reset_runtime()
+    try:
+        result = CliRunner().invoke(
+            app, ["tune", "--job", str(job_id), "--write", "--pipeline", str(pipe)]
+        )
+    finally:
+        get_settings.cache_clear()
+        reset_runtime()
+    assert result.exit_code == 0, result.output
+    assert "recommend min_confidence = 0.8" in result.output
+    assert "min_confidence = 0.8  # tuned by hand\n" in pipe.read_text()

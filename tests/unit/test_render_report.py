@@ -1,0 +1,77 @@
+"""Pure pieces of the report: percentiles, warnings, buckets, cache savings, charts."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from cascade.render import cache_savings_nanos, escalation_warning
+from cascade.report_html import bar_chart, render_html
+from models.analytics import FunnelTier, bucket_of, nearest_rank
+from workers.pricing import PriceTable
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 19, 20, 21, 101])
+def test_nearest_rank_matches_the_definition(n: int) -> None:
+    values = [random.Random(n).randrange(1, 50) for _ in range(n)]
+    hist: dict[int, int] = {}
+    for v in values:
+        hist[v] = hist.get(v, 0) + 1
+    for p in (50, 95, 99):
+        assert nearest_rank(hist, p) == sorted(values)[math.ceil(p * n / 100) - 1]
+    assert nearest_rank({}, 95) is None
+
+
+def _tier(entered: int, escalated: int) -> FunnelTier:
+    return FunnelTier(0, "t", entered, entered - escalated, escalated, 0, 0, 0, 0, 0, 0, 0, {})
+
+
+@pytest.mark.parametrize(
+    ("entered", "escalated", "last", "warns"),
+    [
+        (100, 51, False, "aggressively"),  # more than half
+        (100, 50, False, None),  # exactly half: fine
+        (100, 2, False, None),  # 2 %: fine
+        (100, 1, False, "too loose"),  # under 2 %
+        (100, 0, True, None),  # the last tier cannot escalate
+        (0, 0, False, None),  # nothing entered: nothing to say
+    ],
+)
+def test_escalation_warning(entered: int, escalated: int, last: bool, warns: str | None) -> None:
+    warning = escalation_warning(_tier(entered, escalated), last)
+    assert (warning is None) if warns is None else (warns in (warning or ""))
+
+
+@pytest.mark.parametrize(
+    ("confidence", "bucket"), [(0.0, 0), (0.3, 3), (0.7, 7), (0.99, 9), (1.0, 9), (0.6, 6)]
+)
+def test_bucket_of(confidence: float, bucket: int) -> None:
+    assert bucket_of(confidence) == bucket
+
+
+def test_cache_savings() -> None:
+    prices = PriceTable.load()
+    # Haiku 5.5: input 0.10, cache read 0.01 USD/MTok -> 90 nano-USD a token
+    assert cache_savings_nanos(prices, "claude-haiku-5-5", 1000) == 90_000
+    assert cache_savings_nanos(prices, "no-such-model", 1000) is None
+    assert cache_savings_nanos(None, "claude-haiku-5-5", 1000) is None
+
+
+def test_bar_chart_is_svg_with_id_and_escaped_labels() -> None:
+    svg = bar_chart("chart-x", ["<a>", "b"], [("cost", [1.0, 3.0])], line=("rate", [0.5, 1.0]))
+    assert svg.startswith('<svg id="chart-x"') and svg.endswith("</svg>")
+    assert svg.count('class="bar"') == 2 and "&lt;a&gt;" in svg
+    assert 'class="line"' in svg
+
+
+def test_render_html_of_an_empty_report_has_all_charts() -> None:
+    report = {
+        "job_id": None, "scope_text": "all jobs", "items_total": 0, "items_done": 0,
+        "items_failed": 0, "items_unfinished": 0, "lines_rejected": 0, "cost_usd": "0",
+        "baseline_cost_usd": "0", "savings_usd": "0", "savings_pct": 0.0, "tiers": [],
+    }  # fmt: skip
+    html = render_html(report)
+    for chart in ("chart-funnel", "chart-cost", "chart-latency", "chart-daily"):
+        assert f'<svg id="{chart}"' in html
