@@ -32,7 +32,7 @@ from workers.decision import (
     over_budget,
 )
 from workers.engine import Engine, decision_name
-from workers.pipeline import ClaudeTier, ModelRef, RulesTier
+from workers.pipeline import ClaudeTier, LocalTier, ModelRef, RulesTier
 from workers.records import ItemResult, WorkItem
 
 log = get_logger("cascade.flow")
@@ -244,6 +244,8 @@ def process(rt: Runtime, msg: Message) -> list[Message]:
         results = _run_fallback_chain(rt, engine, msg.tier_index, claimed, disabled)
     elif isinstance(tier, RulesTier):
         results = engine.run_rules(msg.tier_index, items)
+    elif isinstance(tier, LocalTier):
+        results = engine.run_local(msg.tier_index, items)
     else:
         results = rt.run(
             engine.run_model(msg.tier_index, items, tier.primary, role="primary", disabled=disabled)

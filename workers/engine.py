@@ -15,9 +15,10 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Protocol
 
-from workers.answers import Answer, judge
+from workers.answers import Answer, Malformed, judge
 from workers.breaker import Transition
 from workers.decision import (
     Accept,
@@ -32,7 +33,8 @@ from workers.decision import (
     Pause,
     decide,
 )
-from workers.pipeline import ClaudeTier, ModelRef, Pipeline, RulesTier
+from workers.local import LocalModel
+from workers.pipeline import ClaudeTier, LocalTier, ModelRef, Pipeline, RulesTier
 from workers.pricing import PriceTable
 from workers.prompt import system_prompt, user_prompt
 from workers.providers.base import (
@@ -150,6 +152,13 @@ class Engine:
             i: CompiledRules(t) for i, t in enumerate(pipeline.tiers) if isinstance(t, RulesTier)
         }
         self._labels = tuple(pipeline.labels)
+        # Loaded per process (engines are built after the fork); a model whose file does
+        # not match its manifest is refused by LocalModel.load.
+        self._local = {
+            i: LocalModel.load(Path(t.model_path))
+            for i, t in enumerate(pipeline.tiers)
+            if isinstance(t, LocalTier)
+        }
         last = pipeline.tiers[-1]
         assert isinstance(last, ClaudeTier)
         self._baseline_model = last.model
@@ -206,6 +215,41 @@ class Engine:
                 decision=decision_name(decision),
                 label=hit.label if hit else None,
                 confidence=hit.confidence if hit else None,
+            )
+            result = ItemResult(item.pk, decision, [step])
+            if isinstance(decision, Accept):
+                result.baseline_nanos = self.baseline(len(item.text), None)
+            results.append(result)
+        return results
+
+    # -- local ------------------------------------------------------------------
+    def run_local(self, tier_index: int, items: Sequence[WorkItem]) -> list[ItemResult]:
+        """The learned tier: free, on this CPU; its calibrated probability is the confidence."""
+        tier = self.pipeline.tiers[tier_index]
+        assert isinstance(tier, LocalTier)
+        model = self._local[tier_index]
+        predictions = model.predict([item.text for item in items]) if items else []
+        results = []
+        for item, (label, confidence) in zip(items, predictions, strict=True):
+            reason = f"local model {model.version}"
+            judged = (
+                Answer(label, confidence, reason, False)
+                if label in self._labels
+                else Malformed(f"label {label!r} is not one of the labels")
+            )
+            decision = decide(tier.accept, judged, is_last=False)
+            step = Step(
+                item_pk=item.pk,
+                step=item.next_step,
+                tier_index=tier_index,
+                tier=tier.name,
+                role="local",
+                provider="local",
+                model=f"local:{model.version}",
+                outcome="ok" if isinstance(judged, Answer) else "malformed",
+                decision=decision_name(decision),
+                label=label,
+                confidence=confidence,
             )
             result = ItemResult(item.pk, decision, [step])
             if isinstance(decision, Accept):

@@ -85,6 +85,15 @@ class RulesTier(_Strict):
     accept: AcceptPolicy = AcceptPolicy(min_confidence=0.0, reject_hedging=False)
 
 
+class LocalTier(_Strict):
+    """A classifier trained by `cascade train-local`, run on the worker's CPU at no API cost."""
+
+    name: str
+    kind: Literal["local"]
+    model_path: str = Field(min_length=1)  # the directory train-local wrote
+    accept: AcceptPolicy = AcceptPolicy(min_confidence=0.9, reject_hedging=False)
+
+
 class ClaudeTier(_Strict):
     name: str
     kind: Literal["claude"]
@@ -115,7 +124,7 @@ class ClaudeTier(_Strict):
         return [self.primary, *self.fallbacks]
 
 
-Tier = Annotated[RulesTier | ClaudeTier, Field(discriminator="kind")]
+Tier = Annotated[RulesTier | LocalTier | ClaudeTier, Field(discriminator="kind")]
 
 
 class Pipeline(_Strict):
@@ -162,7 +171,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif i == 2 and loc[0] == "tiers" and part in ("rules", "claude"):
+        elif i == 2 and loc[0] == "tiers" and part in ("rules", "local", "claude"):
             continue  # the discriminator's tag right after tiers[i] adds nothing to the path
         else:
             out += f".{part}" if out else str(part)
@@ -200,7 +209,7 @@ def _cross_checks(data: dict[str, Any]) -> list[str]:
                     problems.append(
                         f"tiers[{i}].rules[{j}].label: {label!r} is not one of the labels"
                     )
-    if tiers and isinstance(tiers[-1], dict) and tiers[-1].get("kind") == "rules":
+    if tiers and isinstance(tiers[-1], dict) and tiers[-1].get("kind") in ("rules", "local"):
         problems.append(
             f"tiers[{len(tiers) - 1}]: the last tier must be a model tier (it always answers)"
         )

@@ -302,7 +302,7 @@ INVALID = [
     pytest.param(
         _set("tiers", 1, "kind", value="gpt"),
         "tiers[1]: Input tag 'gpt' found using 'kind' does not match any of the expected "
-        "tags: 'rules', 'claude'",
+        "tags: 'rules', 'local', 'claude'",
         id="unknown-kind",
     ),
     # max_tokens below the floor
