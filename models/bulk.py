@@ -17,10 +17,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from models.repo import ITEMS, AddResult, NewItem, add_items
+from models.repo import ITEMS, AddResult, NewItem, add_items, classify_not_inserted
 
 TEMP_TABLE = "cascade_items_in"
 # Columns the items table fills from Python-side defaults (not server defaults): an
@@ -88,22 +88,7 @@ def add_items_copy(
     ids = {key: pk for pk, key in inserted}
     result.added = [ids[it.key] for it in unique if it.key in ids]  # input order
     missing = [it for it in unique if it.key not in ids]
-    if missing:
-        found = {
-            r.item_key: (r.submission_id, r.line_no)
-            for r in session.execute(
-                select(ITEMS.c.item_key, ITEMS.c.submission_id, ITEMS.c.line_no).where(
-                    ITEMS.c.job_id == job_id,
-                    ITEMS.c.item_key.in_({it.key for it in missing}),
-                )
-            )
-        }
-        for it in missing:
-            sub_id, first = found[it.key]
-            if sub_id == submission_id and first != it.line_no:
-                result.duplicates.append((it.line_no, it.key, first))
-            else:
-                result.existing += 1
+    classify_not_inserted(session, job_id, submission_id, missing, result)
     return result
 
 

@@ -179,23 +179,35 @@ def add_items(
     result.added = [r.id for r in inserted]
     got = {r.item_key for r in inserted}
     missing = [it for it in unique if it.key not in got]
-    if missing:
-        found = {
-            r.item_key: (r.submission_id, r.line_no)
-            for r in session.execute(
-                select(ITEMS.c.item_key, ITEMS.c.submission_id, ITEMS.c.line_no).where(
-                    ITEMS.c.job_id == job_id,
-                    ITEMS.c.item_key.in_({it.key for it in missing}),
-                )
-            )
-        }
-        for it in missing:
-            sub_id, first = found[it.key]
-            if sub_id == submission_id and first != it.line_no:
-                result.duplicates.append((it.line_no, it.key, first))
-            else:
-                result.existing += 1
+    classify_not_inserted(session, job_id, submission_id, missing, result)
     return result
+
+
+def classify_not_inserted(
+    session: Session,
+    job_id: int,
+    submission_id: int,
+    missing: Sequence[NewItem],
+    result: AddResult,
+) -> None:
+    """Items the insert skipped: a duplicate inside this submission, or already in the job."""
+    if not missing:
+        return
+    found = {
+        r.item_key: (r.submission_id, r.line_no)
+        for r in session.execute(
+            select(ITEMS.c.item_key, ITEMS.c.submission_id, ITEMS.c.line_no).where(
+                ITEMS.c.job_id == job_id,
+                ITEMS.c.item_key.in_({it.key for it in missing}),
+            )
+        )
+    }
+    for it in missing:
+        sub_id, first = found[it.key]
+        if sub_id == submission_id and first != it.line_no:
+            result.duplicates.append((it.line_no, it.key, first))
+        else:
+            result.existing += 1
 
 
 def add_rejected(
