@@ -32,6 +32,11 @@ def _usd(value: Decimal) -> str:
     return f"${value:.4f}"
 
 
+def _plain(value: Decimal) -> str:
+    """A decimal without an exponent: 0.000000777, never 7.77E-7."""
+    return format(value, "f")
+
+
 def job_report(job: Any, totals: JobTotals, tiers: list[TierRow]) -> dict[str, Any]:
     """The report as one JSON-ready object (money as decimal strings, exact).
 
@@ -49,14 +54,24 @@ def job_report(job: Any, totals: JobTotals, tiers: list[TierRow]) -> dict[str, A
         "items_total": totals.items_total,
         "items_done": totals.items_done,
         "items_failed": totals.items_failed,
-        "items_unfinished": totals.items_total - totals.items_done - totals.items_failed,
+        "items_budget_capped": totals.by_status.get("budget_capped", 0),
+        "items_paused_budget": totals.by_status.get("paused_budget", 0),
+        "items_unfinished": totals.items_total
+        - totals.items_done
+        - totals.items_failed
+        - totals.by_status.get("budget_capped", 0),
+        "budget_usd": _plain(nanos_to_usd(job.budget_nanos))
+        if job is not None and job.budget_nanos is not None
+        else None,
+        "spent_usd": None if job is None else _plain(nanos_to_usd(job.spent_nanos)),
+        "message": None if job is None else job.message,
         "lines_rejected": totals.lines_rejected,
         "model_calls": totals.model_calls,
         "input_tokens": totals.input_tokens,
         "output_tokens": totals.output_tokens,
-        "cost_usd": str(cost),
-        "baseline_cost_usd": str(baseline),
-        "savings_usd": str(baseline - cost),
+        "cost_usd": _plain(cost),
+        "baseline_cost_usd": _plain(baseline),
+        "savings_usd": _plain(baseline - cost),
         "savings_pct": round(savings, 2),
         "tiers": [
             {
@@ -70,7 +85,7 @@ def job_report(job: Any, totals: JobTotals, tiers: list[TierRow]) -> dict[str, A
                 "fallbacks": t.fallbacks,
                 "input_tokens": t.input_tokens,
                 "output_tokens": t.output_tokens,
-                "cost_usd": str(t.cost_usd),
+                "cost_usd": _plain(t.cost_usd),
                 "p50_ms": t.p50_ms,
                 "p95_ms": t.p95_ms,
             }
@@ -125,6 +140,15 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         f"all on the last tier (estimate): saved {_usd(Decimal(report['savings_usd']))} "
         f"([bold]{report['savings_pct']:.1f}%[/bold])"
     )
+    if report.get("budget_usd") is not None or report.get("items_budget_capped"):
+        console.print(
+            f"budget {_usd(Decimal(report['budget_usd'] or '0'))}, "
+            f"spent {_usd(Decimal(report['spent_usd'] or '0'))}: "
+            f"{report['items_budget_capped']:,} items capped at a lower tier's answer, "
+            f"{report['items_paused_budget']:,} waiting for `cascade resume --budget`"
+        )
+    if report.get("message"):
+        console.print(f"[yellow]{report['status']}[/yellow]: {report['message']}")
 
 
 def outcome_dict(row: OutcomeRow) -> dict[str, Any]:

@@ -3,7 +3,9 @@ unstarted ones wait, and `cascade resume --budget` continues them."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,14 @@ def test_budget_caps_spend_then_resume_finishes(env: dict[str, str], tmp_path: P
         assert label is not None and confidence is not None
         assert tier in ("rules", "small")
         assert "budget reached" in error
+    # And the report shows the budget, the spend, and the capped and paused counts
+    report = json.loads(run(env, "report", "--job", "capped", "--format", "json").stdout)
+    assert report["budget_usd"] == "0.012700000"
+    assert Decimal(report["spent_usd"]) == Decimal(spent) / 10**9
+    assert report["items_budget_capped"] == counts.get("budget_capped", 0)
+    assert report["items_paused_budget"] == counts.get("paused_budget", 0)
+    assert report["items_unfinished"] == counts.get("paused_budget", 0)
+    assert "budget reached" in report["message"]
     # When it is resumed with a bigger budget
     resumed = run(env, "resume", "capped", "--budget", "5")
     assert resumed.returncode == 0, resumed.stderr
