@@ -342,21 +342,24 @@ def settle(
 
     ``drop_text`` forgets a finished item's text (the pipeline's ``store_text = false``).
     """
-    if attempts:
-        stmt = _insert(session, Attempt.__table__).on_conflict_do_nothing(
-            index_elements=["item_id", "step"]
-        )
-        session.execute(stmt, list(attempts))
-    if not settled:
+    pks = {s.pk for s in settled} | {a["item_id"] for a in attempts}
+    if not pks:
         return []
-    # Only items still leased to us are ours to write (a slow worker may have lost them).
+    # Only items still leased to us are ours to decide (a slow worker may have lost them).
     held = set(
         session.scalars(
             select(ITEMS.c.id)
-            .where(ITEMS.c.id.in_([s.pk for s in settled]), ITEMS.c.lease_token == token)
+            .where(ITEMS.c.id.in_(pks), ITEMS.c.lease_token == token)
             .with_for_update()
         )
     )
+    ours = [a for a in attempts if a["item_id"] in held]
+    if ours:
+        stmt = _insert(session, Attempt.__table__).on_conflict_do_nothing(
+            index_elements=["item_id", "step"]
+        )
+        session.execute(stmt, ours)
+    _record_orphans(session, [a for a in attempts if a["item_id"] not in held])
     kept = [s for s in settled if s.pk in held]
     now = utcnow()
     # One executemany per shape of update, not one statement per item.
@@ -378,6 +381,69 @@ def settle(
         values |= {c: ITEMS.c[c] + bindparam(f"i_{c}", type_=ITEMS.c[c].type) for c in _ADDED}
         session.execute(ITEMS.update().where(ITEMS.c.id == bindparam("b_pk")).values(values), rows)
     return kept
+
+
+# Calls made by a worker that lost its lease were still made (and billed): they are
+# kept, deciding nothing, numbered from here so they never take a step number that
+# the worker now holding the item will write.
+ORPHAN_STEP_BASE = 1_000_000
+
+
+def _record_orphans(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    # A retried write of the same lost batch must not record its calls twice.
+    seen = {
+        (pk, rid)
+        for pk, rid in session.execute(
+            select(Attempt.item_id, Attempt.request_id).where(
+                Attempt.item_id.in_({r["item_id"] for r in rows}),
+                Attempt.request_id.is_not(None),
+            )
+        ).tuples()
+    }
+    rows = [
+        r for r in rows if r["request_id"] is None or (r["item_id"], r["request_id"]) not in seen
+    ]
+    if not rows:
+        return
+    taken: dict[int, int] = dict(
+        session.execute(
+            select(Attempt.item_id, func.max(Attempt.step))
+            .where(
+                Attempt.item_id.in_({r["item_id"] for r in rows}),
+                Attempt.step >= ORPHAN_STEP_BASE,
+            )
+            .group_by(Attempt.item_id)
+        )
+        .tuples()
+        .all()
+    )
+    orphans: list[dict[str, Any]] = []
+    spent: dict[int, list[int]] = {}
+    for r in rows:
+        pk = r["item_id"]
+        step = max(taken.get(pk, ORPHAN_STEP_BASE - 1), ORPHAN_STEP_BASE - 1) + 1
+        taken[pk] = step
+        orphans.append({**r, "step": step, "decision": None})
+        acc = spent.setdefault(pk, [0, 0])
+        acc[0] += int(r["cost_nanos"])
+        acc[1] += 1 if r["role"] != "rules" else 0
+    session.execute(
+        _insert(session, Attempt.__table__).on_conflict_do_nothing(
+            index_elements=["item_id", "step"]
+        ),
+        orphans,
+    )
+    session.execute(
+        ITEMS.update()
+        .where(ITEMS.c.id == bindparam("b_pk"))
+        .values(
+            cost_nanos=ITEMS.c.cost_nanos + bindparam("b_cost"),
+            model_calls=ITEMS.c.model_calls + bindparam("b_calls"),
+        ),
+        [{"b_pk": pk, "b_cost": c, "b_calls": n} for pk, (c, n) in spent.items()],
+    )
 
 
 _ADDED = ("steps", "model_calls", "cost_nanos", "latency_ms", "deferrals")

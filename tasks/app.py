@@ -87,6 +87,10 @@ def _setup_logging(**_: Any) -> None:
 
 @worker_init.connect
 def _start_metrics(**_: Any) -> None:
+    # The SDK costs ~2 s to import: pay it once in the parent, before the pool forks,
+    # never on a child's event loop in the middle of a batch.
+    import workers.providers.anthropic  # noqa: F401
+
     port = get_settings().metrics_port
     if port:
         from tasks.metrics import start_metrics_server

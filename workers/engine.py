@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import structlog
+
 from workers.answers import Answer, Malformed, judge
 from workers.breaker import Transition
 from workers.decision import (
@@ -43,12 +45,15 @@ from workers.providers.base import (
     DrillError,
     Mechanism,
     Provider,
+    TransientError,
     Usage,
 )
 from workers.records import ItemResult, Step, WorkItem
 from workers.retry import RetryPolicy, Sleep, Try, call_with_retry
 from workers.rules import CompiledRules
 from workers.stores import BreakerStore
+
+log = structlog.stdlib.get_logger("cascade.engine")
 
 DECISION_NAMES: dict[type, str] = {
     Accept: "accept",
@@ -117,21 +122,35 @@ class RealtimeExecutor:
         async with self._sem:
             probe = False
             if self._breakers is not None:
-                admission = await self._breakers.admit(key, self._clock())
-                if admission.transition is not None:
-                    self.transitions.append(admission.transition)
-                if not admission.allowed:
-                    return [Try(None, BreakerOpenError(f"circuit breaker open for {key}"), 0)]
-                probe = admission.probe
-            provider = self._providers(request.provider)
-            tries = await call_with_retry(
-                provider, request, self._policy, sleep=self._sleep, rng=self._rng
-            )
+                try:
+                    admission = await self._breakers.admit(key, self._clock())
+                except Exception as exc:
+                    # Fail open: an unreachable breaker store does not stop traffic.
+                    log.warning("cascade.breaker.store_error", breaker=key, error=repr(exc))
+                else:
+                    if admission.transition is not None:
+                        self.transitions.append(admission.transition)
+                    if not admission.allowed:
+                        error = BreakerOpenError(f"circuit breaker open for {key}")
+                        return [Try(None, error, 0)]
+                    probe = admission.probe
+            try:
+                provider = self._providers(request.provider)
+                tries = await call_with_retry(
+                    provider, request, self._policy, sleep=self._sleep, rng=self._rng
+                )
+            except Exception as exc:
+                log.exception("cascade.call.unexpected_error", model=key)
+                return [Try(None, TransientError(f"internal error: {type(exc).__name__}"), 0)]
             if self._breakers is not None:
                 # Only provider failures count: a refusal or a malformed answer arrived fine.
                 last = tries[-1].error
                 ok = last is None or last.kind not in ("transient", "permanent", "context")
-                change = await self._breakers.record(key, self._clock(), ok, probe)
+                try:
+                    change = await self._breakers.record(key, self._clock(), ok, probe)
+                except Exception as exc:
+                    log.warning("cascade.breaker.store_error", breaker=key, error=repr(exc))
+                    change = None
                 if change is not None:
                     self.transitions.append(change)
             return tries

@@ -586,12 +586,6 @@ def test_chaos_drill_sends_all_traffic_to_the_fallback(
 
 
 # -- 10. a batch that outlives its lease ------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: models/repo.py settle() inserts a batch's attempt rows even when the claim's "
-    "lease was lost, so the worker that lost the lease writes the ledger and the calls of the "
-    "worker that decided the items are dropped by ON CONFLICT (item_id, step) DO NOTHING",
-)
 @pytest.mark.timeout(150)
 def test_batch_outliving_its_lease_keeps_a_consistent_ledger(
     cluster: Cluster, fake: FakeServer, tmp_path: Path
@@ -650,12 +644,6 @@ def test_batch_outliving_its_lease_keeps_a_consistent_ledger(
 
 
 # -- 11. the breaker store unreachable -----------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: workers/engine.py RealtimeExecutor._one lets a breaker-store error (Redis "
-    "TimeoutError/ConnectionError from RedisBreakerStore.admit/record) escape through "
-    "asyncio.gather: the whole tier batch fails, its items stay leased until the sweeper",
-)
 def test_unreachable_breaker_store_does_not_fail_the_batch(
     cluster: Cluster, fake: FakeServer, tmp_path: Path
 ) -> None:
