@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from common.logs import get_logger
 from models import repo
+from models.errors import DB_TRANSIENT
 from models.repo import Claimed, Settled
 from models.resilience import BreakerChange, active_drills, add_breaker_events
 from tasks import metrics
@@ -36,6 +38,7 @@ from workers.pipeline import ClaudeTier, LocalTier, ModelRef, RulesTier
 from workers.records import ItemResult, WorkItem
 
 log = get_logger("cascade.flow")
+T = TypeVar("T")
 
 
 def worker_name() -> str:
@@ -303,13 +306,29 @@ def _record_breaker_changes(rt: Runtime, job_id: int) -> None:
             from_state=c.from_state,
             reason=c.reason,
         )
-    with rt.sessions.begin() as session:
-        add_breaker_events(
-            session,
-            [BreakerChange(c.key, c.from_state, c.to_state, c.reason, c.at) for c in changes],
-            job_id=job_id,
-            worker=worker_name(),
-        )
+    events = [BreakerChange(c.key, c.from_state, c.to_state, c.reason, c.at) for c in changes]
+
+    def write() -> None:
+        with rt.sessions.begin() as session:
+            add_breaker_events(session, events, job_id=job_id, worker=worker_name())
+
+    with_db_retry(write)
+
+
+def with_db_retry(
+    write: Callable[[], T], *, tries: int = 12, base_s: float = 0.5, cap_s: float = 10.0
+) -> T:
+    """Run a write, retrying on connection-level database errors (about a minute in all)."""
+    for n in range(tries):
+        try:
+            return write()
+        except DB_TRANSIENT as exc:
+            if n == tries - 1:
+                raise
+            delay = min(cap_s, base_s * 2**n)
+            log.warning("cascade.db.retry", attempt=n + 1, delay_s=delay, error=type(exc).__name__)
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def settle_and_route(
@@ -320,19 +339,22 @@ def settle_and_route(
     Shared by every way a tier can run (realtime calls, rules, a collected Message Batch).
     """
     settled = [_settled(msg.tier_index, tier_name, r) for r in results]
-    with rt.sessions.begin() as session:
-        kept = repo.settle(
-            session,
-            token,
-            _attempt_rows(msg.job_id, results),
-            settled,
-            drop_text=not rt.engine_for(msg.job_id).pipeline.store_text,
-        )
-        pipeline = rt.engine_for(msg.job_id).pipeline
-        repo.add_spend(session, msg.job_id, pipeline.name, sum(s.cost_nanos for s in kept))
-        paused = [s for s in kept if s.decision in ("pause", "hold")]
-        if paused:
-            repo.pause_job(session, msg.job_id, paused[0].error or "spend limit reached")
+    pipeline = rt.engine_for(msg.job_id).pipeline
+    rows = _attempt_rows(msg.job_id, results)
+
+    def write() -> list[Settled]:
+        with rt.sessions.begin() as session:
+            kept = repo.settle(session, token, rows, settled, drop_text=not pipeline.store_text)
+            repo.add_spend(session, msg.job_id, pipeline.name, sum(s.cost_nanos for s in kept))
+            paused = [s for s in kept if s.decision in ("pause", "hold")]
+            if paused:
+                repo.pause_job(session, msg.job_id, paused[0].error or "spend limit reached")
+            return kept
+
+    # The calls are made and paid for: keep trying to record them while the database
+    # is away (a restart, a dropped connection) rather than lose them with the task.
+    kept = with_db_retry(write)
+    paused = [s for s in kept if s.decision in ("pause", "hold")]
     metrics.record(tier_name, results, [s.decision for s in kept])
     escalated = [s.pk for s in kept if s.decision == "escalate"]
     to_fallback = [s.pk for s in kept if s.decision == "fallback"]
@@ -364,7 +386,11 @@ def settle_and_route(
             for c in chunks(deferred, size)
         ]
     if not out:
-        with rt.sessions.begin() as session:
-            if repo.finish_job_if_done(session, msg.job_id):
-                log.info("cascade.job.done", job_id=msg.job_id)
+
+        def finish() -> bool:
+            with rt.sessions.begin() as session:
+                return repo.finish_job_if_done(session, msg.job_id)
+
+        if with_db_retry(finish):
+            log.info("cascade.job.done", job_id=msg.job_id)
     return out
