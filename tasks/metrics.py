@@ -44,6 +44,14 @@ def _define() -> dict[str, Any]:
                 ["tier"],
                 buckets=CALL_BUCKETS,
             ),
+            ratelimit_waits=Counter(
+                "cascade_ratelimit_waits", "Calls held back by the fleet rate limiter", ["limit"]
+            ),
+            ratelimit_wait=Counter(
+                "cascade_ratelimit_wait_seconds",
+                "Time calls waited for the rate limiter",
+                ["limit"],
+            ),
             breaker=Gauge(
                 "cascade_breaker_open",
                 "1 while a breaker is open or half-open",
@@ -73,6 +81,13 @@ def record(tier: str, results: Sequence[ItemResult], decisions: Sequence[str]) -
                 m["latency"].labels(tier).observe(s.latency_ms / 1000)
             if s.role == "fallback" and s.decision is not None:
                 m["fallbacks"].labels(tier, f"{s.provider}:{s.model}").inc()
+
+
+def rate_limit_wait(key: str, seconds: float) -> None:
+    if enabled():
+        m = _define()
+        m["ratelimit_waits"].labels(key).inc()
+        m["ratelimit_wait"].labels(key).inc(seconds)
 
 
 def breaker_state(key: str, state: str) -> None:

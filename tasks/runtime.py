@@ -18,6 +18,7 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from common.settings import Settings, get_settings
 from models.db import make_engine, make_sessionmaker
 from models.repo import job_by_ref
+from tasks import metrics
 from workers.breaker import BreakerPolicy
 from workers.engine import Engine, RealtimeExecutor
 from workers.pipeline import Pipeline, parse_pipeline
@@ -71,7 +72,7 @@ class Runtime:
                 timeout_s=self.settings.call_timeout_s,
             )
             if self.settings.rate_limits:
-                found = RateLimitedProvider(found, self.limiter())
+                found = RateLimitedProvider(found, self.limiter(), on_wait=metrics.rate_limit_wait)
             self._providers[name] = found
         return found
 

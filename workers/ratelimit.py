@@ -284,11 +284,13 @@ class RateLimitedProvider:
         *,
         sleep: Sleep = asyncio.sleep,
         output_share: float = 1.0,
+        on_wait: Callable[[str, float], None] | None = None,
     ) -> None:
         self.inner = inner
         self.limiter = limiter
         self._sleep = sleep
         self._output_share = output_share
+        self._on_wait = on_wait  # told of every wait (metrics)
 
     async def classify(self, request: ClassifyRequest) -> Reply:
         key = limiter_key(request.provider, request.model)
@@ -299,6 +301,8 @@ class RateLimitedProvider:
             output_tokens=math.ceil(request.max_tokens * self._output_share),
         )
         if wait > 0:
+            if self._on_wait is not None:
+                self._on_wait(key, wait)
             await self._sleep(wait)
         reply = await self.inner.classify(request)
         headers: Mapping[str, str] | None = getattr(reply, "rate_limits", None)
