@@ -180,48 +180,10 @@ def tier_rows(session: Session, job_id: int) -> list[TierRow]:
 
 
 def job_totals(session: Session, job_id: int) -> JobTotals:
-    """Totals of one job: three small aggregate queries."""
-    by_status: dict[str, int] = dict.fromkeys(STATUSES, 0)
-    items_total = cost_nanos = baseline_nanos = model_calls = 0
-    status_rows = session.execute(
-        select(
-            Item.status,
-            func.count(),
-            func.sum(Item.cost_nanos),
-            func.sum(Item.baseline_nanos),
-            func.sum(Item.model_calls),
-        )
-        .where(Item.job_id == job_id)
-        .group_by(Item.status)
-    )
-    for status, n, cost, baseline, calls in status_rows:
-        by_status[status] = _int(n)
-        items_total += _int(n)
-        cost_nanos += _int(cost)
-        baseline_nanos += _int(baseline)
-        model_calls += _int(calls)
+    """Totals of one job: the report's totals over a scope of that job alone."""
+    from models.analytics import Scope, totals  # analytics builds on this module
 
-    tokens = session.execute(
-        select(func.sum(Attempt.input_tokens), func.sum(Attempt.output_tokens)).where(
-            Attempt.job_id == job_id
-        )
-    ).one()
-    lines_rejected = session.execute(
-        select(func.count()).select_from(RejectedLine).where(RejectedLine.job_id == job_id)
-    ).scalar_one()
-    return JobTotals(
-        job_id=job_id,
-        items_total=items_total,
-        by_status=by_status,
-        items_done=by_status["done"],
-        items_failed=by_status["failed"],
-        lines_rejected=_int(lines_rejected),
-        cost_nanos=cost_nanos,
-        baseline_nanos=baseline_nanos,
-        model_calls=model_calls,
-        input_tokens=_int(tokens[0]),
-        output_tokens=_int(tokens[1]),
-    )
+    return totals(session, Scope(job_ids=(job_id,)))
 
 
 def iter_outcomes(session: Session, job_id: int, batch: int = 1000) -> Iterator[OutcomeRow]:
