@@ -25,3 +25,12 @@ def require_service(name: str, check: Callable[[], None]) -> None:
         if in_ci():
             pytest.fail(f"{message} (CI=true: a required service must be up)", pytrace=False)
         pytest.skip(message)
+
+
+def service_redis_url(db: int) -> str:
+    """A Redis URL for a test's fixed database number.
+
+    ``CASCADE_TEST_REDIS`` (host:port, default 127.0.0.1:6379) lets two checkouts run
+    their suites side by side, each against its own Redis server.
+    """
+    return f"redis://{os.environ.get('CASCADE_TEST_REDIS', '127.0.0.1:6379')}/{db}"

@@ -27,13 +27,14 @@ import redis
 from sqlalchemy import Engine, create_engine, pool, text
 
 from cascade.fakeapi import FakeServer
+from tests.services import service_redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PIPELINE = ROOT / "examples" / "support_triage.toml"
 TICKETS = ROOT / "examples" / "tickets.jsonl"
 REDIS_DB = 15
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+REDIS_URL = service_redis_url(REDIS_DB)
 QUEUES = ("tier.rules", "tier.small", "tier.large", "cascade.fallback")
 
 PRIMARY = "claude-haiku-5-5"  # the small tier's primary

@@ -21,7 +21,7 @@ from cascade.fakeapi import FakeServer
 from cascade.fakeapi.batches import BATCHES_KEY, BatchConfig
 from cascade.fakeapi.brain import classify
 from migrations.runner import upgrade
-from tests.services import require_service
+from tests.services import require_service, service_redis_url
 from workers.answers import is_hedged
 from workers.pipeline import RulesTier, load_pipeline
 from workers.pricing import PriceTable
@@ -31,7 +31,7 @@ from workers.rules import CompiledRules
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MODERATION = ROOT / "examples" / "moderation.toml"
-REDIS_URL = "redis://127.0.0.1:6379/13"
+REDIS_URL = service_redis_url(13)
 QUEUES = "tier.rules,tier.small,tier.large,cascade.fallback"
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]

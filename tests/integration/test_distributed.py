@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from cascade.fakeapi import FakeServer
 from cascade.fakeapi.brain import classify
 from migrations.runner import upgrade
-from tests.services import require_service
+from tests.services import require_service, service_redis_url
 from workers.pipeline import RulesTier, load_pipeline
 from workers.rules import CompiledRules
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PIPELINE = ROOT / "examples" / "support_triage.toml"
 REDIS_DB = 7
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+REDIS_URL = service_redis_url(REDIS_DB)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

@@ -13,11 +13,11 @@ import redis
 import redis.asyncio as aredis
 
 from tasks.redis_breaker import RedisBreakerStore
-from tests.services import require_service
+from tests.services import require_service, service_redis_url
 from tests.unit.test_breaker import KEY, SCENARIOS, Scenario, replay_pure, replay_store
 from workers.breaker import Admission, BreakerPolicy, BreakerState, Transition
 
-REDIS_URL = "redis://127.0.0.1:6379/9"
+REDIS_URL = service_redis_url(9)
 
 pytestmark = pytest.mark.redis
 

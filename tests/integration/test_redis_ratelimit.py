@@ -11,11 +11,11 @@ import redis
 import redis.asyncio as aredis
 
 from tasks.redis_ratelimit import RedisRateLimiter
-from tests.services import require_service
+from tests.services import require_service, service_redis_url
 from tests.unit.test_ratelimit import RPM600, SCENARIOS, Scenario, replay_pure
 from workers.ratelimit import BucketState, Cost, Observed, limits_table
 
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_URL = service_redis_url(11)
 KEY = "anthropic:claude-haiku-5-5"
 
 pytestmark = pytest.mark.redis
