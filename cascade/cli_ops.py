@@ -41,8 +41,14 @@ def resume(
     embedded = get_settings().embedded
     ctx = embedded_worker([*queues, "cascade.fallback"]) if embedded else nullcontext()
     with ctx:
-        size = rt.settings.batch_size
-        publish(rt, [Message("tier", job_id, t, c) for t, ids in groups for c in chunks(ids, size)])
+        publish(
+            rt,
+            [
+                Message("tier", job_id, t, c)
+                for t, ids in groups
+                for c in chunks(ids, rt.batch_size(job_id, t))
+            ],
+        )
         out.print(f"job {job_id} resumed: {sum(len(ids) for _, ids in groups):,} items sent again")
         if embedded:
             # the in-memory broker died with the process that paused: re-send what it held

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     # Items per broker message: a message carries ids, never texts.
     batch_size: int = Field(default=100, ge=1, le=10_000)
+    # ... for a rules or local tier, where an item costs microseconds and the message
+    # and the two transactions around it are the cost: fewer, bigger batches.
+    free_batch_size: int = Field(default=1_000, ge=1, le=10_000)
     # Concurrent model calls in one worker process.
     concurrency: int = Field(default=64, ge=1, le=2_000)
     # How long a claimed item is reserved for the worker that claimed it.

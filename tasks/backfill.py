@@ -264,7 +264,9 @@ def _ingest(
                 result.lines_rejected += len(rejected)
         result.items_added += len(added)
         pending.clear()
-        publish(rt, [Message("tier", job_id, 0, c) for c in chunks(added, rt.settings.batch_size)])
+        publish(
+            rt, [Message("tier", job_id, 0, c) for c in chunks(added, rt.batch_size(job_id, 0))]
+        )
 
     for where, entry in entries:
         read += 1

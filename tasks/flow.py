@@ -374,7 +374,8 @@ def settle_and_route(
         elif isinstance(r.decision, GiveUp):
             log.warning("cascade.item.failed", item=r.pk, why=r.decision.why)
     size = rt.settings.batch_size
-    out = [Message("tier", msg.job_id, msg.tier_index + 1, c) for c in chunks(escalated, size)]
+    up = rt.batch_size(msg.job_id, msg.tier_index + 1) if escalated else size
+    out = [Message("tier", msg.job_id, msg.tier_index + 1, c) for c in chunks(escalated, up)]
     out += [Message("fallback", msg.job_id, msg.tier_index, c) for c in chunks(to_fallback, size)]
     if deferred:
         # The deferral count is per item; the batch waits as long as its most deferred item.

@@ -10,7 +10,7 @@ from common.logs import get_logger
 from models import repo
 from models.errors import DB_TRANSIENT
 from tasks.app import FALLBACK_QUEUE, app, tier_queue
-from tasks.flow import Message, process
+from tasks.flow import Message, chunks, process
 from tasks.runtime import Runtime, get_runtime
 
 log = get_logger("cascade.tasks")
@@ -63,10 +63,7 @@ def sweep_once(rt: Runtime, idle_s: int = 120) -> int:
     messages = [
         Message(s.phase, s.job_id, s.tier_index, chunk)
         for s in strays
-        for chunk in (
-            s.ids[i : i + rt.settings.batch_size]
-            for i in range(0, len(s.ids), rt.settings.batch_size)
-        )
+        for chunk in chunks(s.ids, rt.batch_size(s.job_id, s.tier_index, s.phase))
     ]
     publish(rt, messages)
     count = sum(len(m.ids) for m in messages)

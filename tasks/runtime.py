@@ -21,7 +21,7 @@ from models.repo import job_by_ref
 from tasks import metrics
 from workers.breaker import BreakerPolicy
 from workers.engine import Engine, RealtimeExecutor
-from workers.pipeline import Pipeline, parse_pipeline
+from workers.pipeline import LocalTier, Pipeline, RulesTier, parse_pipeline
 from workers.pricing import PriceTable
 from workers.providers.base import Provider
 from workers.ratelimit import (
@@ -35,6 +35,13 @@ from workers.retry import RetryPolicy
 from workers.stores import BreakerStore, MemoryBreakerStore
 
 T = TypeVar("T")
+
+
+def tier_batch_size(settings: Settings, pipeline: Pipeline, tier_index: int, phase: str) -> int:
+    tier = pipeline.tiers[tier_index]
+    if phase == "tier" and isinstance(tier, RulesTier | LocalTier):
+        return settings.free_batch_size
+    return settings.batch_size
 
 
 class Runtime:
@@ -136,6 +143,11 @@ class Runtime:
             engine = Engine(pipeline, self.prices, self.executor())
             self._engines[job_id] = engine
         return engine
+
+    def batch_size(self, job_id: int, tier_index: int, phase: str = "tier") -> int:
+        """Item ids per message for this tier visit: larger where the tier is free."""
+        pipeline = self.engine_for(job_id).pipeline
+        return tier_batch_size(self.settings, pipeline, tier_index, phase)
 
     def close(self) -> None:
         async def _close() -> None:

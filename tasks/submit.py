@@ -6,6 +6,8 @@ Memory stays flat: lines are read, inserted and enqueued a chunk at a time.
 from __future__ import annotations
 
 import itertools
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,7 @@ from models.bulk import add_items_fast
 from models.repo import NewItem
 from tasks.flow import Message, chunks
 from tasks.jobs import publish
-from tasks.runtime import Runtime
+from tasks.runtime import Runtime, tier_batch_size
 from workers.intake import InputItem, read_items
 from workers.pipeline import ClaudeTier, Pipeline
 from workers.pricing import PriceTable
@@ -51,6 +53,52 @@ def check_models_priced(pipeline: Pipeline, prices: PriceTable) -> list[str]:
     return problems
 
 
+class Pipelined:
+    """Runs ``write`` on a background thread, one chunk at a time, in order.
+
+    Parsing a chunk is Python work; writing it is mostly waiting on the database and
+    the broker (the driver releases the GIL), so the two overlap. At most ``depth``
+    chunks wait, which keeps memory flat. The first failure of ``write`` stops the
+    writing and is raised to the caller, from ``put`` or on leaving the block.
+    """
+
+    def __init__(
+        self, write: Callable[[list[NewItem], list[tuple[int, str, str]]], None], depth: int = 2
+    ) -> None:
+        self._write = write
+        self._queue: queue.Queue[tuple[list[NewItem], list[tuple[int, str, str]]] | None] = (
+            queue.Queue(maxsize=depth)
+        )
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="cascade-submit-writer")
+
+    def __enter__(self) -> Pipelined:
+        self._thread.start()
+        return self
+
+    def put(self, batch: list[NewItem], rejected: list[tuple[int, str, str]]) -> None:
+        self._raise()
+        self._queue.put((batch, rejected))
+
+    def __exit__(self, *exc: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if exc[0] is None:
+            self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._write(*chunk)
+                except BaseException as exc:  # handed to the caller's thread
+                    self._error = exc
+
+
 def submit(
     rt: Runtime,
     path: Path,
@@ -75,7 +123,7 @@ def submit(
             repo.set_budget(session, job_id, budget_nanos)
         sub_id = repo.start_submission(session, job_id, source)
     counts = {"lines_read": 0, "items_added": 0, "items_existing": 0, "lines_rejected": 0}
-    first_queue_batch = rt.settings.batch_size
+    first_queue_batch = tier_batch_size(rt.settings, pipeline, 0, "tier")
 
     def flush(batch: list[NewItem], rejected: list[tuple[int, str, str]]) -> None:
         with rt.sessions.begin() as session:
@@ -94,17 +142,18 @@ def submit(
 
     batch: list[NewItem] = []
     rejected: list[tuple[int, str, str]] = []
-    if first is not None:
-        for entry in itertools.chain([first], lines):
-            counts["lines_read"] += 1
-            if isinstance(entry, InputItem):
-                batch.append(NewItem(entry.line_no, entry.item_id, entry.text, entry.metadata))
-            else:
-                rejected.append((entry.line_no, entry.reason, entry.raw))
-            if len(batch) + len(rejected) >= CHUNK_LINES:
-                flush(batch, rejected)
-                batch, rejected = [], []
-    flush(batch, rejected)
+    with Pipelined(flush) as writer:
+        if first is not None:
+            for entry in itertools.chain([first], lines):
+                counts["lines_read"] += 1
+                if isinstance(entry, InputItem):
+                    batch.append(NewItem(entry.line_no, entry.item_id, entry.text, entry.metadata))
+                else:
+                    rejected.append((entry.line_no, entry.reason, entry.raw))
+                if len(batch) + len(rejected) >= CHUNK_LINES:
+                    writer.put(batch, rejected)
+                    batch, rejected = [], []
+        writer.put(batch, rejected)
     with rt.sessions.begin() as session:
         repo.finish_submission(session, sub_id, counts)
         repo.set_job_running(session, job_id)
