@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
@@ -194,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     items = texts(args.file, args.n)
     if args.peer == "litellm":
+        # Offline: LiteLLM's bundled cost map, not three failed fetches (~8 s) from GitHub.
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         try:
             import litellm  # noqa: F401
         except ImportError:
