@@ -34,6 +34,7 @@ unit: $(STAMP)
 ## Throughput, memory, latency and fleet rate-limit benchmarks (needs Postgres and Redis).
 ## BENCH_ARGS=--quick for the scaled-down run (a few minutes).
 bench: $(STAMP)
+	$(BIN)/python -c 'import litellm' 2>/dev/null || $(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
