@@ -211,6 +211,9 @@ def _is_batch_tier(rt: Runtime, msg: Message) -> bool:
 
 def process(rt: Runtime, msg: Message) -> list[Message]:
     """Claim, run and settle one batch. Returns the follow-up messages to publish."""
+    free = rt.engine_for(msg.job_id).pipeline.tiers[msg.tier_index]
+    if msg.phase == "tier" and isinstance(free, RulesTier | LocalTier):
+        return _process_free(rt, msg, free)
     token = repo.new_token()
     batched = _is_batch_tier(rt, msg)
     with rt.sessions.begin() as session:
@@ -245,11 +248,8 @@ def process(rt: Runtime, msg: Message) -> list[Message]:
         results = []
     elif msg.phase == "fallback":
         results = _run_fallback_chain(rt, engine, msg.tier_index, claimed, disabled)
-    elif isinstance(tier, RulesTier):
-        results = engine.run_rules(msg.tier_index, items)
-    elif isinstance(tier, LocalTier):
-        results = engine.run_local(msg.tier_index, items)
-    else:
+    else:  # a model tier (free tiers went to _process_free)
+        assert isinstance(tier, ClaudeTier)
         results = rt.run(
             engine.run_model(msg.tier_index, items, tier.primary, role="primary", disabled=disabled)
         )
@@ -257,6 +257,47 @@ def process(rt: Runtime, msg: Message) -> list[Message]:
     out = settle_and_route(rt, msg, tier.name, token, [*results, *held])
     structlog.contextvars.unbind_contextvars("job_id", "tier", "phase")
     return out
+
+
+def _process_free(rt: Runtime, msg: Message, tier: RulesTier | LocalTier) -> list[Message]:
+    """A rules or local tier: take, decide and settle in one transaction.
+
+    Deciding takes microseconds per item, so no lease is needed to cover it: the
+    items are taken and settled by the same transaction, and a worker that dies
+    midway rolls it back, leaving them waiting for the next copy of the message.
+    """
+    engine = rt.engine_for(msg.job_id)
+    token = repo.new_token()
+
+    def write() -> tuple[list[ItemResult], list[Settled]]:
+        with rt.sessions.begin() as session:
+            taken = repo.take(session, msg.job_id, msg.tier_index, msg.ids, token=token)
+            if not taken:
+                return [], []
+            items = [WorkItem(c.pk, c.text, c.steps) for c in taken]
+            if isinstance(tier, RulesTier):
+                results = engine.run_rules(msg.tier_index, items)
+            else:
+                results = engine.run_local(msg.tier_index, items)
+            kept = repo.settle(
+                session,
+                token,
+                _attempt_rows(msg.job_id, results),
+                [_settled(msg.tier_index, tier.name, r) for r in results],
+                drop_text=not engine.pipeline.store_text,
+                taken={c.pk for c in taken},
+            )
+            return results, kept
+
+    results, kept = with_db_retry(write)
+    if not results:
+        log.info("cascade.batch.nothing_to_do", job_id=msg.job_id, tier_index=msg.tier_index)
+        return []
+    structlog.contextvars.bind_contextvars(job_id=msg.job_id, tier=tier.name, phase=msg.phase)
+    try:
+        return route(rt, msg, tier.name, results, kept)
+    finally:
+        structlog.contextvars.unbind_contextvars("job_id", "tier", "phase")
 
 
 def _budget_gate(
@@ -354,6 +395,17 @@ def settle_and_route(
     # The calls are made and paid for: keep trying to record them while the database
     # is away (a restart, a dropped connection) rather than lose them with the task.
     kept = with_db_retry(write)
+    return route(rt, msg, tier_name, results, kept)
+
+
+def route(
+    rt: Runtime,
+    msg: Message,
+    tier_name: str,
+    results: Sequence[ItemResult],
+    kept: Sequence[Settled],
+) -> list[Message]:
+    """After a tier visit is recorded: metrics, logs, and the follow-up messages."""
     paused = [s for s in kept if s.decision in ("pause", "hold")]
     metrics.record(tier_name, results, [s.decision for s in kept])
     escalated = [s.pk for s in kept if s.decision == "escalate"]
@@ -364,7 +416,7 @@ def settle_and_route(
         for d in ("accept", "escalate", "fallback", "fail", "defer", "pause", "capped", "hold")
     }
     log.info(
-        "cascade.batch.settled", items=len(kept), lost_lease=len(settled) - len(kept), **counts
+        "cascade.batch.settled", items=len(kept), lost_lease=len(results) - len(kept), **counts
     )
     if paused:
         log.error("cascade.job.paused", job_id=msg.job_id, why=paused[0].error)

@@ -1,0 +1,100 @@
+"""Free tiers take their items with a row lock instead of a lease (models.repo.take):
+a concurrent copy of the message skips them, a rolled-back transaction leaves them
+waiting, and settle with ``taken`` records outcomes without a lease check."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, select
+
+from migrations.runner import upgrade
+from models import repo
+from models.db import make_engine, make_sessionmaker
+from models.repo import ITEMS, NewItem, Settled
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    upgrade(db_url)
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+def setup_job(engine: Engine, n: int) -> tuple[int, list[int]]:
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as s:
+        job, _ = repo.open_job(s, "free", {"name": "p"})
+        sub = repo.start_submission(s, job.id, "x.jsonl")
+        added = repo.add_items(s, job.id, sub, [NewItem(i, f"k{i}", f"t{i}", {}) for i in range(n)])
+        return job.id, added.added
+
+
+def settled(pk: int) -> Settled:
+    return Settled(pk, "accept", 0, "rules", 1, 0, 0, 0, False, 100, "billing", 1.0, "rule 0")
+
+
+def statuses(engine: Engine, ids: list[int]) -> dict[int, tuple[str, str | None]]:
+    with engine.connect() as c:
+        rows = c.execute(
+            select(ITEMS.c.id, ITEMS.c.status, ITEMS.c.lease_token).where(ITEMS.c.id.in_(ids))
+        )
+        return {r.id: (r.status, r.lease_token) for r in rows}
+
+
+def test_take_then_settle_in_one_transaction(engine: Engine) -> None:
+    job_id, ids = setup_job(engine, 3)
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as s:
+        taken = repo.take(s, job_id, 0, ids, token="t1")
+        assert sorted(c.pk for c in taken) == ids
+        assert [c.text for c in sorted(taken, key=lambda c: c.pk)] == ["t0", "t1", "t2"]
+        kept = repo.settle(s, "t1", [], [settled(pk) for pk in ids], taken={c.pk for c in taken})
+        assert sorted(k.pk for k in kept) == ids
+    assert statuses(engine, ids) == dict.fromkeys(ids, ("done", None))
+    with sessions.begin() as s:  # a second copy of the message finds nothing to do
+        assert repo.take(s, job_id, 0, ids, token="t2") == []
+
+
+def test_settle_keeps_only_what_this_transaction_took(engine: Engine) -> None:
+    job_id, ids = setup_job(engine, 3)
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as s:
+        taken = repo.take(s, job_id, 0, ids[:2], token="t1")
+        kept = repo.settle(s, "t1", [], [settled(pk) for pk in ids], taken={c.pk for c in taken})
+        assert sorted(k.pk for k in kept) == ids[:2]
+    assert statuses(engine, ids)[ids[2]] == ("pending", None)
+
+
+def test_a_rolled_back_take_leaves_the_items_waiting(engine: Engine) -> None:
+    job_id, ids = setup_job(engine, 2)
+    sessions = make_sessionmaker(engine)
+    with pytest.raises(RuntimeError), sessions.begin() as s:
+        assert len(repo.take(s, job_id, 0, ids, token="t1")) == 2
+        raise RuntimeError("worker died")
+    assert statuses(engine, ids) == dict.fromkeys(ids, ("pending", None))
+
+
+@pytest.mark.postgres
+def test_a_concurrent_copy_skips_locked_items_on_postgres(pg_url: str) -> None:
+    upgrade(pg_url)
+    engine = make_engine(pg_url)
+    try:
+        job_id, ids = setup_job(engine, 4)
+        sessions = make_sessionmaker(engine)
+        with sessions.begin() as a:
+            first = repo.take(a, job_id, 0, ids[:3], token="a")
+            assert [c.pk for c in first] == ids[:3]
+            # no lease was written: the lock alone keeps the other copy out
+            with sessions.begin() as b:
+                second = repo.take(b, job_id, 0, ids, token="b")
+                assert [c.pk for c in second] == [ids[3]]
+            repo.settle(a, "a", [], [settled(pk) for pk in ids[:3]], taken=set(ids[:3]))
+        assert statuses(engine, ids) == {
+            **dict.fromkeys(ids[:3], ("done", None)),
+            ids[3]: ("pending", None),
+        }
+    finally:
+        engine.dispose()
