@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from workers.answers import judge
+from workers.answers import Answer, Refused, judge
 from workers.decision import (
     VERDICT_LABELS,
     Accept,
@@ -75,12 +75,12 @@ def steps_from_tries(
             judged = judge(attempt.reply, tuple(labels))
             outcome = judged
             usage, status, request_id = attempt.reply.usage, None, attempt.reply.request_id
-            kind = {"Answer": "ok", "Refused": "refusal", "Malformed": "malformed"}
-            result = kind[type(judged).__name__]
-            if result == "ok":
-                label, confidence, hedged = judged.label, judged.confidence, judged.hedged  # type: ignore[union-attr]
+            if isinstance(judged, Answer):
+                result = "ok"
+                label, confidence, hedged = judged.label, judged.confidence, judged.hedged
             else:
-                error = judged.detail  # type: ignore[union-attr]
+                result = "refusal" if isinstance(judged, Refused) else "malformed"
+                error = judged.detail
         else:
             assert attempt.error is not None
             exc = attempt.error

@@ -11,8 +11,8 @@ import pytest
 from workers.pipeline import (
     AcceptPolicy,
     ClaudeTier,
-    ModelRef,
     ModelAcceptPolicy,
+    ModelRef,
     PipelineError,
     RulesTier,
     load_pipeline,

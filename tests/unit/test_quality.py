@@ -60,7 +60,8 @@ def test_check_consistency(extras: list[Outcome], min_agree: float, kept: bool) 
 
     assert isinstance(decision, Accept) is kept
     if kept:
-        assert (decision.label, decision.confidence) == (PRIMARY.label, PRIMARY.confidence)  # type: ignore[union-attr]
+        assert isinstance(decision, Accept)
+        assert (decision.label, decision.confidence) == (PRIMARY.label, PRIMARY.confidence)
     else:
         assert isinstance(decision, Escalate)
         assert decision.why.startswith("consistency: ")
@@ -486,3 +487,21 @@ def test_the_last_tier_samples_nothing(prices: PriceTable) -> None:
 
     assert quality.sampled(engine, 1, 2, results) == []
     assert quality.sampled(engine, 1, 1, results) == []  # shadow_rate 0 by default
+
+
+def test_check_models_must_be_priced(prices: PriceTable) -> None:
+    from tasks.submit import check_models_priced
+
+    spec = _spec(
+        accept={
+            "consistency": {"models": ["claude-haiku-4-5", "claude-nope-1"]},
+            "verifier": {"model": "claude-nope-2"},
+        }
+    )
+
+    problems = check_models_priced(parse_pipeline(spec), prices)
+
+    assert [p.split(":")[0] for p in problems] == [
+        "tiers[1].accept.consistency.models[1]",
+        "tiers[1].accept.verifier.model",
+    ]
