@@ -652,7 +652,12 @@ def agreement(session: Session, scope: Scope) -> list[Agreement]:
     last ok step at k with its final label."""
     last = (
         select(Attempt.item_id, Attempt.tier_index, func.max(Attempt.step).label("step"))
-        .where(*_attempt_filter(scope), Attempt.outcome == "ok", Attempt.label.is_not(None))
+        .where(
+            *_attempt_filter(scope),
+            Attempt.outcome == "ok",
+            Attempt.label.is_not(None),
+            Attempt.role.not_in(NOT_TIER_ANSWERS),  # a verdict or a check is not the tier's
+        )
         .group_by(Attempt.item_id, Attempt.tier_index)
         .subquery()
     )

@@ -170,6 +170,16 @@ def test_verifier_escalates_what_it_is_unsure_of(env: dict[str, str], tmp_path: 
         it.final_tier == "large" for it in (by_pk[pk] for pk in verdicts)
     )  # it rejected some
     assert any(it.final_tier == "small" for it in (by_pk[pk] for pk in verdicts))  # and kept some
+    # And the report's confidence sections judge the tier's own answers, not verdicts
+    histogram = report["confidence"]["histogram"]
+    assert histogram and not {h["label"] for h in histogram} & {"correct", "incorrect"}
+    small = next(a for a in report["confidence"]["agreement"] if a["tier"] == "small")
+    escalated = [pk for pk in verdicts if by_pk[pk].final_tier == "large"]
+    primaries = {a.item_id: a.label for a in attempts if a.tier == "small" and a.role == "primary"}
+    assert small["agreed"] == sum(
+        1 for it in items.values() if it.final_tier == "large" and primaries.get(it.id) == it.label
+    )
+    assert small["pairs"] >= len(escalated)
     # And the verifier's cost is part of the item's cost
     for it in items.values():
         assert it.cost_nanos == sum(a.cost_nanos for a in attempts if a.item_id == it.id)
