@@ -36,7 +36,7 @@ def build_report(session: Any, job: Any, scope: Any, prices: Any) -> dict[str, A
     else:
         totals = an.totals(session, scope)
         report = job_report(job, totals, an.tier_rows(funnel, totals.job_id))
-    return add_sections(
+    report = add_sections(
         report,
         scope,
         funnel,
@@ -48,6 +48,22 @@ def build_report(session: Any, job: Any, scope: Any, prices: Any) -> dict[str, A
         an.daily(session, scope),
         prices,
     )
+    add_calibration(report, an.calibration_spend(session, scope))
+    return report
+
+
+def add_calibration(report: dict[str, Any], cal: Any) -> None:
+    """Shadow samples' spend: beside the items' cost, never inside it."""
+    from cascade.render import _money
+
+    report["cost"]["calibration_usd"] = _money(cal.cost_nanos)
+    report["calibration"] = {
+        "samples": cal.samples,
+        "items": cal.items,
+        "cost_usd": _money(cal.cost_nanos),
+        "answered": cal.answered,
+        "agreed_with_final": cal.agreed,
+    }
 
 
 def _prices() -> Any:

@@ -17,7 +17,9 @@ def observations(items: Sequence[Any], tier_index: int, use_gold: bool) -> list[
     """What tier ``tier_index`` answered for each item, judged against the reference.
 
     The reference is the gold label (``use_gold``) or, without gold, the answer the
-    higher tier gave to an item this tier escalated (an accepted item has none).
+    higher tier gave to an item this tier escalated, or to an item it accepted when
+    that item was a shadow sample (the next tier answered it too): the pairs an
+    accepted item otherwise lacks.
     """
     from workers.tuning import Observation
 
@@ -40,6 +42,12 @@ def observations(items: Sequence[Any], tier_index: int, use_gold: bool) -> list[
         above_cost = (
             sum(c for t, c in item.cost_by_tier.items() if t > tier_index) if escalated else None
         )
+        shadow = item.shadows.get(tier_index + 1)
+        if not escalated and shadow is not None:  # accepted, and the next tier answered too
+            reference = item.gold if use_gold else shadow.label
+            gold = item.gold
+            above_correct = True if not use_gold else (shadow.label == gold if gold else None)
+            above_cost = shadow.cost_nanos
         out_.append(
             Observation(
                 confidence=v.confidence,

@@ -423,6 +423,8 @@ def print_sections(console: Console, r: dict[str, Any]) -> None:
         f"realtime {_usd(Decimal(c['realtime_usd']))}, batch {_usd(Decimal(c['batch_usd']))}; "
         f"cache saved {_usd(Decimal(c['cache_savings_usd']))}"
     )
+    if Decimal(c.get("calibration_usd") or 0):  # shadow samples, not in any item's cost
+        console.print(f"calibration spend (shadow samples): {_usd(Decimal(c['calibration_usd']))}")
     t = _table("Cost by label", ["label", "items", "cost", "baseline", "saved"])
     for x in c["by_label"]:
         t.add_row(

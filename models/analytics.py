@@ -41,6 +41,9 @@ MODEL_OUTCOMES: tuple[str, ...] = (
     "spend_limit",
 )
 PERCENTILES: tuple[int, ...] = (50, 95, 99)
+SHADOW = "shadow"  # a sample sent to the next tier: calibration spend, not the item's
+# Steps whose label is not the tier's own answer (checks, and shadows seen from below).
+NOT_TIER_ANSWERS: tuple[str, ...] = ("shadow", "consistency", "verifier")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +196,7 @@ class FunnelTier:
 def funnel(session: Session, scope: Scope) -> list[FunnelTier]:
     """Per tier, in tier order: the funnel, calls, tokens, cost and latencies."""
     is_call = case((Attempt.role != "rules", 1), else_=0)
-    where = _attempt_filter(scope)
+    where = [*_attempt_filter(scope), Attempt.role != SHADOW]  # as report_tiers
     rows = session.execute(
         select(
             Attempt.tier_index,
@@ -338,7 +341,7 @@ def cost(session: Session, scope: Scope) -> Cost:
         bool(b): _int(c)
         for b, c in session.execute(
             select(Attempt.is_batch, func.sum(Attempt.cost_nanos))
-            .where(*_attempt_filter(scope))
+            .where(*_attempt_filter(scope), Attempt.role != SHADOW)
             .group_by(Attempt.is_batch)
         )
     }
@@ -374,6 +377,35 @@ def cost(session: Session, scope: Scope) -> Cost:
         by_label=by_label,
         by_model=by_model,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Shadow samples: items a tier accepted, also sent to the next tier to measure it."""
+
+    samples: int  # shadow calls (or rule/local evaluations)
+    items: int
+    cost_nanos: int
+    agreed: int  # samples whose answer had the item's final label
+    answered: int  # samples with a valid answer
+
+
+def calibration_spend(session: Session, scope: Scope) -> Calibration:
+    """What shadow samples cost over a scope (never part of any item's cost)."""
+    row = session.execute(
+        select(
+            func.count(),
+            func.count(func.distinct(Attempt.item_id)),
+            func.sum(Attempt.cost_nanos),
+            func.sum(
+                case((and_(Attempt.label.is_not(None), Attempt.label == Item.label), 1), else_=0)
+            ),
+            func.sum(case((Attempt.label.is_not(None), 1), else_=0)),
+        )
+        .join(Item, Item.id == Attempt.item_id)
+        .where(*_attempt_filter(scope), Attempt.role == SHADOW)
+    ).one()
+    return Calibration(_int(row[0]), _int(row[1]), _int(row[2]), _int(row[3]), _int(row[4]))
 
 
 # ---------------------------------------------------------------- latency
@@ -607,6 +639,7 @@ def confidence(session: Session, scope: Scope) -> list[ConfidenceBucket]:
             Attempt.outcome == "ok",
             Attempt.label.is_not(None),
             Attempt.confidence.is_not(None),
+            Attempt.role.not_in(NOT_TIER_ANSWERS),
         )
         .group_by(Attempt.tier_index, Attempt.tier, Attempt.label, Attempt.confidence)
     ):
@@ -619,7 +652,12 @@ def agreement(session: Session, scope: Scope) -> list[Agreement]:
     last ok step at k with its final label."""
     last = (
         select(Attempt.item_id, Attempt.tier_index, func.max(Attempt.step).label("step"))
-        .where(*_attempt_filter(scope), Attempt.outcome == "ok", Attempt.label.is_not(None))
+        .where(
+            *_attempt_filter(scope),
+            Attempt.outcome == "ok",
+            Attempt.label.is_not(None),
+            Attempt.role.not_in(NOT_TIER_ANSWERS),  # a verdict or a check is not the tier's
+        )
         .group_by(Attempt.item_id, Attempt.tier_index)
         .subquery()
     )

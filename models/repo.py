@@ -355,6 +355,8 @@ class Settled:
     confidence: float | None = None
     reason: str | None = None
     error: str | None = None
+    # shadow samples' cost: spent (budgets count it), never part of the item's cost
+    calibration_nanos: int = 0
 
 
 _NEXT_STATUS = {
@@ -471,6 +473,8 @@ def _record_orphans(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         step = max(taken.get(pk, ORPHAN_STEP_BASE - 1), ORPHAN_STEP_BASE - 1) + 1
         taken[pk] = step
         orphans.append({**r, "step": step, "decision": None})
+        if r["role"] == "shadow":
+            continue  # calibration spend, never the item's cost
         acc = spent.setdefault(pk, [0, 0])
         acc[0] += int(r["cost_nanos"])
         acc[1] += 1 if r["role"] != "rules" else 0
@@ -480,6 +484,8 @@ def _record_orphans(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         ),
         orphans,
     )
+    if not spent:
+        return
     session.execute(
         ITEMS.update()
         .where(ITEMS.c.id == bindparam("b_pk"))

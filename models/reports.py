@@ -133,7 +133,7 @@ def tier_rows(session: Session, job_id: int) -> list[TierRow]:
             Attempt.tier,
             func.sum(Attempt.cost_nanos).label("cost_nanos"),
         )
-        .where(Attempt.job_id == job_id)
+        .where(Attempt.job_id == job_id, Attempt.role != "shadow")  # as report_tiers
         .group_by(Attempt.tier_index, Attempt.tier)
         .subquery()
     )

@@ -4,6 +4,10 @@ Per item of a job: every tier's valid answer (attempt rows with outcome ``ok``
 that ended a tier visit: decision ``accept`` or ``escalate``), what each tier
 spent on it, its final label and its gold label when ``items.meta`` has
 ``"gold"``.
+
+Shadow samples (role ``shadow``) are the pairs tuning otherwise lacks: for an
+item a lower tier *accepted*, the next tier's answer too. They are read apart
+(:attr:`TuningItem.shadows`) and never counted in ``cost_by_tier``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from sqlalchemy.orm import Session
 from models.tables import Attempt, Item
 
 GOLD_KEY = "gold"
+SHADOW = "shadow"
+SHADOW_ANSWERED = ("ok", "rule_match")  # a model's valid answer, or a rule that matched
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +34,16 @@ class TierVerdict:
     decision: str  # accept | escalate
 
 
+@dataclass(frozen=True, slots=True)
+class ShadowAnswer:
+    """The answer a higher tier gave to an item a lower tier accepted (a shadow sample)."""
+
+    tier_index: int
+    label: str
+    confidence: float | None
+    cost_nanos: int
+
+
 @dataclass(slots=True)
 class TuningItem:
     pk: int
@@ -37,6 +53,7 @@ class TuningItem:
     gold: str | None
     verdicts: list[TierVerdict] = field(default_factory=list)
     cost_by_tier: dict[int, int] = field(default_factory=dict)  # tier_index -> nano-USD
+    shadows: dict[int, ShadowAnswer] = field(default_factory=dict)  # by the shadow's tier
 
 
 def _gold(meta: object) -> str | None:
@@ -85,14 +102,45 @@ def tuning_items(session: Session, job_id: int) -> list[TuningItem]:
             )
     costs = session.execute(
         select(Attempt.item_id, Attempt.tier_index, func.sum(Attempt.cost_nanos))
-        .where(Attempt.job_id == job_id)
+        .where(Attempt.job_id == job_id, Attempt.role != SHADOW)
         .group_by(Attempt.item_id, Attempt.tier_index)
     )
     for item_id, tier_index, cost in costs:
         found = items.get(item_id)
         if found is not None:
             found.cost_by_tier[int(tier_index)] = int(cost or 0)
+    _add_shadows(session, job_id, items)
     return list(items.values())
+
+
+def _add_shadows(session: Session, job_id: int, items: dict[int, TuningItem]) -> None:
+    """Each item's shadow answers: the last valid one per tier, with what the tier spent."""
+    spent: dict[tuple[int, int], int] = {}
+    rows = session.execute(
+        select(
+            Attempt.item_id,
+            Attempt.tier_index,
+            Attempt.outcome,
+            Attempt.label,
+            Attempt.confidence,
+            Attempt.cost_nanos,
+        )
+        .where(Attempt.job_id == job_id, Attempt.role == SHADOW)
+        .order_by(Attempt.item_id, Attempt.step)
+    )
+    for item_id, tier_index, outcome, label, confidence, cost in rows:
+        found = items.get(item_id)
+        if found is None:
+            continue
+        key = (int(item_id), int(tier_index))
+        spent[key] = spent.get(key, 0) + int(cost or 0)  # retries of the call count too
+        if outcome in SHADOW_ANSWERED and label is not None:
+            found.shadows[int(tier_index)] = ShadowAnswer(
+                int(tier_index),
+                str(label),
+                None if confidence is None else float(confidence),
+                spent[key],
+            )
 
 
 def training_examples(

@@ -1,7 +1,8 @@
 """The reporting views: their current definition, as SQL text.
 
 Analysts query ``report_items`` and ``report_tiers`` directly (see docs/views.md),
-and ``models.reports`` reads them for the CLI.
+and ``models.reports`` reads them for the CLI. ``report_tiers`` leaves out shadow
+samples (role ``shadow``: calibration spend, which never changes an item).
 
 A migration is frozen in time, so the revision that creates a view carries its
 own copy of this SQL; ``tests/unit/test_views_sql.py`` asserts the copy in the
@@ -59,6 +60,7 @@ WITH steps AS (
         a.latency_ms AS latency_ms,
         CASE WHEN a.role <> 'rules' THEN 1 ELSE 0 END AS is_call
     FROM attempts AS a
+    WHERE a.role <> 'shadow'
 ),
 ranked AS (
     SELECT

@@ -22,6 +22,7 @@ from models.repo import Claimed, Settled
 from models.resilience import BreakerChange, active_drills, add_breaker_events
 from tasks import metrics
 from tasks.runtime import Runtime
+from tasks.shadow import add_shadows
 from workers.decision import (
     TEMPORARY_KINDS,
     Capped,
@@ -94,9 +95,10 @@ def _settled(tier_index: int, tier: str, result: ItemResult) -> Settled:
     d = result.decision
     label = getattr(d, "label", None)
     confidence = getattr(d, "confidence", None)
-    if isinstance(d, Escalate) and result.steps and result.steps[-1].label is not None:
+    answered = result.decided_step  # checks and shadow samples come after it
+    if isinstance(d, Escalate) and answered is not None and answered.label is not None:
         # keep the lower tier's answer: a budget may cap the item with it later
-        label, confidence = result.steps[-1].label, result.steps[-1].confidence
+        label, confidence = answered.label, answered.confidence
     return Settled(
         pk=result.pk,
         decision=decision_name(d),
@@ -108,6 +110,7 @@ def _settled(tier_index: int, tier: str, result: ItemResult) -> Settled:
         latency_ms=result.latency_ms,
         fallback_used=result.served_by_fallback,
         baseline_nanos=result.baseline_nanos,
+        calibration_nanos=result.calibration_nanos,
         label=label,
         confidence=confidence,
         reason=getattr(d, "reason", None),
@@ -253,6 +256,7 @@ def process(rt: Runtime, msg: Message) -> list[Message]:
         results = rt.run(
             engine.run_model(msg.tier_index, items, tier.primary, role="primary", disabled=disabled)
         )
+    add_shadows(rt, msg, items, results, disabled)  # tasks/shadow.py: phase "tier" only
     _record_breaker_changes(rt, msg.job_id)
     out = settle_and_route(rt, msg, tier.name, token, [*results, *held])
     structlog.contextvars.unbind_contextvars("job_id", "tier", "phase")
@@ -386,7 +390,8 @@ def settle_and_route(
     def write() -> list[Settled]:
         with rt.sessions.begin() as session:
             kept = repo.settle(session, token, rows, settled, drop_text=not pipeline.store_text)
-            repo.add_spend(session, msg.job_id, pipeline.name, sum(s.cost_nanos for s in kept))
+            spent = sum(s.cost_nanos + s.calibration_nanos for s in kept)
+            repo.add_spend(session, msg.job_id, pipeline.name, spent)
             paused = [s for s in kept if s.decision in ("pause", "hold")]
             if paused:
                 repo.pause_job(session, msg.job_id, paused[0].error or "spend limit reached")

@@ -50,6 +50,17 @@ def check_models_priced(pipeline: Pipeline, prices: PriceTable) -> list[str]:
                         f"{where}: no price for {link.model!r}; add it to a prices file "
                         "(CASCADE_PRICES_FILE)"
                     )
+            checks = tier.accept
+            extra = [
+                (f"consistency.models[{j}]", m)
+                for j, m in enumerate(checks.consistency.models if checks.consistency else [])
+            ] + ([("verifier.model", checks.verifier.ref)] if checks.verifier else [])
+            for where, link in extra:
+                if not prices.knows(link.model):
+                    problems.append(
+                        f"tiers[{i}].accept.{where}: no price for {link.model!r}; add it to "
+                        "a prices file (CASCADE_PRICES_FILE)"
+                    )
     return problems
 
 

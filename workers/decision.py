@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from workers.answers import Answer, Judged, Malformed, Refused
@@ -128,3 +130,83 @@ def over_budget(
 def defer_delay(n: int, base_s: float, cap_s: float) -> float:
     """Seconds before the ``n``-th deferral is tried again: doubling from ``base_s``, capped."""
     return float(min(cap_s, base_s * 2 ** max(0, n - 1)))
+
+
+# -- checks before accepting (consistency, verifier) -------------------------------
+VERDICT_CORRECT, VERDICT_INCORRECT = "correct", "incorrect"
+VERDICT_LABELS = (VERDICT_CORRECT, VERDICT_INCORRECT)
+
+
+def _said(outcome: Outcome) -> str:
+    match outcome:
+        case Answer(label=label):
+            return label
+        case CallFailed(kind=kind):
+            return f"no answer ({kind})"
+        case Refused():
+            return "refused"
+        case _:
+            return "malformed"
+
+
+def check_consistency(
+    primary: Accept, extras: Sequence[Outcome], min_agree: float
+) -> Accept | Escalate:
+    """Keep ``primary`` only if enough of the extra answers give the same label.
+
+    An extra call that failed, was refused or answered badly counts as not agreeing:
+    a check that could not run does not pass.
+    """
+    if not extras:
+        return primary
+    agree = sum(1 for e in extras if isinstance(e, Answer) and e.label == primary.label)
+    share = agree / len(extras)
+    if share + 1e-9 >= min_agree:
+        return Accept(
+            primary.label,
+            primary.confidence,
+            f"{primary.reason} [{agree}/{len(extras)} consistency answers agree]".strip(),
+        )
+    others = ", ".join(
+        _said(e) for e in extras if not (isinstance(e, Answer) and e.label == primary.label)
+    )
+    return Escalate(
+        f"consistency: {agree}/{len(extras)} extra answers agree with {primary.label!r} "
+        f"(need {min_agree:.2f}; others said {others})"
+    )
+
+
+def check_verdict(primary: Accept, verdict: Outcome, min_confidence: float) -> Accept | Escalate:
+    """Keep ``primary`` only if the verifier says "correct" with at least ``min_confidence``."""
+    match verdict:
+        case Answer(label=label, confidence=confidence) if (
+            label == VERDICT_CORRECT and confidence >= min_confidence
+        ):
+            return Accept(
+                primary.label,
+                primary.confidence,
+                f"{primary.reason} [verifier: correct {confidence:.2f}]".strip(),
+            )
+        case Answer(label=label, confidence=confidence, reason=reason):
+            return Escalate(
+                f"verifier: {label} ({confidence:.2f}, need correct >= {min_confidence:.2f}): "
+                f"{reason}"[:500]
+            )
+        case CallFailed(kind=kind, detail=detail):
+            return Escalate(f"verifier could not answer: {kind}: {detail}"[:500])
+        case Refused(detail=detail) | Malformed(detail=detail):
+            return Escalate(f"verifier gave no verdict: {detail}"[:500])
+    raise AssertionError(f"unknown verdict {verdict!r}")  # pragma: no cover
+
+
+def shadow_sampled(job_id: int, item_pk: int, tier_index: int, rate: float) -> bool:
+    """Whether an item a tier accepted is also sent to the next tier (a shadow sample).
+
+    Deterministic per (job, item, tier): a redelivered batch samples the same items.
+    """
+    if rate <= 0:
+        return False
+    if rate >= 1:
+        return True
+    digest = hashlib.sha256(f"shadow:{job_id}:{item_pk}:{tier_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < rate

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import structlog
 
+from workers import quality
 from workers.answers import Answer, Malformed, judge
 from workers.breaker import Transition
 from workers.decision import (
@@ -207,7 +208,11 @@ class Engine:
         output is the tier's ``max_tokens``; the dearest link of those that may be called.
         """
         prompt = self._overhead_tokens + math.ceil(len(text) / 3)
-        return max(
+        checks = sum(  # consistency and verifier calls, made when the tier would accept
+            self.prices.max_cost_nanos(link.model, prompt + 20, tier.max_tokens)
+            for link in tier.accept.check_links
+        )
+        return checks + max(
             self.prices.max_cost_nanos(link.model, prompt, tier.max_tokens) for link in links
         )
 
@@ -286,8 +291,10 @@ class Engine:
                 return found
         return "tool"
 
-    def request(self, tier: ClaudeTier, link: ModelRef, text: str) -> ClassifyRequest:
-        mechanism = self.mechanism(tier, link.model)
+    def request(
+        self, tier: ClaudeTier, link: ModelRef, text: str, *, mechanism: Mechanism | None = None
+    ) -> ClassifyRequest:
+        mechanism = mechanism or self.mechanism(tier, link.model)
         return ClassifyRequest(
             provider=link.provider,
             model=link.model,
@@ -312,7 +319,10 @@ class Engine:
         assert isinstance(tier, ClaudeTier)
         requests = [self.request(tier, link, item.text) for item in items]
         all_tries = await self.executor.execute(requests, disabled=disabled)
-        return self.results_from_tries(tier_index, items, link, all_tries, role=role)
+        results = self.results_from_tries(tier_index, items, link, all_tries, role=role)
+        # consistency / verifier: extra calls on what the tier would accept
+        await quality.apply_checks(self, tier_index, items, results, disabled)
+        return results
 
     def results_from_tries(
         self,

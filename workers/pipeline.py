@@ -78,11 +78,58 @@ def _model_ref(value: Any) -> Any:
     return value
 
 
+class Consistency(_Strict):
+    """Other models must agree before an answer is kept.
+
+    When the tier would accept, each model in ``models`` classifies the item too
+    (the same prompt; a model may appear twice, or be the tier's own model). The
+    answer is kept only if the share of those answers with the same label is at
+    least ``min_agree``; an extra call that fails or answers badly does not agree.
+    (Sampling parameters are rejected by new models, so "k samples" means k models.)
+    """
+
+    models: list[ModelRef] = Field(min_length=1, max_length=5)
+    min_agree: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _refs(cls, value: Any) -> Any:
+        return [_model_ref(v) for v in value] if isinstance(value, list) else value
+
+
+class Verifier(_Strict):
+    """A model judges the proposed label: kept only if "correct" with enough confidence."""
+
+    model: str = Field(min_length=1)
+    provider: Provider = "anthropic"
+    min_confidence: float = Field(default=0.7, ge=0.0, le=1.0)
+    max_tokens: int = Field(default=200, ge=16, le=8192)
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(provider=self.provider, model=self.model)
+
+
+class ModelAcceptPolicy(AcceptPolicy):
+    """A model tier's policy: the thresholds, plus optional checks run before accepting."""
+
+    consistency: Consistency | None = None
+    verifier: Verifier | None = None
+
+    @property
+    def check_links(self) -> list[ModelRef]:
+        """Every model the checks may call for one item, in call order."""
+        links = list(self.consistency.models) if self.consistency else []
+        return links + ([self.verifier.ref] if self.verifier else [])
+
+
 class RulesTier(_Strict):
     name: str
     kind: Literal["rules"]
     rules: list[Rule] = Field(min_length=1)
     accept: AcceptPolicy = AcceptPolicy(min_confidence=0.0, reject_hedging=False)
+    # this share of the items the tier accepts is also sent to the next tier (shadow)
+    shadow_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class LocalTier(_Strict):
@@ -92,6 +139,7 @@ class LocalTier(_Strict):
     kind: Literal["local"]
     model_path: str = Field(min_length=1)  # the directory train-local wrote
     accept: AcceptPolicy = AcceptPolicy(min_confidence=0.9, reject_hedging=False)
+    shadow_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class ClaudeTier(_Strict):
@@ -102,7 +150,10 @@ class ClaudeTier(_Strict):
     fallbacks: list[Annotated[ModelRef, Field()]] = []
     max_tokens: int = Field(default=256, ge=16, le=8192)
     structured: Structured = "auto"
-    accept: AcceptPolicy = AcceptPolicy()
+    accept: ModelAcceptPolicy = ModelAcceptPolicy()
+    # Shadow sampling: this share of the items the tier accepts is also sent to the next
+    # tier's primary, recorded as role "shadow" (calibration spend; never changes an item).
+    shadow_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     # "batch": this tier's calls go through the Message Batches API (half price, results
     # within 24 h); the items wait under a long lease while a poll task collects them.
     mode: Literal["realtime", "batch"] = "realtime"
@@ -209,10 +260,41 @@ def _cross_checks(data: dict[str, Any]) -> list[str]:
                     problems.append(
                         f"tiers[{i}].rules[{j}].label: {label!r} is not one of the labels"
                     )
+    problems += _quality_checks(tiers)
     if tiers and isinstance(tiers[-1], dict) and tiers[-1].get("kind") in ("rules", "local"):
         problems.append(
             f"tiers[{len(tiers) - 1}]: the last tier must be a model tier (it always answers)"
         )
+    return problems
+
+
+def _quality_checks(tiers: list[Any]) -> list[str]:
+    """Shadow sampling and accept checks need a next tier and realtime calls."""
+    problems: list[str] = []
+    last = len(tiers) - 1
+    for i, tier in enumerate(tiers):
+        if not isinstance(tier, dict):
+            continue
+        rate = tier.get("shadow_rate")
+        batch = tier.get("mode") == "batch"
+        if i == last and isinstance(rate, int | float) and rate > 0:
+            problems.append(
+                f"tiers[{i}].shadow_rate: not allowed on the last tier (no tier above to compare)"
+            )
+        elif batch and isinstance(rate, int | float) and rate > 0:
+            problems.append(f'tiers[{i}].shadow_rate: needs mode = "realtime"')
+        accept = tier.get("accept")
+        if not isinstance(accept, dict):
+            continue
+        for check in ("consistency", "verifier"):
+            if accept.get(check) is None or tier.get("kind") != "claude":
+                continue  # on a rules or local tier the key is reported as unknown
+            if i == last:
+                problems.append(
+                    f"tiers[{i}].accept.{check}: not allowed on the last tier (it always answers)"
+                )
+            elif batch:
+                problems.append(f'tiers[{i}].accept.{check}: needs mode = "realtime"')
     return problems
 
 

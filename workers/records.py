@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from workers.decision import Decision
 from workers.providers.base import Usage
 
+SHADOW = "shadow"
+
 
 @dataclass(frozen=True, slots=True)
 class WorkItem:
@@ -26,7 +28,10 @@ class Step:
     step: int
     tier_index: int
     tier: str
-    role: str  # primary | fallback | rules
+    # primary | fallback | rules | local | consistency | verifier (checks before accepting,
+    # part of the item's cost) | shadow (a sample sent to the next tier: calibration
+    # spend, never part of the item's cost, calls or latency)
+    role: str
     provider: str
     model: str
     outcome: str
@@ -53,12 +58,22 @@ class ItemResult:
 
     @property
     def cost_nanos(self) -> int:
-        return sum(s.cost_nanos for s in self.steps)
+        return sum(s.cost_nanos for s in self.steps if s.role != SHADOW)
 
     @property
     def latency_ms(self) -> int:
-        return sum(s.latency_ms for s in self.steps)
+        return sum(s.latency_ms for s in self.steps if s.role != SHADOW)
 
     @property
     def model_calls(self) -> int:
-        return sum(1 for s in self.steps if s.role != "rules")
+        return sum(1 for s in self.steps if s.role not in ("rules", SHADOW))
+
+    @property
+    def calibration_nanos(self) -> int:
+        """What shadow samples of this item cost (reported apart, as calibration spend)."""
+        return sum(s.cost_nanos for s in self.steps if s.role == SHADOW)
+
+    @property
+    def decided_step(self) -> Step | None:
+        """The step that carries the visit's decision (checks and shadows come after it)."""
+        return next((s for s in reversed(self.steps) if s.decision is not None), None)

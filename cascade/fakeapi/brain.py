@@ -184,3 +184,20 @@ def classify(model: str, text: str, labels: Sequence[str]) -> Verdict:
     return Verdict(
         fallback, _in_range(0.70, 0.80, u), f"Short text with no specific signal; {fallback}."
     )
+
+
+VERDICT_LABELS = ("correct", "incorrect")
+
+
+def verify(model: str, text: str, labels: Sequence[str], proposed: str) -> Verdict:
+    """A verifier's verdict on ``proposed``: "correct" when it is what ``model`` would answer.
+
+    The confidence is the model's own confidence in its answer, so a verifier is
+    unsure exactly where the model itself would be (ties, long texts with no signal).
+    """
+    own = classify(model, text, labels)
+    if own.label == proposed:
+        return Verdict("correct", own.confidence, f"The label fits: {own.reason}"[:119])
+    return Verdict(
+        "incorrect", own.confidence, f"It is {own.label}, not {proposed}: {own.reason}"[:119]
+    )

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from cascade.fakeapi.brain import classify
+from cascade.fakeapi.brain import VERDICT_LABELS, Verdict, classify, verify
 
 MODELS = frozenset({
     "claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-4-5",
@@ -38,6 +38,8 @@ ERROR_TYPES = {
 }  # fmt: skip
 MALFORMED_TEXT = "I think it's billing"
 _ITEM = re.compile(r"<item>(.*?)</item>", re.DOTALL)
+_PROPOSED = re.compile(r"<proposed_label>(.*?)</proposed_label>", re.DOTALL)
+_SYSTEM_LABELS = re.compile(r"^Labels: (.+)\.$", re.MULTILINE)
 
 
 @dataclass(slots=True)
@@ -295,7 +297,7 @@ def answer(state: FakeState, body: Mapping[str, Any], request_id: str) -> Outcom
         out = math.ceil(len(text) / 4) + 8
         content = [{"type": "text", "text": text}]
         return Outcome(200, _envelope(state, model, content, "end_turn", (tokens_in, out)))
-    verdict = classify(model, item, labels)
+    verdict = _verdict(model, body, item, labels)
     result = {"label": verdict.label, "confidence": verdict.confidence, "reason": verdict.reason}
     result_json = json.dumps(result)
     out = math.ceil(len(result_json) / 4) + 8
@@ -310,6 +312,22 @@ def answer(state: FakeState, body: Mapping[str, Any], request_id: str) -> Outcom
         return Outcome(200, _envelope(state, model, [block], "tool_use", (tokens_in, out)))
     content = [{"type": "text", "text": result_json}]
     return Outcome(200, _envelope(state, model, content, "end_turn", (tokens_in, out)))
+
+
+def _verdict(model: str, body: Mapping[str, Any], item: str, labels: list[str]) -> Verdict:
+    """A classification, or a verifier's verdict when asked to check a proposed label.
+
+    A verifier request (labels correct/incorrect, a ``<proposed_label>`` after the
+    item) is judged against the pipeline's labels from the system turn's
+    ``Labels: ...`` line; anything else is classified exactly as before.
+    """
+    proposed = _PROPOSED.search(user_text(body).rsplit("</item>", 1)[-1])
+    found = _SYSTEM_LABELS.findall(_text_of(body.get("system")))
+    if tuple(labels) == VERDICT_LABELS and proposed is not None and found:
+        candidates = [x.strip() for x in found[-1].split(",") if x.strip()]
+        label = proposed.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+        return verify(model, item, candidates, label)
+    return classify(model, item, labels)
 
 
 def _fails(state: FakeState, model: str, fault: Fault) -> bool:

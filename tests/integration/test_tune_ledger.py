@@ -137,3 +137,80 @@ def test_cli_tune_writes_the_threshold(
     assert result.exit_code == 0, result.output
     assert "recommend min_confidence = 0.8" in result.output
     assert "min_confidence = 0.8  # tuned by hand\n" in pipe.read_text()
+
+
+# Shadow samples of the two items small accepted: large agreed with "a" (0.95) and
+# overruled "b" (0.92). Without them tuning has no pair for an accepted item.
+SHADOWS = {"a": "spam", "b": "spam"}
+SHADOW_COST = 90
+
+
+@pytest.fixture
+def shadowed(job: tuple[str, int]) -> tuple[str, int]:
+    url, job_id = job
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for key, above in SHADOWS.items():
+                pk = conn.execute(
+                    text("SELECT id FROM items WHERE job_id = :j AND item_key = :k"),
+                    {"j": job_id, "k": key},
+                ).scalar_one()
+                # a failed try first (its cost counts), then the answer
+                add_attempt(
+                    conn, job_id, pk, 2, tier_index=1, tier="large", role="shadow",
+                    provider="anthropic", model="l", outcome="transient", cost_nanos=0,
+                )  # fmt: skip
+                add_attempt(
+                    conn, job_id, pk, 3, tier_index=1, tier="large", role="shadow",
+                    provider="anthropic", model="l", outcome="ok", label=above,
+                    confidence=0.97, cost_nanos=SHADOW_COST,
+                )  # fmt: skip
+    finally:
+        engine.dispose()
+    return url, job_id
+
+
+def test_recommendation_uses_shadow_pairs(shadowed: tuple[str, int]) -> None:
+    url, job_id = shadowed
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            items = tuning_items(session, job_id)
+    finally:
+        engine.dispose()
+    by_key = {i.pk: i for i in items}
+    shadows = [i.shadows for i in by_key.values() if i.shadows]
+    assert [(s[1].label, s[1].cost_nanos) for s in shadows] == [("spam", 90), ("spam", 90)]
+    # the shadow's cost is calibration spend, not large's cost for the item
+    assert all(1 not in i.cost_by_tier for i in items if i.final_tier == "small")
+
+    obs = observations(items, 0, use_gold=False)
+
+    assert sum(o.correct is not None for o in obs) == 6  # four pairs plus two shadow pairs
+    points = {p.threshold: p for p in curve(obs)}
+    # At 0.9 small keeps "b", which large overruled: agreement drops to 5/6.
+    assert points[0.9].quality == pytest.approx(2 / 6 * 1 / 2 + 4 / 6)
+    # At 0.95 it keeps only "a"; "b" would cost what its shadow cost.
+    assert points[0.95].cost_per_item_nanos == pytest.approx(
+        SMALL_COST + (SHADOW_COST + 4 * LARGE_COST) / 6
+    )
+    rec = recommend(list(points.values()), 6, target=0.98)
+    # Without the shadow pairs the recommendation was 0.8 (see above): it kept "b" blind.
+    assert rec.point is not None and rec.point.threshold == 0.95
+
+
+def test_gold_judges_the_shadow_answer_too(shadowed: tuple[str, int]) -> None:
+    url, job_id = shadowed
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            items = tuning_items(session, job_id)
+    finally:
+        engine.dispose()
+
+    obs = observations(items, 0, use_gold=True)
+
+    kept = [o for o in obs if o.confidence >= 0.9]
+    # a: small right (spam), large's shadow right; b: small right (ham), large's shadow wrong
+    assert sorted((o.correct, o.above_correct) for o in kept) == [(True, False), (True, True)]

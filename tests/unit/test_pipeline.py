@@ -11,6 +11,7 @@ import pytest
 from workers.pipeline import (
     AcceptPolicy,
     ClaudeTier,
+    ModelAcceptPolicy,
     ModelRef,
     PipelineError,
     RulesTier,
@@ -57,9 +58,9 @@ def test_support_triage_example_loads() -> None:
     assert isinstance(small, ClaudeTier)
     assert small.model == "claude-haiku-5-5"
     assert small.max_tokens == 200
-    assert small.accept == AcceptPolicy(min_confidence=0.8, reject_hedging=True)
+    assert small.accept == ModelAcceptPolicy(min_confidence=0.8, reject_hedging=True)
     assert isinstance(large, ClaudeTier)
-    assert large.accept == AcceptPolicy(min_confidence=0.0, reject_hedging=False)
+    assert large.accept == ModelAcceptPolicy(min_confidence=0.0, reject_hedging=False)
 
 
 def test_moderation_example_loads() -> None:

@@ -1,0 +1,291 @@
+"""Quality you can prove: checks before a tier accepts, and shadow samples.
+
+- **Consistency** and **verifier** (a model tier's ``accept.consistency`` and
+  ``accept.verifier``): when a tier would accept an answer, other models classify
+  the item too, or one judges the proposed label; the pure functions
+  :func:`workers.decision.check_consistency` and :func:`~workers.decision.check_verdict`
+  keep the answer or escalate the item. Each extra call is a step with role
+  ``consistency`` or ``verifier`` at the same tier, and is part of the item's cost.
+- **Shadow samples** (a tier's ``shadow_rate``): a deterministic share of the items
+  a tier accepted is also sent to the next tier (its primary model, its rules or
+  its local model). Those steps have role ``shadow``, the next tier's index and no
+  decision; they never change the item's outcome, cost, calls or latency.
+
+Every call goes through the engine's executor (breaker, retries, drills) and never
+to a fallback chain: a check that cannot be made escalates, a shadow that cannot
+be made is simply recorded as failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from workers.answers import Answer, Refused, judge
+from workers.decision import (
+    VERDICT_LABELS,
+    Accept,
+    CallFailed,
+    Escalate,
+    Outcome,
+    check_consistency,
+    check_verdict,
+    shadow_sampled,
+)
+from workers.pipeline import ClaudeTier, ModelAcceptPolicy, ModelRef, RulesTier
+from workers.prompt import verifier_system_prompt, verifier_user_prompt
+from workers.providers.base import ClassifyRequest, Mechanism
+from workers.records import SHADOW, ItemResult, Step, WorkItem
+from workers.retry import Try
+
+if TYPE_CHECKING:
+    from workers.engine import Engine
+
+CONSISTENCY, VERIFIER = "consistency", "verifier"
+
+
+def mechanism_for(engine: Engine, model: str) -> Mechanism:
+    """How a check's model gives a structured answer (the price table's choice, else tool)."""
+    if engine.prices.knows(model):
+        found = engine.prices.structured(model)
+        if found in ("forced_tool", "tool", "json_schema"):
+            return found
+    return "tool"
+
+
+def steps_from_tries(
+    engine: Engine,
+    item_pk: int,
+    first_step: int,
+    tier_index: int,
+    tier: str,
+    role: str,
+    link: ModelRef,
+    tries: Sequence[Try],
+    labels: Sequence[str],
+) -> tuple[list[Step], Outcome]:
+    """One step per try, deciding nothing; and what the last try amounted to."""
+    steps: list[Step] = []
+    outcome: Outcome = CallFailed("transient", "no call was made")
+    for n, attempt in enumerate(tries):
+        label = confidence = error = None
+        hedged = False
+        if attempt.reply is not None:
+            judged = judge(attempt.reply, tuple(labels))
+            outcome = judged
+            usage, status, request_id = attempt.reply.usage, None, attempt.reply.request_id
+            if isinstance(judged, Answer):
+                result = "ok"
+                label, confidence, hedged = judged.label, judged.confidence, judged.hedged
+            else:
+                result = "refusal" if isinstance(judged, Refused) else "malformed"
+                error = judged.detail
+        else:
+            assert attempt.error is not None
+            exc = attempt.error
+            usage, result, error = exc.usage, exc.kind, exc.message[:500]
+            status, request_id = exc.status, exc.request_id
+            outcome = CallFailed(exc.kind, error)
+        steps.append(
+            Step(
+                item_pk=item_pk,
+                step=first_step + n,
+                tier_index=tier_index,
+                tier=tier,
+                role=role,
+                provider=link.provider,
+                model=link.model,
+                outcome=result,
+                label=label,
+                confidence=confidence,
+                hedged=hedged,
+                usage=usage,
+                cost_nanos=engine.prices.cost_nanos(link.model, usage),
+                latency_ms=attempt.latency_ms,
+                http_status=status,
+                error=error,
+                request_id=request_id,
+            )
+        )
+    return steps, outcome
+
+
+def _next_step(item: WorkItem, result: ItemResult) -> int:
+    return max((s.step for s in result.steps), default=item.next_step - 1) + 1
+
+
+# -- checks before accepting --------------------------------------------------------
+async def apply_checks(
+    engine: Engine,
+    tier_index: int,
+    items: Sequence[WorkItem],
+    results: list[ItemResult],
+    disabled: Mapping[str, str] | None,
+) -> None:
+    """Run the tier's consistency and verifier checks on the items it would accept.
+
+    A failed check turns the decision into an escalation: the step that carried
+    ``accept`` now carries ``escalate`` and the last check step holds the reason.
+    """
+    tier = engine.pipeline.tiers[tier_index]
+    assert isinstance(tier, ClaudeTier)
+    policy = tier.accept
+    if policy.consistency is None and policy.verifier is None:
+        return
+    by_pk = {item.pk: item for item in items}
+    if policy.consistency is not None:
+        await _consistency(engine, tier_index, tier, policy, by_pk, results, disabled)
+    if policy.verifier is not None:
+        await _verifier(engine, tier_index, tier, policy, by_pk, results, disabled)
+
+
+def _accepted(results: Sequence[ItemResult]) -> list[ItemResult]:
+    return [r for r in results if isinstance(r.decision, Accept)]
+
+
+def _settle_check(result: ItemResult, decision: Accept | Escalate, new: list[Step]) -> None:
+    """Record a check's steps and its effect on the decision."""
+    decided = result.decided_step
+    result.decision = decision
+    if isinstance(decision, Escalate):
+        result.baseline_nanos = 0  # only a final outcome has a baseline
+        if new:
+            new[-1] = replace(new[-1], error=decision.why)
+        if decided is not None:
+            at = result.steps.index(decided)
+            result.steps[at] = replace(decided, decision="escalate")
+    result.steps.extend(new)
+
+
+async def _consistency(
+    engine: Engine,
+    tier_index: int,
+    tier: ClaudeTier,
+    policy: ModelAcceptPolicy,
+    items: Mapping[int, WorkItem],
+    results: Sequence[ItemResult],
+    disabled: Mapping[str, str] | None,
+) -> None:
+    assert policy.consistency is not None
+    links = policy.consistency.models
+    todo = _accepted(results)
+    if not todo:
+        return
+    requests = [
+        engine.request(tier, link, items[r.pk].text, mechanism=mechanism_for(engine, link.model))
+        for r in todo
+        for link in links
+    ]
+    all_tries = await engine.executor.execute(requests, disabled=disabled)
+    for i, result in enumerate(todo):
+        step = _next_step(items[result.pk], result)
+        new: list[Step] = []
+        outcomes: list[Outcome] = []
+        for j, link in enumerate(links):
+            tries = all_tries[i * len(links) + j]
+            steps, outcome = steps_from_tries(
+                engine, result.pk, step, tier_index, tier.name, CONSISTENCY, link, tries,
+                engine.pipeline.labels,
+            )  # fmt: skip
+            step += len(steps)
+            new += steps
+            outcomes.append(outcome)
+        assert isinstance(result.decision, Accept)
+        decision = check_consistency(result.decision, outcomes, policy.consistency.min_agree)
+        _settle_check(result, decision, new)
+
+
+async def _verifier(
+    engine: Engine,
+    tier_index: int,
+    tier: ClaudeTier,
+    policy: ModelAcceptPolicy,
+    items: Mapping[int, WorkItem],
+    results: Sequence[ItemResult],
+    disabled: Mapping[str, str] | None,
+) -> None:
+    verifier = policy.verifier
+    assert verifier is not None
+    todo = _accepted(results)
+    if not todo:
+        return
+    link = verifier.ref
+    mechanism = mechanism_for(engine, link.model)
+    system = verifier_system_prompt(engine.pipeline, mechanism)
+    requests = []
+    for r in todo:
+        assert isinstance(r.decision, Accept)
+        requests.append(
+            ClassifyRequest(
+                provider=link.provider,
+                model=link.model,
+                system=system,
+                user=verifier_user_prompt(items[r.pk].text, r.decision.label),
+                labels=VERDICT_LABELS,
+                max_tokens=verifier.max_tokens,
+                mechanism=mechanism,
+            )
+        )
+    all_tries = await engine.executor.execute(requests, disabled=disabled)
+    for result, tries in zip(todo, all_tries, strict=True):
+        steps, verdict = steps_from_tries(
+            engine, result.pk, _next_step(items[result.pk], result), tier_index, tier.name,
+            VERIFIER, link, tries, VERDICT_LABELS,
+        )  # fmt: skip
+        assert isinstance(result.decision, Accept)
+        _settle_check(
+            result, check_verdict(result.decision, verdict, verifier.min_confidence), steps
+        )
+
+
+# -- shadow samples -----------------------------------------------------------------
+def sampled(
+    engine: Engine, job_id: int, tier_index: int, results: Sequence[ItemResult]
+) -> list[ItemResult]:
+    """The accepted results of this tier visit that are shadow samples."""
+    tiers = engine.pipeline.tiers
+    if tier_index >= len(tiers) - 1:
+        return []
+    rate = tiers[tier_index].shadow_rate
+    return [
+        r
+        for r in results
+        if isinstance(r.decision, Accept) and shadow_sampled(job_id, r.pk, tier_index, rate)
+    ]
+
+
+async def run_shadows(
+    engine: Engine,
+    tier_index: int,
+    items: Sequence[WorkItem],
+    samples: Sequence[ItemResult],
+    disabled: Mapping[str, str] | None,
+) -> None:
+    """Send the sampled items to the next tier; append its steps as role ``shadow``.
+
+    The next tier's primary model only (never its fallbacks), its rules or its local
+    model. Nothing here changes a result's decision.
+    """
+    if not samples:
+        return
+    nxt = tier_index + 1
+    tier = engine.pipeline.tiers[nxt]
+    by_pk = {item.pk: item for item in items}
+    work = [WorkItem(r.pk, by_pk[r.pk].text, _next_step(by_pk[r.pk], r)) for r in samples]
+    if isinstance(tier, ClaudeTier):
+        link = tier.primary
+        requests = [engine.request(tier, link, w.text) for w in work]
+        all_tries = await engine.executor.execute(requests, disabled=disabled)
+        for result, w, tries in zip(samples, work, all_tries, strict=True):
+            steps, _ = steps_from_tries(
+                engine, w.pk, w.next_step, nxt, tier.name, SHADOW, link, tries,
+                engine.pipeline.labels,
+            )  # fmt: skip
+            result.steps.extend(steps)
+        return
+    below = (
+        engine.run_rules(nxt, work) if isinstance(tier, RulesTier) else engine.run_local(nxt, work)
+    )
+    for result, seen in zip(samples, below, strict=True):
+        result.steps.extend(replace(s, role=SHADOW, decision=None) for s in seen.steps)
