@@ -215,7 +215,8 @@ def _is_batch_tier(rt: Runtime, msg: Message) -> bool:
 def process(rt: Runtime, msg: Message) -> list[Message]:
     """Claim, run and settle one batch. Returns the follow-up messages to publish."""
     free = rt.engine_for(msg.job_id).pipeline.tiers[msg.tier_index]
-    if msg.phase == "tier" and isinstance(free, RulesTier | LocalTier):
+    # A free tier that sends shadow samples makes model calls: those need a lease.
+    if msg.phase == "tier" and isinstance(free, RulesTier | LocalTier) and not free.shadow_rate:
         return _process_free(rt, msg, free)
     token = repo.new_token()
     batched = _is_batch_tier(rt, msg)
@@ -251,8 +252,11 @@ def process(rt: Runtime, msg: Message) -> list[Message]:
         results = []
     elif msg.phase == "fallback":
         results = _run_fallback_chain(rt, engine, msg.tier_index, claimed, disabled)
-    else:  # a model tier (free tiers went to _process_free)
-        assert isinstance(tier, ClaudeTier)
+    elif isinstance(tier, RulesTier):
+        results = engine.run_rules(msg.tier_index, items)
+    elif isinstance(tier, LocalTier):
+        results = engine.run_local(msg.tier_index, items)
+    else:
         results = rt.run(
             engine.run_model(msg.tier_index, items, tier.primary, role="primary", disabled=disabled)
         )
