@@ -251,6 +251,24 @@ class Claimed:
     confidence: float | None = None
 
 
+_CLAIMED = (
+    ITEMS.c.id,
+    ITEMS.c.text,
+    ITEMS.c.steps,
+    ITEMS.c.error,
+    ITEMS.c.deferrals,
+    ITEMS.c.label,
+    ITEMS.c.confidence,
+)
+
+
+def _claimed(rows: Any) -> list[Claimed]:
+    return [
+        Claimed(r.id, r.text or "", r.steps, r.error, r.deferrals, r.label, r.confidence)
+        for r in rows
+    ]
+
+
 def claim(
     session: Session,
     job_id: int,
@@ -281,20 +299,9 @@ def claim(
             lease_until=now + timedelta(seconds=lease_s),
             updated_at=now,
         )
-        .returning(
-            ITEMS.c.id,
-            ITEMS.c.text,
-            ITEMS.c.steps,
-            ITEMS.c.error,
-            ITEMS.c.deferrals,
-            ITEMS.c.label,
-            ITEMS.c.confidence,
-        )
+        .returning(*_CLAIMED)
     )
-    return [
-        Claimed(r.id, r.text or "", r.steps, r.error, r.deferrals, r.label, r.confidence)
-        for r in session.execute(stmt)
-    ]
+    return _claimed(session.execute(stmt))
 
 
 def take(
@@ -310,15 +317,7 @@ def take(
         return claim(session, job_id, tier_index, ids, phase="tier", token=token, lease_s=600)
     now = utcnow()
     stmt = (
-        select(
-            ITEMS.c.id,
-            ITEMS.c.text,
-            ITEMS.c.steps,
-            ITEMS.c.error,
-            ITEMS.c.deferrals,
-            ITEMS.c.label,
-            ITEMS.c.confidence,
-        )
+        select(*_CLAIMED)
         .where(
             ITEMS.c.id.in_(list(ids)),
             ITEMS.c.job_id == job_id,
@@ -331,10 +330,7 @@ def take(
         .order_by(ITEMS.c.id)
         .with_for_update(skip_locked=True)
     )
-    return [
-        Claimed(r.id, r.text or "", r.steps, r.error, r.deferrals, r.label, r.confidence)
-        for r in session.execute(stmt)
-    ]
+    return _claimed(session.execute(stmt))
 
 
 @dataclass(frozen=True, slots=True)
