@@ -269,6 +269,50 @@ def _claimed(rows: Any) -> list[Claimed]:
     ]
 
 
+def _locked_waiting(
+    session: Session,
+    job_id: int,
+    tier_index: int,
+    ids: Sequence[int],
+    phase: str,
+    columns: Sequence[Any],
+    *,
+    skip_locked: bool,
+) -> list[Any]:
+    """Lock the given rows by primary key; keep those waiting at this tier and phase.
+
+    The WHERE clause is the primary key alone, on purpose. With the job, tier and
+    status in it too, Postgres, lacking statistics for a job submitted moments ago,
+    estimates one matching row, scans the job's whole (job, status, tier) index range
+    and tests each row against the id array: 0.4-1.5 s per 1,000-id batch at 100,000
+    items, against ~2 ms for the primary-key probe. The other conditions are checked
+    here, on rows this transaction holds locked.
+    """
+    waiting, running = PHASES[phase]
+    now = utcnow()
+    extra = (ITEMS.c.job_id, ITEMS.c.tier_index, ITEMS.c.status, ITEMS.c.lease_until)
+    rows = session.execute(
+        select(*columns, *extra)
+        .where(ITEMS.c.id.in_(list(ids)))
+        .order_by(ITEMS.c.id)  # one lock order for every worker: no deadlocks
+        .with_for_update(skip_locked=skip_locked)
+    ).all()
+    return [
+        r
+        for r in rows
+        if r.job_id == job_id
+        and r.tier_index == tier_index
+        and (
+            r.status == waiting
+            or (r.status == running and r.lease_until is not None and _aware(r.lease_until) < now)
+        )
+    ]
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def claim(
     session: Session,
     job_id: int,
@@ -282,6 +326,24 @@ def claim(
     """Lease the given items still waiting at this tier and phase (or whose lease ran out)."""
     waiting, running = PHASES[phase]
     now = utcnow()
+    lease = {
+        "status": running,
+        "lease_token": token,
+        "lease_until": now + timedelta(seconds=lease_s),
+        "updated_at": now,
+    }
+    if session.get_bind().dialect.name == "postgresql":
+        mine = [
+            r.id
+            for r in _locked_waiting(
+                session, job_id, tier_index, ids, phase, (ITEMS.c.id,), skip_locked=False
+            )
+        ]
+        if not mine:
+            return []
+        stmt = ITEMS.update().where(ITEMS.c.id.in_(mine)).values(lease).returning(*_CLAIMED)
+        return sorted(_claimed(session.execute(stmt)), key=lambda c: c.pk)
+    # SQLite: one writer at a time and a rowid lookup for the id list, so one statement.
     stmt = (
         ITEMS.update()
         .where(
@@ -293,12 +355,7 @@ def claim(
                 and_(ITEMS.c.status == running, ITEMS.c.lease_until < now),
             ),
         )
-        .values(
-            status=running,
-            lease_token=token,
-            lease_until=now + timedelta(seconds=lease_s),
-            updated_at=now,
-        )
+        .values(lease)
         .returning(*_CLAIMED)
     )
     return _claimed(session.execute(stmt))
@@ -315,22 +372,9 @@ def take(
     """
     if session.get_bind().dialect.name != "postgresql":
         return claim(session, job_id, tier_index, ids, phase="tier", token=token, lease_s=600)
-    now = utcnow()
-    stmt = (
-        select(*_CLAIMED)
-        .where(
-            ITEMS.c.id.in_(list(ids)),
-            ITEMS.c.job_id == job_id,
-            ITEMS.c.tier_index == tier_index,
-            or_(
-                ITEMS.c.status == "pending",
-                and_(ITEMS.c.status == "running", ITEMS.c.lease_until < now),
-            ),
-        )
-        .order_by(ITEMS.c.id)
-        .with_for_update(skip_locked=True)
+    return _claimed(
+        _locked_waiting(session, job_id, tier_index, ids, "tier", _CLAIMED, skip_locked=True)
     )
-    return _claimed(session.execute(stmt))
 
 
 @dataclass(frozen=True, slots=True)

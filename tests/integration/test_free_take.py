@@ -98,3 +98,33 @@ def test_a_concurrent_copy_skips_locked_items_on_postgres(pg_url: str) -> None:
         }
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_claim_and_take_check_job_tier_and_status_themselves_on_postgres(pg_url: str) -> None:
+    """The Postgres claim locks by primary key alone and filters the rest in Python:
+    ids of another job, another tier, or a finished or leased item are not taken."""
+    upgrade(pg_url)
+    engine = make_engine(pg_url)
+    try:
+        job_id, ids = setup_job(engine, 5)
+        other_job, other_ids = setup_job(engine, 1)
+        sessions = make_sessionmaker(engine)
+        with sessions.begin() as s:
+            s.execute(ITEMS.update().where(ITEMS.c.id == ids[1]).values(tier_index=1))
+            s.execute(ITEMS.update().where(ITEMS.c.id == ids[2]).values(status="done"))
+        with sessions.begin() as s:  # ids[3] leased by someone else, lease still running
+            assert [c.pk for c in repo.claim(
+                s, job_id, 0, [ids[3]], phase="tier", token="x", lease_s=600
+            )] == [ids[3]]  # fmt: skip
+        asked = [*ids, *other_ids]
+        with sessions.begin() as s:
+            got = repo.claim(s, job_id, 0, asked, phase="tier", token="t", lease_s=600)
+            assert [c.pk for c in got] == [ids[0], ids[4]]
+        with sessions.begin() as s:
+            assert [c.pk for c in repo.take(s, other_job, 0, asked, token="u")] == other_ids
+        assert statuses(engine, [ids[0], ids[4]]) == dict.fromkeys(
+            [ids[0], ids[4]], ("running", "t")
+        )
+    finally:
+        engine.dispose()
