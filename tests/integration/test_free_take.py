@@ -23,10 +23,10 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng.dispose()
 
 
-def setup_job(engine: Engine, n: int) -> tuple[int, list[int]]:
+def setup_job(engine: Engine, n: int, name: str = "free") -> tuple[int, list[int]]:
     sessions = make_sessionmaker(engine)
     with sessions.begin() as s:
-        job, _ = repo.open_job(s, "free", {"name": "p"})
+        job, _ = repo.open_job(s, name, {"name": "p"})
         sub = repo.start_submission(s, job.id, "x.jsonl")
         added = repo.add_items(s, job.id, sub, [NewItem(i, f"k{i}", f"t{i}", {}) for i in range(n)])
         return job.id, added.added
@@ -108,7 +108,8 @@ def test_claim_and_take_check_job_tier_and_status_themselves_on_postgres(pg_url:
     engine = make_engine(pg_url)
     try:
         job_id, ids = setup_job(engine, 5)
-        other_job, other_ids = setup_job(engine, 1)
+        other_job, other_ids = setup_job(engine, 1, "other")
+        assert other_job != job_id
         sessions = make_sessionmaker(engine)
         with sessions.begin() as s:
             s.execute(ITEMS.update().where(ITEMS.c.id == ids[1]).values(tier_index=1))
@@ -123,6 +124,8 @@ def test_claim_and_take_check_job_tier_and_status_themselves_on_postgres(pg_url:
             assert [c.pk for c in got] == [ids[0], ids[4]]
         with sessions.begin() as s:
             assert [c.pk for c in repo.take(s, other_job, 0, asked, token="u")] == other_ids
+            # the rows of the first job are still there for it, untouched by that take
+            assert repo.take(s, job_id, 0, [ids[0], ids[4]], token="u") == []  # leased to "t"
         assert statuses(engine, [ids[0], ids[4]]) == dict.fromkeys(
             [ids[0], ids[4]], ("running", "t")
         )
