@@ -19,10 +19,12 @@ from sqlalchemy import Table, and_, bindparam, exists, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from models import pgbulk
 from models.tables import Attempt, Item, Job, RejectedLine, Submission
 from models.tables_ops import DailySpend
 
 ITEMS: Table = Item.__table__  # type: ignore[assignment]
+ATTEMPTS: Table = Attempt.__table__  # type: ignore[assignment]
 JOBS: Table = Job.__table__  # type: ignore[assignment]
 DAILY: Table = DailySpend.__table__  # type: ignore[assignment]
 UNFINISHED = (
@@ -441,33 +443,62 @@ def settle(
             )
         )
     ours = [a for a in attempts if a["item_id"] in held]
-    if ours:
-        stmt = _insert(session, Attempt.__table__).on_conflict_do_nothing(
-            index_elements=["item_id", "step"]
-        )
-        session.execute(stmt, ours)
+    _insert_attempts(session, ours)
     _record_orphans(session, [a for a in attempts if a["item_id"] not in held])
     kept = [s for s in settled if s.pk in held]
     now = utcnow()
-    # One executemany per shape of update, not one statement per item.
+    # One statement per shape of update, not one per item.
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for s in kept:
-        plain = _outcome_values(s, now, drop_text)
-        row = {f"v_{k}": v for k, v in plain.items()}
+        row = _outcome_values(s, now, drop_text)
+        shape = tuple(sorted(row))
         row |= {
-            "b_pk": s.pk,
-            "i_steps": s.steps,
-            "i_model_calls": s.model_calls,
-            "i_cost_nanos": s.cost_nanos,
-            "i_latency_ms": s.latency_ms,
-            "i_deferrals": 1 if s.decision == "defer" else 0,
+            "id": s.pk,
+            "steps": s.steps,
+            "model_calls": s.model_calls,
+            "cost_nanos": s.cost_nanos,
+            "latency_ms": s.latency_ms,
+            "deferrals": 1 if s.decision == "defer" else 0,
         }
-        groups.setdefault(tuple(sorted(plain)), []).append(row)
-    for columns, rows in groups.items():
-        values: dict[str, Any] = {c: bindparam(f"v_{c}", type_=ITEMS.c[c].type) for c in columns}
-        values |= {c: ITEMS.c[c] + bindparam(f"i_{c}", type_=ITEMS.c[c].type) for c in _ADDED}
-        session.execute(ITEMS.update().where(ITEMS.c.id == bindparam("b_pk")).values(values), rows)
+        groups.setdefault(shape, []).append(row)
+    for rows in groups.values():
+        _update_items(session, rows)
     return kept
+
+
+def _postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _insert_attempts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Attempt rows, idempotent on (item, step): a retried write adds nothing."""
+    if not rows:
+        return
+    if _postgres(session):
+        pgbulk.insert_rows(session, ATTEMPTS, rows, conflict=("item_id", "step"))
+        return
+    stmt = _insert(session, ATTEMPTS).on_conflict_do_nothing(index_elements=["item_id", "step"])
+    session.execute(stmt, rows)
+
+
+def _update_items(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Item rows of one shape, by ``id``; the counters in ``_ADDED`` are added to."""
+    if not rows:
+        return
+    if _postgres(session):
+        pgbulk.update_rows(session, ITEMS, "id", rows, added=_ADDED)
+        return
+    values: dict[str, Any] = {
+        c: ITEMS.c[c] + bindparam(f"p_{c}", type_=ITEMS.c[c].type)
+        if c in _ADDED
+        else bindparam(f"p_{c}", type_=ITEMS.c[c].type)
+        for c in rows[0]
+        if c != "id"
+    }
+    session.execute(
+        ITEMS.update().where(ITEMS.c.id == bindparam("p_id")).values(values),
+        [{f"p_{k}": v for k, v in r.items()} for r in rows],
+    )
 
 
 # Calls made by a worker that lost its lease were still made (and billed): they are
@@ -518,22 +549,9 @@ def _record_orphans(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         acc = spent.setdefault(pk, [0, 0])
         acc[0] += int(r["cost_nanos"])
         acc[1] += 1 if r["role"] != "rules" else 0
-    session.execute(
-        _insert(session, Attempt.__table__).on_conflict_do_nothing(
-            index_elements=["item_id", "step"]
-        ),
-        orphans,
-    )
-    if not spent:
-        return
-    session.execute(
-        ITEMS.update()
-        .where(ITEMS.c.id == bindparam("b_pk"))
-        .values(
-            cost_nanos=ITEMS.c.cost_nanos + bindparam("b_cost"),
-            model_calls=ITEMS.c.model_calls + bindparam("b_calls"),
-        ),
-        [{"b_pk": pk, "b_cost": c, "b_calls": n} for pk, (c, n) in spent.items()],
+    _insert_attempts(session, orphans)
+    _update_items(
+        session, [{"id": pk, "cost_nanos": c, "model_calls": n} for pk, (c, n) in spent.items()]
     )
 
 

@@ -189,17 +189,19 @@ class Engine:
             + len(json.dumps(pipeline.labels))
         )
         self._overhead_tokens = math.ceil(overhead_chars / 4)
+        self._estimates: dict[int, int] = {}  # prompt tokens -> estimated baseline nano-USD
 
     # -- baseline ---------------------------------------------------------------
     def baseline(self, text_len: int, usage: Usage | None) -> int:
         """What this item would have cost sent straight to the last tier's primary model."""
         if usage is not None and usage.input_tokens:
             return self.prices.cost_nanos(self._baseline_model, usage)
-        estimate = Usage(
-            input_tokens=self._overhead_tokens + math.ceil(text_len / 4),
-            output_tokens=BASELINE_OUTPUT_TOKENS,
-        )
-        return self.prices.cost_nanos(self._baseline_model, estimate)
+        tokens = self._overhead_tokens + math.ceil(text_len / 4)
+        cost = self._estimates.get(tokens)
+        if cost is None:  # a pure function of the token count: computed once per count
+            estimate = Usage(input_tokens=tokens, output_tokens=BASELINE_OUTPUT_TOKENS)
+            cost = self._estimates[tokens] = self.prices.cost_nanos(self._baseline_model, estimate)
+        return cost
 
     def worst_case_nanos(self, tier: ClaudeTier, links: Sequence[ModelRef], text: str) -> int:
         """The most one call for this item at this tier can cost (budgets check it first).
