@@ -30,6 +30,7 @@ def build_report(session: Any, job: Any, scope: Any, prices: Any) -> dict[str, A
     from models import analytics as an
     from models.reports import job_totals, tier_rows
 
+    an.for_reports(session)
     funnel = an.funnel(session, scope)
     if job is not None and not scope.item_level and scope.pipeline is None:
         report = job_report(job, job_totals(session, job.id), tier_rows(session, job.id))

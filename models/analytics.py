@@ -112,6 +112,19 @@ def nearest_rank(hist: Mapping[int, int], p: int) -> int | None:
     return max(hist)  # unreachable: rank <= n
 
 
+def for_reports(session: Session) -> None:
+    """Postgres settings for the rest of this transaction, for report queries.
+
+    JIT off: the planner prices the daily report's per-step lookups (and a job's
+    few hundred thousand attempt rows) high enough to JIT-compile, which costs up
+    to ~1 s per query for queries that run in a fraction of that. More work_mem:
+    the merged latency histogram of a month is sorted in memory, not on disk.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT set_config('jit', 'off', true)"))
+        session.execute(text("SELECT set_config('work_mem', '64MB', true)"))
+
+
 # ---------------------------------------------------------------- totals, funnel
 
 
@@ -677,12 +690,7 @@ def daily(session: Session, scope: Scope) -> list[DailyRow]:
     keeps fast. Both give the same rows (tests/integration/test_rollup.py).
     """
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        # The planner prices the tail's per-step lookups high and JIT-compiles the
-        # query: ~1 s of compiling for a query that runs in well under one.
-        # The merged latency histogram is sorted once: let it sort in memory.
-        session.execute(text("SELECT set_config('jit', 'off', true)"))
-        session.execute(text("SELECT set_config('work_mem', '64MB', true)"))
+    for_reports(session)
     lo, hi = _bounds(scope)
     params: dict[str, Any] = {}
     tail: list[str] = []  # conditions on the attempts (a) and their job (j)
