@@ -29,7 +29,6 @@ from sqlalchemy.orm import Session
 from models.reports import STATUSES, JobTotals, TierRow
 from models.tables import Attempt, Item, Job, RejectedLine
 from models.tables_resilience import BreakerEvent, Drill
-from models.tables_rollup import RollupMark
 from models.views import REPORT_DAILY_BODY, REPORT_DAILY_LIVE
 
 MODEL_OUTCOMES: tuple[str, ...] = (
@@ -722,13 +721,6 @@ def daily(session: Session, scope: Scope) -> list[DailyRow]:
             params["hi_day"] = scope.until if dialect == "postgresql" else str(scope.until)
         if scope.pipeline is not None:
             roll.append("r.pipeline = :pipeline")
-        # A lower bound on the watermark, read first: redundant (the body bounds the
-        # tail by the mark in the same statement, and the mark only grows) but a
-        # literal lets Postgres see how few attempts follow the mark.
-        tail.append("a.id > :mark_hint")
-        params["mark_hint"] = session.execute(
-            select(RollupMark.last_id).where(RollupMark.id == 1)
-        ).scalar_one()
         body = REPORT_DAILY_BODY[dialect].format(
             tail_where="".join(f"\n        AND {c}" for c in tail),
             roll_where=f"    WHERE {' AND '.join(roll)}\n" if roll else "",

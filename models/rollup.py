@@ -117,7 +117,17 @@ def refresh(
                 update(RollupMark).where(RollupMark.id == 1).values(last_id=hi, refreshed_at=clock)
             )
             batches += 1
+    if batches:
+        _analyze(sessions)
     return Refreshed(before=before, after=mark, batches=batches)
+
+
+def _analyze(sessions: sessionmaker[Session]) -> None:
+    # Fresh statistics for the planner: the first refresh fills the rollup from
+    # nothing, and autovacuum would only notice some time later. Small tables: cheap.
+    with sessions.begin() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("ANALYZE rollup_daily, rollup_daily_latency"))
 
 
 def state(session: Session) -> RollupState:

@@ -29,7 +29,14 @@ depends_on: str | Sequence[str] | None = None
 READER = "cascade_reader"
 GROUP = ("day", "pipeline", "tier_index", "tier")
 
-# Frozen copies of models.views.REPORT_DAILY_SQL (tests/unit/test_views_sql.py).
+# Frozen copies of models.views.ROLLUP_LAST_ID_SQL (Postgres only) and
+# REPORT_DAILY_SQL (tests/unit/test_views_sql.py).
+ROLLUP_LAST_ID_SQL = """\
+CREATE FUNCTION rollup_last_id() RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public
+AS $$ SELECT last_id FROM rollup_mark WHERE id = 1 $$
+"""
+
 REPORT_DAILY_SQL: dict[str, str] = {
     "postgresql": """\
 CREATE VIEW report_daily AS
@@ -56,7 +63,7 @@ WITH tail AS (
         ) THEN 0 ELSE 1 END AS first_step
     FROM attempts AS a
     JOIN jobs AS j ON j.id = a.job_id
-    WHERE a.id > (SELECT m.last_id FROM rollup_mark AS m WHERE m.id = 1) AND a.role <> 'shadow'
+    WHERE a.id > rollup_last_id() AND a.role <> 'shadow'
 ),
 counts AS (
     SELECT r.day, r.pipeline, r.tier_index, r.tier, r.items, r.accepted, r.escalated,
@@ -275,6 +282,8 @@ def upgrade() -> None:
     )
     op.bulk_insert(mark, [{"id": 1, "last_id": 0, "refreshed_at": None}])
     op.execute("DROP VIEW IF EXISTS report_daily")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(ROLLUP_LAST_ID_SQL)
     op.execute(REPORT_DAILY_SQL[op.get_bind().dialect.name])
     _grant()
 
@@ -284,6 +293,8 @@ def downgrade() -> None:
     op.execute("DROP VIEW IF EXISTS report_daily")
     op.execute(before.REPORT_DAILY_SQL[op.get_bind().dialect.name])
     _grant()
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS rollup_last_id()")
     op.drop_table("rollup_mark")
     op.drop_table("rollup_daily_latency")
     op.drop_table("rollup_daily")

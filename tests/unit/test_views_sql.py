@@ -71,3 +71,4 @@ def test_newest_revision_report_daily_equals_models_views() -> None:
     for sql in views.REPORT_DAILY_SQL.values():
         assert sql.startswith(f"CREATE VIEW {views.REPORT_DAILY} AS\n")
         assert "rollup_daily" in sql and "role <> 'shadow'" in sql
+    assert defining[-1].ROLLUP_LAST_ID_SQL == views.ROLLUP_LAST_ID_SQL
