@@ -24,9 +24,10 @@ def test_rollup_command_moves_the_watermark(env: dict[str, str]) -> None:
                    "VALUES (1, 1, 1, 'k', 1, '{}', 'done', 0, 0, 7, 0, 1, 0, 0, 0)")  # fmt: skip
         db.execute("INSERT INTO attempts (job_id, item_id, step, tier_index, tier, role, "
                    "provider, model, outcome, decision, hedged, input_tokens, output_tokens, "
-                   "cache_write_tokens, cache_read_tokens, is_batch, cost_nanos, latency_ms) "
-                   "VALUES (1, 1, 1, 0, 'rules', 'rules', 'rules', 'rules', 'rule_match', "
-                   "'accept', 0, 0, 0, 0, 0, 0, 0, 1)")  # fmt: skip
+                   "cache_write_tokens, cache_read_tokens, is_batch, cost_nanos, latency_ms, "
+                   "created_at) VALUES (1, 1, 1, 0, 'rules', 'rules', 'rules', 'rules', "
+                   "'rule_match', 'accept', 0, 0, 0, 0, 0, 0, 0, 1, "
+                   "'2026-01-01 00:00:00')")  # fmt: skip
 
     # When the rollup runs with no grace period
     done = run(env, "rollup", "--grace", "0")
