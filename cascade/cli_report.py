@@ -88,7 +88,14 @@ def print_job_report(
     from models.analytics import Scope
     from tasks.runtime import get_runtime
 
-    with get_runtime().sessions() as session:
+    rt = get_runtime()
+    if ref is None and label is None and rt.settings.embedded:
+        # No beat in the embedded runtime: bring the daily rollup up to date here,
+        # so the per-day section reads it rather than aggregating every attempt.
+        from models.rollup import refresh
+
+        refresh(rt.sessions)
+    with rt.sessions() as session:
         job = find_job(session, ref) if ref is not None else None
         scope = Scope(
             job_ids=() if job is None else (int(job.id),),

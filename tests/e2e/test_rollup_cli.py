@@ -1,17 +1,15 @@
-"""`cascade rollup` on the embedded database: rolls up, then reports the watermark."""
+"""`cascade rollup` on the embedded database, and the embedded report refreshing it."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from tests.e2e.conftest import run
 
 
-def test_rollup_command_moves_the_watermark(env: dict[str, str]) -> None:
-    # Given a fresh embedded database (the command migrates it) with one finished item
-    first = run(env, "rollup", "--grace", "0")
-    assert first.returncode == 0, first.stderr
-    assert "watermark 0 -> 0 (0 batches)" in first.stdout
+def _ledger(env: dict[str, str]) -> str:
+    """One job, one item, one accepting rules step on 2026-01-01; returns the file."""
     path = env["CASCADE_DATABASE_URL"].removeprefix("sqlite:///")
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO jobs (id, name, pipeline_name, pipeline, status) "
@@ -28,6 +26,15 @@ def test_rollup_command_moves_the_watermark(env: dict[str, str]) -> None:
                    "created_at) VALUES (1, 1, 1, 0, 'rules', 'rules', 'rules', 'rules', "
                    "'rule_match', 'accept', 0, 0, 0, 0, 0, 0, 0, 1, "
                    "'2026-01-01 00:00:00')")  # fmt: skip
+    return path
+
+
+def test_rollup_command_moves_the_watermark(env: dict[str, str]) -> None:
+    # Given a fresh embedded database (the command migrates it) with one finished item
+    first = run(env, "rollup", "--grace", "0")
+    assert first.returncode == 0, first.stderr
+    assert "watermark 0 -> 0 (0 batches)" in first.stdout
+    path = _ledger(env)
 
     # When the rollup runs with no grace period
     done = run(env, "rollup", "--grace", "0")
@@ -42,3 +49,18 @@ def test_rollup_command_moves_the_watermark(env: dict[str, str]) -> None:
         assert db.execute("SELECT pipeline, tier, items FROM report_daily").fetchall() == [
             ("p", "rules", 1)
         ]
+
+
+def test_embedded_report_refreshes_the_rollup_first(env: dict[str, str]) -> None:
+    assert run(env, "migrate").returncode == 0
+    path = _ledger(env)
+
+    report = run(env, "report", "--since", "2026-01-01", "--format", "json")
+
+    assert report.returncode == 0, report.stderr
+    daily = json.loads(report.stdout)["daily"]
+    assert [
+        (d["day"], d["pipeline"], d["tier"], d["items"], d["baseline_cost_usd"]) for d in daily
+    ] == [("2026-01-01", "p", "rules", 1, "0.000000007")]
+    with sqlite3.connect(path) as db:  # no beat embedded: the report rolled up first
+        assert db.execute("SELECT last_id FROM rollup_mark").fetchall() == [(1,)]
