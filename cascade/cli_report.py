@@ -30,6 +30,7 @@ def build_report(session: Any, job: Any, scope: Any, prices: Any) -> dict[str, A
     from models import analytics as an
     from models.reports import job_totals, tier_rows
 
+    an.for_reports(session)
     funnel = an.funnel(session, scope)
     if job is not None and not scope.item_level and scope.pipeline is None:
         report = job_report(job, job_totals(session, job.id), tier_rows(session, job.id))
@@ -103,7 +104,14 @@ def print_job_report(
     from models.analytics import Scope
     from tasks.runtime import get_runtime
 
-    with get_runtime().sessions() as session:
+    rt = get_runtime()
+    if ref is None and label is None and rt.settings.embedded:
+        # No beat in the embedded runtime: bring the daily rollup up to date here,
+        # so the per-day section reads it rather than aggregating every attempt.
+        from models.rollup import refresh
+
+        refresh(rt.sessions)
+    with rt.sessions() as session:
         job = find_job(session, ref) if ref is not None else None
         scope = Scope(
             job_ids=() if job is None else (int(job.id),),

@@ -4,7 +4,7 @@ reliability, confidence, per day. Pure SQLAlchemy, typed, no printing.
 A :class:`Scope` selects a set of items (by job, pipeline, final label, and the
 UTC day the item was created); every section is computed over those items and
 their attempts, except :func:`daily`, which buckets *attempts* by the UTC day they
-were made (exactly the ``report_daily`` view, same SQL body).
+were made (exactly the ``report_daily`` view, same SQL body; see models.rollup).
 
 Percentiles are nearest rank, like the views: the p-th percentile of N values
 sorted ascending is the value at rank ceil(p * N / 100). Latencies are fetched
@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from models.reports import STATUSES, JobTotals, TierRow
 from models.tables import Attempt, Item, Job, RejectedLine
 from models.tables_resilience import BreakerEvent, Drill
-from models.views import REPORT_DAILY_BODY_POSTGRESQL, REPORT_DAILY_BODY_SQLITE
+from models.views import REPORT_DAILY_BODY, REPORT_DAILY_LIVE
 
 MODEL_OUTCOMES: tuple[str, ...] = (
     "ok",
@@ -112,6 +112,19 @@ def nearest_rank(hist: Mapping[int, int], p: int) -> int | None:
         if seen >= rank:
             return value
     return max(hist)  # unreachable: rank <= n
+
+
+def for_reports(session: Session) -> None:
+    """Postgres settings for the rest of this transaction, for report queries.
+
+    JIT off: the planner prices the daily report's per-step lookups (and a job's
+    few hundred thousand attempt rows) high enough to JIT-compile, which costs up
+    to ~1 s per query for queries that run in a fraction of that. More work_mem:
+    the merged latency histogram of a month is sorted in memory, not on disk.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT set_config('jit', 'off', true)"))
+        session.execute(text("SELECT set_config('work_mem', '64MB', true)"))
 
 
 # ---------------------------------------------------------------- totals, funnel
@@ -704,35 +717,53 @@ def _nanos(usd: Any) -> int:
 
 
 def daily(session: Session, scope: Scope) -> list[DailyRow]:
-    """``report_daily`` over a scope: the view's own SQL body with a WHERE added.
+    """``report_daily`` over a scope: the view's own SQL body with filters added.
 
-    Attempts are bucketed by the UTC day they were made; ``since``/``until`` filter
-    attempts.created_at (an index range scan); job, pipeline and label filter the
-    attempt's job and item.
+    Attempts are bucketed by the UTC day they were made. A time range and a
+    pipeline are served by the view's body (rollup up to the watermark, the
+    attempts after it live), filtered on both halves; a job or label filter cannot
+    be served by the rollup (it has no job or item), so those run the live
+    aggregate over the attempts (``REPORT_DAILY_LIVE``), which an index on the job
+    keeps fast. Both give the same rows (tests/integration/test_rollup.py).
     """
     dialect = session.get_bind().dialect.name
-    conds: list[str] = []
-    params: dict[str, Any] = {}
+    for_reports(session)
     lo, hi = _bounds(scope)
+    params: dict[str, Any] = {}
+    tail: list[str] = []  # conditions on the attempts (a) and their job (j)
     if lo is not None:
-        conds.append("a.created_at >= :lo")
+        tail.append("a.created_at >= :lo")
         params["lo"] = lo if dialect == "postgresql" else f"{lo:%Y-%m-%d %H:%M:%S}"
     if hi is not None:
-        conds.append("a.created_at < :hi")
+        tail.append("a.created_at < :hi")
         params["hi"] = hi if dialect == "postgresql" else f"{hi:%Y-%m-%d %H:%M:%S}"
-    if scope.job_ids:
-        names = [f"job{n}" for n in range(len(scope.job_ids))]
-        conds.append(f"a.job_id IN ({', '.join(':' + n for n in names)})")
-        params.update(zip(names, scope.job_ids, strict=True))
     if scope.pipeline is not None:
-        conds.append("j.pipeline_name = :pipeline")
+        tail.append("j.pipeline_name = :pipeline")
         params["pipeline"] = scope.pipeline
-    if scope.label is not None:
-        conds.append("i.label = :label")
-        params["label"] = scope.label
-    where = ("WHERE " + " AND ".join(conds) + "\n") if conds else ""
-    body = REPORT_DAILY_BODY_POSTGRESQL if dialect == "postgresql" else REPORT_DAILY_BODY_SQLITE
-    sql = f"SELECT * FROM (\n{body.format(where=where)}) AS d ORDER BY day, pipeline, tier_index"
+    if scope.job_ids or scope.label is not None:
+        if scope.job_ids:
+            names = [f"job{n}" for n in range(len(scope.job_ids))]
+            tail.append(f"a.job_id IN ({', '.join(':' + n for n in names)})")
+            params.update(zip(names, scope.job_ids, strict=True))
+        if scope.label is not None:
+            tail.append("i.label = :label")
+            params["label"] = scope.label
+        body = REPORT_DAILY_LIVE[dialect].format(where="".join(f"\n    AND {c}" for c in tail))
+    else:
+        roll: list[str] = []  # the same filters on the rollup tables (r)
+        if scope.since is not None:
+            roll.append("r.day >= :lo_day")
+            params["lo_day"] = scope.since if dialect == "postgresql" else str(scope.since)
+        if scope.until is not None:
+            roll.append("r.day <= :hi_day")
+            params["hi_day"] = scope.until if dialect == "postgresql" else str(scope.until)
+        if scope.pipeline is not None:
+            roll.append("r.pipeline = :pipeline")
+        body = REPORT_DAILY_BODY[dialect].format(
+            tail_where="".join(f"\n        AND {c}" for c in tail),
+            roll_where=f"    WHERE {' AND '.join(roll)}\n" if roll else "",
+        )
+    sql = f"SELECT * FROM (\n{body}) AS d ORDER BY day, pipeline, tier_index"
     out: list[DailyRow] = []
     for r in session.execute(text(sql), params).mappings():
         day = r["day"]

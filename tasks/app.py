@@ -59,6 +59,12 @@ class CascadeCelery(Celery):
                     "schedule": 60.0,
                     "options": {"queue": FALLBACK_QUEUE},
                 },
+                # keeps report_daily fast; it is exact without it (models/rollup.py)
+                "rollup": {
+                    "task": "cascade.rollup",
+                    "schedule": 300.0,
+                    "options": {"queue": FALLBACK_QUEUE},
+                },
                 **_backfill_beat(),
             },
         )

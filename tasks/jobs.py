@@ -75,3 +75,14 @@ def sweep_once(rt: Runtime, idle_s: int = 120) -> int:
 @app.task(name="cascade.sweep")
 def sweep() -> int:
     return sweep_once(get_runtime())
+
+
+@app.task(name="cascade.rollup")
+def rollup() -> int:
+    """Refresh the report_daily rollup (beat, every 5 minutes); returns the new watermark."""
+    from models.rollup import refresh
+
+    done = refresh(get_runtime().sessions)
+    if done.batches:
+        log.info("cascade.rollup.refreshed", before=done.before, after=done.after)
+    return done.after

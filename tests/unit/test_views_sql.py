@@ -60,3 +60,15 @@ def test_revision_file_names_are_dated() -> None:
     for path in VERSIONS.glob("*.py"):
         if path.name != "__init__.py":
             assert path.name[:11].replace("_", "").isdigit(), path.name
+
+
+def test_newest_revision_report_daily_equals_models_views() -> None:
+    """report_daily is per dialect: the newest revision's dict of texts must match."""
+    defining = [m for m in _revisions() if hasattr(m, "REPORT_DAILY_SQL")]
+    assert defining, "no revision defines REPORT_DAILY_SQL"
+
+    assert defining[-1].REPORT_DAILY_SQL == views.REPORT_DAILY_SQL
+    for sql in views.REPORT_DAILY_SQL.values():
+        assert sql.startswith(f"CREATE VIEW {views.REPORT_DAILY} AS\n")
+        assert "rollup_daily" in sql and "role <> 'shadow'" in sql
+    assert defining[-1].ROLLUP_LAST_ID_SQL == views.ROLLUP_LAST_ID_SQL

@@ -1,0 +1,57 @@
+"""The daily rollup behind ``report_daily``: additive counters per (UTC day, pipeline,
+tier) and an exact model-call latency histogram, covering attempts up to a watermark.
+
+See ``models.rollup`` (the refresh) and docs/views.md (how the view merges them with
+the attempts after the watermark).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, Date, Integer, SmallInteger, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.tables import Base
+
+
+class RollupDaily(Base):
+    """Sums over non-shadow attempts with id <= ``rollup_mark.last_id``."""
+
+    __tablename__ = "rollup_daily"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tier_index: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    tier: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # first step of an item at this tier on this day (so the sum is distinct items)
+    items: Mapped[int] = mapped_column(BigInteger)
+    accepted: Mapped[int] = mapped_column(BigInteger)
+    escalated: Mapped[int] = mapped_column(BigInteger)
+    failed: Mapped[int] = mapped_column(BigInteger)
+    calls: Mapped[int] = mapped_column(BigInteger)
+    cost_nanos: Mapped[int] = mapped_column(BigInteger)
+    baseline_nanos: Mapped[int] = mapped_column(BigInteger)
+
+
+class RollupDailyLatency(Base):
+    """How many model calls took exactly ``latency_ms`` (so the p95 stays exact)."""
+
+    __tablename__ = "rollup_daily_latency"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tier_index: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    tier: Mapped[str] = mapped_column(String(40), primary_key=True)
+    latency_ms: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class RollupMark(Base):
+    """One row (id 1): the rollup holds exactly the attempts with id <= last_id."""
+
+    __tablename__ = "rollup_mark"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+    refreshed_at: Mapped[datetime | None]
