@@ -6,7 +6,7 @@ calls, cost and latency must not count it. The view is dropped and re-created;
 on Postgres the reporting role's SELECT grant is given again.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-11-27
 """
 
@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0007"
-# 0006 (report rollups) is written in parallel; the merge re-points this to "0006".
-down_revision: str | Sequence[str] | None = "0005"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
