@@ -29,6 +29,7 @@ import redis
 
 from bench import data
 from bench.procs import BIN, ROOT, Sampler, spawn, stop, wait_for_line
+from common.settings import Settings
 
 RESULTS = ROOT / "bench" / "results"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -58,9 +59,10 @@ def log(msg: str) -> None:
 
 
 class Bench:
-    def __init__(self, sizes: Sizes, workers: int, work: Path) -> None:
+    def __init__(self, sizes: Sizes, workers: int, work: Path, concurrency: int) -> None:
         self.sizes = sizes
         self.workers = workers
+        self.concurrency = concurrency  # model calls in flight per worker process
         self.work = work
         self.results: dict[str, Any] = {}
         self.fake_url = ""
@@ -135,6 +137,7 @@ class Bench:
             "ANTHROPIC_API_KEY": API_KEY,
             "CASCADE_LOG_FORMAT": "json",
             "CASCADE_LOG_LEVEL": "WARNING",
+            "CASCADE_CONCURRENCY": str(self.concurrency),
         }
         return env
 
@@ -589,6 +592,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", nargs="*", choices=SCENARIOS, default=list(SCENARIOS))
     p.add_argument("--workers", type=int, default=4, help="prefork processes of the worker")
     p.add_argument(
+        "--concurrency",
+        type=int,
+        default=Settings.model_fields["concurrency"].default,
+        help="CASCADE_CONCURRENCY: model calls in flight per worker process",
+    )
+    p.add_argument(
         "--merge",
         action="store_true",
         help="keep the scenarios of the previous latest.json that this run skips",
@@ -598,12 +607,13 @@ def main(argv: list[str] | None = None) -> None:
     sizes = QUICK if a.quick else FULL
     a.work_dir.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    bench = Bench(sizes, a.workers, a.work_dir)
+    bench = Bench(sizes, a.workers, a.work_dir, a.concurrency)
     results: dict[str, Any] = {
         "machine": machine(),
         "quick": a.quick,
         "sizes": sizes.__dict__,
         "worker_processes": a.workers,
+        "concurrency_per_process": a.concurrency,
     }
     latest = RESULTS / "latest.json"
     if a.merge and latest.exists():
@@ -611,7 +621,7 @@ def main(argv: list[str] | None = None) -> None:
         results = {**previous, **results, "merged_from_previous_run": True}
     started = time.monotonic()
     bench.start_fake()
-    concurrency = a.workers * 64  # CASCADE_CONCURRENCY per process x processes
+    concurrency = a.workers * a.concurrency  # the peers get what the whole fleet has in flight
     steps: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
         ("peers", "peer_sequential", lambda: bench.peer("sequential", sizes.sequential, 1)),
         ("peers", "peer_raw", lambda: bench.peer("raw", sizes.raw, concurrency)),
