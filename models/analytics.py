@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, func, select, text
 from sqlalchemy.orm import Session
 
+from models.db import as_utc
 from models.reports import STATUSES, JobTotals, TierRow
 from models.tables import Attempt, Item, Job, RejectedLine
 from models.tables_resilience import BreakerEvent, Drill
@@ -498,11 +499,6 @@ class Reliability:
     drills: list[DrillRow] = field(default_factory=list)
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; the ledger writes UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def breaker_openings(session: Session, scope: Scope) -> list[BreakerOpening]:
     """Each transition into 'open', paired with the next transition into 'closed' of
     the same key (half-open probes that re-open extend the same opening).
@@ -526,10 +522,10 @@ def breaker_openings(session: Session, scope: Scope) -> list[BreakerOpening]:
         .order_by(BreakerEvent.breaker_key, BreakerEvent.at, BreakerEvent.id)
     ):
         if to_state == "open" and key not in open_since:
-            open_since[key] = (_aware(at), reason)
+            open_since[key] = (as_utc(at), reason)
         elif to_state == "closed" and key in open_since:
             opened, why = open_since.pop(key)
-            out.append(BreakerOpening(key, opened, _aware(at), why))
+            out.append(BreakerOpening(key, opened, as_utc(at), why))
     out.extend(BreakerOpening(k, at, None, why) for k, (at, why) in open_since.items())
     return sorted(out, key=lambda o: (o.opened_at, o.breaker_key))
 
@@ -546,9 +542,9 @@ def drills(session: Session, scope: Scope) -> list[DrillRow]:
         DrillRow(
             r.breaker_key,
             r.reason,
-            _aware(r.started_at),
-            _aware(r.until),
-            None if r.cleared_at is None else _aware(r.cleared_at),
+            as_utc(r.started_at),
+            as_utc(r.until),
+            None if r.cleared_at is None else as_utc(r.cleared_at),
             r.calls_diverted,
         )
         for r in session.execute(select(Drill).where(*conds).order_by(Drill.started_at)).scalars()

@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import pgbulk
+from models.db import as_utc
 from models.tables import Attempt, Item, Job, RejectedLine, Submission
 from models.tables_ops import DailySpend
 
@@ -306,13 +307,9 @@ def _locked_waiting(
         and r.tier_index == tier_index
         and (
             r.status == waiting
-            or (r.status == running and r.lease_until is not None and _aware(r.lease_until) < now)
+            or (r.status == running and r.lease_until is not None and as_utc(r.lease_until) < now)
         )
     ]
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def claim(

@@ -37,6 +37,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.db import as_utc
 from models.tables import Attempt
 from models.tables_rollup import RollupMark
 from models.views import ROLLUP_REFRESH_SQL
@@ -64,10 +65,6 @@ def _db_param(session: Session, value: datetime) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return value
     return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def safe_mark(session: Session, after: int, *, grace: timedelta, now: datetime) -> int:
@@ -102,7 +99,7 @@ def refresh(
         start = int(
             session.execute(select(RollupMark.last_id).where(RollupMark.id == 1)).scalar_one()
         )
-        clock = _aware(now or session.execute(select(func.now())).scalar_one())
+        clock = as_utc(now or session.execute(select(func.now())).scalar_one())
         target = safe_mark(session, start, grace=grace, now=clock)
     before, batches = None, 0
     while True:
@@ -136,4 +133,4 @@ def state(session: Session) -> RollupState:
         select(func.count()).select_from(Attempt).where(Attempt.id > mark.last_id)
     ).scalar_one()
     at = mark.refreshed_at
-    return RollupState(int(mark.last_id), None if at is None else _aware(at), int(tail))
+    return RollupState(int(mark.last_id), None if at is None else as_utc(at), int(tail))
