@@ -214,10 +214,14 @@ def _is_batch_tier(rt: Runtime, msg: Message) -> bool:
 
 def process(rt: Runtime, msg: Message) -> list[Message]:
     """Claim, run and settle one batch. Returns the follow-up messages to publish."""
-    free = rt.engine_for(msg.job_id).pipeline.tiers[msg.tier_index]
+    visited = rt.engine_for(msg.job_id).pipeline.tiers[msg.tier_index]
     # A free tier that sends shadow samples makes model calls: those need a lease.
-    if msg.phase == "tier" and isinstance(free, RulesTier | LocalTier) and not free.shadow_rate:
-        return _process_free(rt, msg, free)
+    if (
+        msg.phase == "tier"
+        and isinstance(visited, RulesTier | LocalTier)
+        and not visited.shadow_rate
+    ):
+        return _process_free(rt, msg, visited)
     token = repo.new_token()
     batched = _is_batch_tier(rt, msg)
     with rt.sessions.begin() as session:

@@ -20,7 +20,7 @@ from tasks.flow import Message, chunks
 from tasks.jobs import publish
 from tasks.runtime import Runtime, tier_batch_size
 from workers.intake import InputItem, read_items
-from workers.pipeline import ClaudeTier, Pipeline
+from workers.pipeline import ClaudeTier, ModelRef, Pipeline
 from workers.pricing import PriceTable
 
 log = get_logger("cascade.submit")
@@ -40,28 +40,25 @@ class SubmitResult:
 
 
 def check_models_priced(pipeline: Pipeline, prices: PriceTable) -> list[str]:
-    problems = []
+    """Every model a tier may call, by where it is named in the file, must have a price."""
+    named: list[tuple[str, ModelRef]] = []
     for i, tier in enumerate(pipeline.tiers):
         if isinstance(tier, ClaudeTier):
-            for j, link in enumerate(tier.chain):
-                if not prices.knows(link.model):
-                    where = f"tiers[{i}].model" if j == 0 else f"tiers[{i}].fallbacks[{j - 1}]"
-                    problems.append(
-                        f"{where}: no price for {link.model!r}; add it to a prices file "
-                        "(CASCADE_PRICES_FILE)"
-                    )
+            named.append((f"tiers[{i}].model", tier.primary))
+            named += [(f"tiers[{i}].fallbacks[{j}]", f) for j, f in enumerate(tier.fallbacks)]
             checks = tier.accept
-            extra = [
-                (f"consistency.models[{j}]", m)
-                for j, m in enumerate(checks.consistency.models if checks.consistency else [])
-            ] + ([("verifier.model", checks.verifier.ref)] if checks.verifier else [])
-            for where, link in extra:
-                if not prices.knows(link.model):
-                    problems.append(
-                        f"tiers[{i}].accept.{where}: no price for {link.model!r}; add it to "
-                        "a prices file (CASCADE_PRICES_FILE)"
-                    )
-    return problems
+            if checks.consistency:
+                named += [
+                    (f"tiers[{i}].accept.consistency.models[{j}]", m)
+                    for j, m in enumerate(checks.consistency.models)
+                ]
+            if checks.verifier:
+                named.append((f"tiers[{i}].accept.verifier.model", checks.verifier.ref))
+    return [
+        f"{where}: no price for {link.model!r}; add it to a prices file (CASCADE_PRICES_FILE)"
+        for where, link in named
+        if not prices.knows(link.model)
+    ]
 
 
 class Pipelined:

@@ -505,3 +505,19 @@ def test_check_models_must_be_priced(prices: PriceTable) -> None:
         "tiers[1].accept.consistency.models[1]",
         "tiers[1].accept.verifier.model",
     ]
+
+
+def test_unpriced_primary_and_fallbacks_are_named_by_their_place(prices: PriceTable) -> None:
+    from tasks.submit import check_models_priced
+
+    spec = _spec(fallbacks=["claude-haiku-4-5", "bedrock:claude-nope-3"])
+    spec["tiers"][2]["model"] = "claude-nope-4"
+
+    problems = check_models_priced(parse_pipeline(spec), prices)
+
+    assert problems == [
+        "tiers[1].fallbacks[1]: no price for 'claude-nope-3'; add it to a prices file "
+        "(CASCADE_PRICES_FILE)",
+        "tiers[2].model: no price for 'claude-nope-4'; add it to a prices file "
+        "(CASCADE_PRICES_FILE)",
+    ]
