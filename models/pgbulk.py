@@ -6,7 +6,8 @@ and bound on its own, and SQLAlchemy builds a parameter dict for each); for a
 arrays turns the batch into one INSERT … SELECT or one UPDATE … FROM.
 
 Column names come from our own table definitions, never from input; values are
-always bound parameters.
+always bound parameters. SQLAlchemy's Python-side column defaults are not applied
+here: a row carries every NOT NULL column without a server default.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ waiting, and settle with ``taken`` records outcomes without a lease check."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, select
@@ -129,5 +130,71 @@ def test_claim_and_take_check_job_tier_and_status_themselves_on_postgres(pg_url:
         assert statuses(engine, [ids[0], ids[4]]) == dict.fromkeys(
             [ids[0], ids[4]], ("running", "t")
         )
+        # once the other worker's lease has run out, its item can be claimed again
+        with sessions.begin() as s:
+            s.execute(
+                ITEMS.update()
+                .where(ITEMS.c.id == ids[3])
+                .values(lease_until=datetime.now(UTC) - timedelta(seconds=1))
+            )
+        with sessions.begin() as s:
+            got = repo.claim(s, job_id, 0, asked, phase="tier", token="v", lease_s=600)
+            assert [c.pk for c in got] == [ids[3]]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_pgbulk_inserts_skip_conflicts_and_updates_add_counters(pg_url: str) -> None:
+    from models import pgbulk
+    from models.repo import ATTEMPTS
+
+    upgrade(pg_url)
+    engine = make_engine(pg_url)
+    try:
+        job_id, ids = setup_job(engine, 2)
+        sessions = make_sessionmaker(engine)
+
+        def attempt(pk: int, step: int, label: str | None) -> dict[str, object]:
+            return {"job_id": job_id, "item_id": pk, "step": step, "tier_index": 0,
+                    "tier": "rules", "role": "rules", "provider": "rules", "model": "rules",
+                    "outcome": "rule_match", "decision": "accept", "label": label,
+                    "cost_nanos": 5, "hedged": False, "input_tokens": 0, "output_tokens": 0,
+                    "cache_write_tokens": 0, "cache_read_tokens": 0, "is_batch": False,
+                    "latency_ms": 0}  # fmt: skip
+
+        with sessions.begin() as s:
+            pgbulk.insert_rows(
+                s, ATTEMPTS, [attempt(ids[0], 1, "a"), attempt(ids[1], 1, None)],
+                conflict=("item_id", "step"),
+            )  # fmt: skip
+            # the same (item, step) again is skipped, a new step is written
+            pgbulk.insert_rows(
+                s, ATTEMPTS, [attempt(ids[0], 1, "changed"), attempt(ids[0], 2, "b")],
+                conflict=("item_id", "step"),
+            )  # fmt: skip
+            rows = [
+                {"id": ids[0], "label": "x", "steps": 2},
+                {"id": ids[1], "label": None, "steps": 3},
+            ]
+            pgbulk.update_rows(s, ITEMS, "id", rows, added=("steps",))
+            pgbulk.update_rows(s, ITEMS, "id", [{"id": ids[0], "steps": 10}], added=("steps",))
+            with pytest.raises(ValueError, match="same columns"):
+                pgbulk.update_rows(s, ITEMS, "id", [{"id": ids[0]}, {"id": ids[1], "steps": 1}])
+        with engine.connect() as c:
+            got = c.execute(
+                select(ATTEMPTS.c.item_id, ATTEMPTS.c.step, ATTEMPTS.c.label).order_by(
+                    ATTEMPTS.c.item_id, ATTEMPTS.c.step
+                )
+            ).all()
+            assert [tuple(r) for r in got] == [
+                (ids[0], 1, "a"),
+                (ids[0], 2, "b"),
+                (ids[1], 1, None),
+            ]
+            items = c.execute(
+                select(ITEMS.c.id, ITEMS.c.label, ITEMS.c.steps).order_by(ITEMS.c.id)
+            ).all()
+            assert [tuple(r) for r in items] == [(ids[0], "x", 12), (ids[1], None, 3)]
     finally:
         engine.dispose()
