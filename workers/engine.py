@@ -15,17 +15,17 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
 from workers import quality
-from workers.answers import Answer, Malformed, judge
+from workers.answers import Answer, Malformed
 from workers.breaker import Transition
 from workers.decision import (
     Accept,
-    CallFailed,
     Capped,
     Decision,
     Defer,
@@ -287,6 +287,10 @@ class Engine:
     def mechanism(self, tier: ClaudeTier, model: str) -> Mechanism:
         if tier.structured != "auto":
             return tier.structured
+        return self.auto_mechanism(model)
+
+    def auto_mechanism(self, model: str) -> Mechanism:
+        """How ``model`` gives a structured answer: the price table's choice, else tool."""
         if self.prices.knows(model):
             found = self.prices.structured(model)
             if found in ("forced_tool", "tool", "json_schema"):
@@ -356,56 +360,24 @@ class Engine:
         is_last: bool,
         is_batch: bool = False,
     ) -> ItemResult:
-        steps: list[Step] = []
-        decision: Decision = GiveUp("no call was made")
-        final_usage: Usage | None = None
-        for n, attempt in enumerate(tries):
-            final = n == len(tries) - 1
-            label = confidence = None
-            hedged = False
-            if attempt.reply is not None:
-                usage = attempt.reply.usage
-                judged = judge(attempt.reply, self._labels)
-                outcome = {"Answer": "ok", "Refused": "refusal", "Malformed": "malformed"}[
-                    type(judged).__name__
-                ]
-                if isinstance(judged, Answer):
-                    label, confidence, hedged = judged.label, judged.confidence, judged.hedged
-                    final_usage = usage
-                error = None if isinstance(judged, Answer) else judged.detail
-                status, request_id = None, attempt.reply.request_id
-                if final:
-                    decision = decide(tier.accept, judged, is_last=is_last)
-            else:
-                assert attempt.error is not None
-                exc = attempt.error
-                usage, outcome, error = exc.usage, exc.kind, exc.message[:500]
-                status, request_id = exc.status, exc.request_id
-                if final:
-                    decision = decide(tier.accept, CallFailed(exc.kind, error), is_last=is_last)
-            steps.append(
-                Step(
-                    item_pk=item.pk,
-                    step=item.next_step + n,
-                    tier_index=tier_index,
-                    tier=tier.name,
-                    role=role,
-                    provider=link.provider,
-                    model=link.model,
-                    outcome=outcome,
-                    decision=decision_name(decision) if final else None,
-                    label=label,
-                    confidence=confidence,
-                    hedged=hedged,
-                    usage=usage,
-                    is_batch=is_batch,
-                    cost_nanos=self.prices.cost_nanos(link.model, usage, batch=is_batch),
-                    latency_ms=attempt.latency_ms,
-                    http_status=status,
-                    error=error,
-                    request_id=request_id,
-                )
-            )
+        steps, outcome = quality.steps_from_tries(
+            self,
+            item.pk,
+            item.next_step,
+            tier_index,
+            tier.name,
+            role,
+            link,
+            tries,
+            self._labels,
+            is_batch=is_batch,
+        )
+        decision: Decision = (
+            decide(tier.accept, outcome, is_last=is_last) if tries else GiveUp("no call was made")
+        )
+        if steps:  # the last try decides the item
+            steps[-1] = replace(steps[-1], decision=decision_name(decision))
+        final_usage = next((s.usage for s in reversed(steps) if s.outcome == "ok"), None)
         result = ItemResult(item.pk, decision, steps, served_by_fallback=role == "fallback")
         if isinstance(decision, Accept | GiveUp):
             result.baseline_nanos = self.baseline(len(item.text), final_usage)

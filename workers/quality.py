@@ -35,7 +35,7 @@ from workers.decision import (
 )
 from workers.pipeline import ClaudeTier, ModelAcceptPolicy, ModelRef, RulesTier
 from workers.prompt import verifier_system_prompt, verifier_user_prompt
-from workers.providers.base import ClassifyRequest, Mechanism
+from workers.providers.base import ClassifyRequest
 from workers.records import SHADOW, ItemResult, Step, WorkItem
 from workers.retry import Try
 
@@ -43,15 +43,6 @@ if TYPE_CHECKING:
     from workers.engine import Engine
 
 CONSISTENCY, VERIFIER = "consistency", "verifier"
-
-
-def mechanism_for(engine: Engine, model: str) -> Mechanism:
-    """How a check's model gives a structured answer (the price table's choice, else tool)."""
-    if engine.prices.knows(model):
-        found = engine.prices.structured(model)
-        if found in ("forced_tool", "tool", "json_schema"):
-            return found
-    return "tool"
 
 
 def steps_from_tries(
@@ -64,6 +55,8 @@ def steps_from_tries(
     link: ModelRef,
     tries: Sequence[Try],
     labels: Sequence[str],
+    *,
+    is_batch: bool = False,
 ) -> tuple[list[Step], Outcome]:
     """One step per try, deciding nothing; and what the last try amounted to."""
     steps: list[Step] = []
@@ -101,7 +94,8 @@ def steps_from_tries(
                 confidence=confidence,
                 hedged=hedged,
                 usage=usage,
-                cost_nanos=engine.prices.cost_nanos(link.model, usage),
+                is_batch=is_batch,
+                cost_nanos=engine.prices.cost_nanos(link.model, usage, batch=is_batch),
                 latency_ms=attempt.latency_ms,
                 http_status=status,
                 error=error,
@@ -173,7 +167,7 @@ async def _consistency(
     if not todo:
         return
     requests = [
-        engine.request(tier, link, items[r.pk].text, mechanism=mechanism_for(engine, link.model))
+        engine.request(tier, link, items[r.pk].text, mechanism=engine.auto_mechanism(link.model))
         for r in todo
         for link in links
     ]
@@ -211,7 +205,7 @@ async def _verifier(
     if not todo:
         return
     link = verifier.ref
-    mechanism = mechanism_for(engine, link.model)
+    mechanism = engine.auto_mechanism(link.model)
     system = verifier_system_prompt(engine.pipeline, mechanism)
     requests = []
     for r in todo:
