@@ -190,6 +190,9 @@ class Engine:
         )
         self._overhead_tokens = math.ceil(overhead_chars / 4)
         self._estimates: dict[int, int] = {}  # prompt tokens -> estimated baseline nano-USD
+        self._rule_outcomes: dict[
+            int, list[tuple[Decision, str, str, str, str | None, float | None]]
+        ] = {}
 
     # -- baseline ---------------------------------------------------------------
     def baseline(self, text_len: int, usage: Usage | None) -> int:
@@ -222,31 +225,54 @@ class Engine:
     def run_rules(self, tier_index: int, items: Sequence[WorkItem]) -> list[ItemResult]:
         tier = self.pipeline.tiers[tier_index]
         rules = self._rules[tier_index]
+        # What a rule decides is the same for every item it matches (decisions are
+        # frozen): built once per rule, not once per item.
+        outcomes = self._rule_outcomes.get(tier_index)
+        if outcomes is None:
+            outcomes = self._rule_outcomes[tier_index] = self._outcomes_of(tier_index)
+        miss = outcomes[-1]
         results = []
         for item in items:
             hit = rules.match(item.text)
-            if hit is not None and hit.confidence >= tier.accept.min_confidence:
-                decision: Decision = Accept(hit.label, hit.confidence, f"rule {hit.index} matched")
-            else:
-                decision = Escalate("no rule matched")
+            decision, name, model, outcome, label, confidence = (
+                outcomes[hit.index] if hit is not None else miss
+            )
             step = Step(
-                item_pk=item.pk,
-                step=item.next_step,
-                tier_index=tier_index,
-                tier=tier.name,
-                role="rules",
-                provider="rules",
-                model=f"rule:{hit.index}" if hit else "rules",
-                outcome="rule_match" if hit else "rule_miss",
-                decision=decision_name(decision),
-                label=hit.label if hit else None,
-                confidence=hit.confidence if hit else None,
+                item.pk,
+                item.next_step,
+                tier_index,
+                tier.name,
+                "rules",
+                "rules",
+                model,
+                outcome,
+                name,
+                label,
+                confidence,
             )
             result = ItemResult(item.pk, decision, [step])
-            if isinstance(decision, Accept):
+            if name == "accept":
                 result.baseline_nanos = self.baseline(len(item.text), None)
             results.append(result)
         return results
+
+    def _outcomes_of(
+        self, tier_index: int
+    ) -> list[tuple[Decision, str, str, str, str | None, float | None]]:
+        """Per rule, then for no rule: (decision, its name, model, outcome, label, confidence)."""
+        tier = self.pipeline.tiers[tier_index]
+        assert isinstance(tier, RulesTier)
+        out: list[tuple[Decision, str, str, str, str | None, float | None]] = []
+        for i, rule in enumerate(tier.rules):
+            decision: Decision = (
+                Accept(rule.label, rule.confidence, f"rule {i} matched")
+                if rule.confidence >= tier.accept.min_confidence
+                else Escalate("no rule matched")
+            )
+            name = decision_name(decision)
+            out.append((decision, name, f"rule:{i}", "rule_match", rule.label, rule.confidence))
+        out.append((Escalate("no rule matched"), "escalate", "rules", "rule_miss", None, None))
+        return out
 
     # -- local ------------------------------------------------------------------
     def run_local(self, tier_index: int, items: Sequence[WorkItem]) -> list[ItemResult]:
