@@ -283,10 +283,11 @@ class Bench:
         log(f"{name}: {out['items_per_s']} items/s, {out['model_calls_per_s']} calls/s")
         return out
 
-    def submit_only(self, name: str, n: int, module: str | None) -> dict[str, Any]:
+    def submit_only(self, name: str, n: int) -> dict[str, Any]:
         path = self.file("rules", n)
         with self.database(name) as url:
-            env = self.env(url)
+            # intake alone: items written pending and their messages sent, none decided
+            env = self.env(url) | {"CASCADE_RULES_AT_SUBMIT": "false"}
             redis.Redis.from_url(BROKER).flushdb()
             sampler = self.sampler(url)
             sampler.start()
@@ -294,7 +295,6 @@ class Bench:
                 env,
                 ["submit", str(path), "--pipeline", str(data.PIPELINE), "--job-name", name],
                 sampler,
-                module=module,
             )
             sampler.stop()
             sampler.close()  # type: ignore[attr-defined]
@@ -497,14 +497,10 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if r.get("rules"):
         v = r["rules"]["items_per_s"]
         add("rules-only items/s", v, ">= 20,000", v >= 20_000)
-    for key, label in (
-        ("submit_executemany", "submit lines/s (current path)"),
-        ("submit_copy", "submit lines/s (COPY path)"),
-    ):
-        if r.get(key):
-            v = r[key]["lines_per_s"]
-            add(label, v, ">= 50,000", v >= 50_000)
-    small, big = r.get("submit_copy_small"), r.get("submit_copy")
+    if r.get("submit"):
+        v = r["submit"]["lines_per_s"]
+        add("submit lines/s (intake: COPY, messages sent)", v, ">= 50,000", v >= 50_000)
+    small, big = r.get("submit_small"), r.get("submit")
     if small and big:
         a, b = _peak(small, "cli"), _peak(big, "cli")
         add(
@@ -569,7 +565,7 @@ def table(results: dict[str, Any]) -> str:
             f"{key:<22}{s['items']:>10,}{s[ips]:>11,.1f}"
             f"{(s[cps] if cps else 0):>10,.1f}{s.get('cpu_s_per_1k', 0):>10.2f}{rss:>40}"
         )
-    for key in ("submit_executemany", "submit_copy", "submit_copy_small"):
+    for key in ("submit", "submit_small"):
         s = results.get(key)
         if s:
             lines.append(
@@ -633,17 +629,8 @@ def main(argv: list[str] | None = None) -> None:
             lambda: bench.cascade_run("rules", "rules", sizes.small, timeout=3600),
         ),
         ("rules", "rules", lambda: bench.cascade_run("rules", "rules", sizes.rules, timeout=7200)),
-        ("submit", "submit_executemany", lambda: bench.submit_only("subm", sizes.submit, None)),
-        (
-            "submit",
-            "submit_copy",
-            lambda: bench.submit_only("subc", sizes.submit, "bench.copy_cli"),
-        ),
-        (
-            "submit",
-            "submit_copy_small",
-            lambda: bench.submit_only("subs", sizes.small, "bench.copy_cli"),
-        ),
+        ("submit", "submit", lambda: bench.submit_only("subm", sizes.submit)),
+        ("submit", "submit_small", lambda: bench.submit_only("subs", sizes.small)),
         ("latency", "latency", bench.latency),
         ("ratelimit", "rate_limit", bench.rate_limit),
     ]

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # ... for a rules or local tier, where an item costs microseconds and the message
     # and the two transactions around it are the cost: fewer, bigger batches.
     free_batch_size: int = Field(default=1_000, ge=1, le=10_000)
+    # A first tier of rules (without shadow samples) is decided by `cascade submit` as it
+    # writes the items: no message, no second write of the row. Off: a worker does it.
+    rules_at_submit: bool = True
     # Concurrent model calls in one worker process.
     concurrency: int = Field(default=64, ge=1, le=2_000)
     # How long a claimed item is reserved for the worker that claimed it.

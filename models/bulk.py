@@ -20,7 +20,14 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from models.repo import ITEMS, AddResult, NewItem, add_items, classify_not_inserted
+from models.repo import (
+    ITEMS,
+    AddResult,
+    NewItem,
+    add_items,
+    classify_not_inserted,
+    split_duplicates,
+)
 
 TEMP_TABLE = "cascade_items_in"
 # Columns the items table fills from Python-side defaults (not server defaults): an
@@ -63,15 +70,8 @@ def add_items_copy(
     """:func:`models.repo.add_items` through COPY. Postgres (psycopg 3) only."""
     if session.get_bind().dialect.name != "postgresql":
         raise RuntimeError("add_items_copy needs Postgres; use models.repo.add_items")
-    result = AddResult([], [], 0)
-    first_line: dict[str, int] = {}
-    unique: list[NewItem] = []
-    for it in batch:  # an id seen twice inside this batch: the first occurrence wins
-        if it.key in first_line:
-            result.duplicates.append((it.line_no, it.key, first_line[it.key]))
-        else:
-            first_line[it.key] = it.line_no
-            unique.append(it)
+    unique, duplicates = split_duplicates(batch)
+    result = AddResult([], duplicates, 0)
     if not unique:
         return result
     raw: Any = session.connection().connection.driver_connection  # psycopg.Connection

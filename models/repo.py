@@ -132,7 +132,7 @@ def finish_submission(session: Session, submission_id: int, counts: dict[str, in
     sub.finished_at = utcnow()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per submitted line
 class NewItem:
     line_no: int
     key: str
@@ -147,19 +147,28 @@ class AddResult:
     existing: int  # already in the job from an earlier submission
 
 
+def split_duplicates(
+    batch: Sequence[NewItem],
+) -> tuple[list[NewItem], list[tuple[int, str, int]]]:
+    """(the batch without repeats, the repeats): the first occurrence of an id wins."""
+    first_line: dict[str, int] = {}
+    unique: list[NewItem] = []
+    duplicates: list[tuple[int, str, int]] = []
+    for it in batch:
+        if it.key in first_line:
+            duplicates.append((it.line_no, it.key, first_line[it.key]))
+        else:
+            first_line[it.key] = it.line_no
+            unique.append(it)
+    return unique, duplicates
+
+
 def add_items(
     session: Session, job_id: int, submission_id: int, batch: Sequence[NewItem]
 ) -> AddResult:
     """Insert a batch; items whose id the job already has are not inserted again."""
-    result = AddResult([], [], 0)
-    first_line: dict[str, int] = {}
-    unique: list[NewItem] = []
-    for it in batch:  # an id seen twice inside this batch: the first occurrence wins
-        if it.key in first_line:
-            result.duplicates.append((it.line_no, it.key, first_line[it.key]))
-        else:
-            first_line[it.key] = it.line_no
-            unique.append(it)
+    unique, duplicates = split_duplicates(batch)
+    result = AddResult([], duplicates, 0)
     if not unique:
         return result
     rows = [
@@ -376,7 +385,7 @@ def take(
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per item per tier visit, cheaper so
 class Settled:
     """How one claimed item leaves this tier visit."""
 
@@ -447,17 +456,8 @@ def settle(
     # One statement per shape of update, not one per item.
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for s in kept:
-        row = _outcome_values(s, now, drop_text)
-        shape = tuple(sorted(row))
-        row |= {
-            "id": s.pk,
-            "steps": s.steps,
-            "model_calls": s.model_calls,
-            "cost_nanos": s.cost_nanos,
-            "latency_ms": s.latency_ms,
-            "deferrals": 1 if s.decision == "defer" else 0,
-        }
-        groups.setdefault(shape, []).append(row)
+        row = settled_values(s, now, drop_text)
+        groups.setdefault(tuple(sorted(row)), []).append(row | {"id": s.pk})
     for rows in groups.values():
         _update_items(session, rows)
     return kept
@@ -555,8 +555,19 @@ def _record_orphans(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 _ADDED = ("steps", "model_calls", "cost_nanos", "latency_ms", "deferrals")
 
 
+def settled_values(s: Settled, now: datetime, drop_text: bool) -> dict[str, Any]:
+    """The columns a tier visit's outcome sets; the counters in ``_ADDED`` are increments."""
+    return _outcome_values(s, now, drop_text) | {
+        "steps": s.steps,
+        "model_calls": s.model_calls,
+        "cost_nanos": s.cost_nanos,
+        "latency_ms": s.latency_ms,
+        "deferrals": 1 if s.decision == "defer" else 0,
+    }
+
+
 def _outcome_values(s: Settled, now: datetime, drop_text: bool) -> dict[str, Any]:
-    """The columns an outcome sets (the counters in ``_ADDED`` are added separately)."""
+    """The columns an outcome sets, apart from the counters."""
     values: dict[str, Any] = {
         "status": _NEXT_STATUS[s.decision],
         "tier_index": s.tier_index + 1 if s.decision == "escalate" else s.tier_index,

@@ -11,7 +11,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -38,6 +38,9 @@ from workers.engine import Engine, decision_name
 from workers.pipeline import ClaudeTier, LocalTier, ModelRef, RulesTier
 from workers.records import ItemResult, WorkItem
 
+if TYPE_CHECKING:
+    from models.db import DbSession
+
 log = get_logger("cascade.flow")
 T = TypeVar("T")
 
@@ -59,7 +62,7 @@ def chunks(ids: Sequence[int], size: int) -> list[list[int]]:
     return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
 
 
-def _attempt_rows(job_id: int, results: Sequence[ItemResult]) -> list[dict[str, Any]]:
+def attempt_rows(job_id: int, results: Sequence[ItemResult]) -> list[dict[str, Any]]:
     return [
         {
             "job_id": job_id,
@@ -91,7 +94,7 @@ def _attempt_rows(job_id: int, results: Sequence[ItemResult]) -> list[dict[str, 
     ]
 
 
-def _settled(tier_index: int, tier: str, result: ItemResult) -> Settled:
+def settled_of(tier_index: int, tier: str, result: ItemResult) -> Settled:
     d = result.decision
     label = getattr(d, "label", None)
     confidence = getattr(d, "confidence", None)
@@ -278,28 +281,10 @@ def _process_free(rt: Runtime, msg: Message, tier: RulesTier | LocalTier) -> lis
     items are taken and settled by the same transaction, and a worker that dies
     midway rolls it back, leaving them waiting for the next copy of the message.
     """
-    engine = rt.engine_for(msg.job_id)
-    token = repo.new_token()
 
     def write() -> tuple[list[ItemResult], list[Settled]]:
         with rt.sessions.begin() as session:
-            taken = repo.take(session, msg.job_id, msg.tier_index, msg.ids, token=token)
-            if not taken:
-                return [], []
-            items = [WorkItem(c.pk, c.text, c.steps) for c in taken]
-            if isinstance(tier, RulesTier):
-                results = engine.run_rules(msg.tier_index, items)
-            else:
-                results = engine.run_local(msg.tier_index, items)
-            kept = repo.settle(
-                session,
-                token,
-                _attempt_rows(msg.job_id, results),
-                [_settled(msg.tier_index, tier.name, r) for r in results],
-                drop_text=not engine.pipeline.store_text,
-                taken={c.pk for c in taken},
-            )
-            return results, kept
+            return decide_free(rt, session, msg.job_id, msg.tier_index, msg.ids)
 
     results, kept = with_db_retry(write)
     if not results:
@@ -310,6 +295,32 @@ def _process_free(rt: Runtime, msg: Message, tier: RulesTier | LocalTier) -> lis
         return route(rt, msg, tier.name, results, kept)
     finally:
         structlog.contextvars.unbind_contextvars("job_id", "tier", "phase")
+
+
+def decide_free(
+    rt: Runtime, session: DbSession, job_id: int, tier_index: int, ids: Sequence[int]
+) -> tuple[list[ItemResult], list[Settled]]:
+    """Take, decide and settle items of a free tier (rules, local) in ``session``'s transaction."""
+    engine = rt.engine_for(job_id)
+    tier = engine.pipeline.tiers[tier_index]
+    token = repo.new_token()
+    taken = repo.take(session, job_id, tier_index, ids, token=token)
+    if not taken:
+        return [], []
+    items = [WorkItem(c.pk, c.text, c.steps) for c in taken]
+    if isinstance(tier, RulesTier):
+        results = engine.run_rules(tier_index, items)
+    else:
+        results = engine.run_local(tier_index, items)
+    kept = repo.settle(
+        session,
+        token,
+        attempt_rows(job_id, results),
+        [settled_of(tier_index, tier.name, r) for r in results],
+        drop_text=not engine.pipeline.store_text,
+        taken={c.pk for c in taken},
+    )
+    return results, kept
 
 
 def _budget_gate(
@@ -391,9 +402,9 @@ def settle_and_route(
 
     Shared by every way a tier can run (realtime calls, rules, a collected Message Batch).
     """
-    settled = [_settled(msg.tier_index, tier_name, r) for r in results]
+    settled = [settled_of(msg.tier_index, tier_name, r) for r in results]
     pipeline = rt.engine_for(msg.job_id).pipeline
-    rows = _attempt_rows(msg.job_id, results)
+    rows = attempt_rows(msg.job_id, results)
 
     def write() -> list[Settled]:
         with rt.sessions.begin() as session:

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, select
 from migrations.runner import upgrade
 from models import repo
 from models.bulk import add_items_copy, add_items_fast
+from models.copyin import add_items_direct
 from models.db import make_engine, make_sessionmaker
 from models.repo import ITEMS, AddResult, NewItem
 
@@ -124,6 +125,11 @@ def _run(
 pytestmark = pytest.mark.postgres
 
 
+def add_direct_or_copy(s: Any, job_id: int, sub: int, batch: Sequence[NewItem]) -> AddResult:
+    """What `cascade submit` does on Postgres: COPY straight in, else the ON CONFLICT path."""
+    return add_items_direct(s, job_id, sub, batch) or add_items_copy(s, job_id, sub, batch)
+
+
 @pytest.mark.parametrize(("name", "first", "second", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_copy_path_matches_executemany(
     pg: Engine,
@@ -132,13 +138,31 @@ def test_copy_path_matches_executemany(
     second: list[list[NewItem]],
     expected: list[tuple[int, Any, int]],
 ) -> None:
-    # Given the same submissions through both paths (separate jobs)
+    # Given the same submissions through every path (separate jobs)
     got_copy, rows_copy = _run(pg, add_items_copy, first, second)
     got_many, rows_many = _run(pg, repo.add_items, first, second)
+    got_direct, rows_direct = _run(pg, add_direct_or_copy, first, second)
     # Then they report the same and write the same rows
     assert got_copy == expected
     assert got_many == expected
+    assert got_direct == expected
     assert rows_copy == rows_many
+    assert rows_direct == rows_many
+
+
+def test_direct_copy_writes_nothing_when_an_id_exists(pg: Engine) -> None:
+    sessions = make_sessionmaker(pg)
+    with sessions.begin() as s:
+        job, _ = repo.open_job(s, "direct", {"name": "p"})
+        sub = repo.start_submission(s, job.id, "file.jsonl")
+        assert add_items_direct(s, job.id, sub, [item(1, "a"), item(2, "b")]) is not None
+    with sessions.begin() as s:
+        # b exists: the whole chunk is refused, and the transaction is still usable
+        assert add_items_direct(s, job.id, sub, [item(3, "c"), item(4, "b")]) is None
+        assert add_items_copy(s, job.id, sub, [item(3, "c"), item(4, "b")]).added
+    with sessions.begin() as s:
+        keys = s.scalars(select(ITEMS.c.item_key).where(ITEMS.c.job_id == job.id)).all()
+    assert sorted(keys) == ["a", "b", "c"]
 
 
 def test_fast_path_uses_executemany_on_sqlite(sqlite_url: str) -> None:

@@ -95,12 +95,13 @@ def metrics_worker(
         proc.wait(20)
 
 
+@pytest.mark.parametrize("at_submit", [False, True], ids=["rules_in_worker", "rules_at_submit"])
 def test_metrics_match_the_ledger(
-    metrics_worker: tuple[dict[str, str], int], pg_url: str, tmp_path: Path
+    metrics_worker: tuple[dict[str, str], int], pg_url: str, tmp_path: Path, at_submit: bool
 ) -> None:
     env, port = metrics_worker
     done = _cli(
-        env,
+        env | {"CASCADE_RULES_AT_SUBMIT": str(at_submit).lower()},
         "submit",
         str(_sample(tmp_path, 80)),
         "--pipeline",
@@ -118,21 +119,29 @@ def test_metrics_match_the_ledger(
                 text("SELECT model, count(*) FROM attempts WHERE role <> 'rules' GROUP BY model")
             ).all()
         )
+        # with rules at submit, `cascade submit` decides the rules tier: its decisions
+        # are in the ledger, not in the workers' metrics
         decisions = dict(
             conn.execute(
                 text(
-                    "SELECT decision, count(*) FROM attempts"
-                    " WHERE decision IS NOT NULL GROUP BY decision"
-                )
+                    "SELECT decision, count(*) FROM attempts WHERE decision IS NOT NULL"
+                    " AND (role <> 'rules' OR NOT :at_submit) GROUP BY decision"
+                ),
+                {"at_submit": at_submit},
             ).all()
         )
+        by_rules = conn.execute(
+            text("SELECT count(*) FROM attempts WHERE role = 'rules' AND decision = 'accept'")
+        ).scalar_one()
     engine.dispose()
     for model, n in calls.items():
         assert m[f'cascade_calls_total{{model="{model}",outcome="ok"}}'] == n
     accepted = sum(
         v for k, v in m.items() if k.startswith("cascade_items_total") and 'decision="accept"' in k
     )
-    assert accepted == decisions["accept"] == 80
+    assert accepted == decisions["accept"] == (80 - by_rules if at_submit else 80)
+    assert by_rules > 0
+    assert any('tier="rules"' in k for k in m) is not at_submit
     escalated = sum(v for k, v in m.items() if k.startswith("cascade_escalations_total"))
     assert escalated == decisions["escalate"]
     assert m['cascade_queue_depth{queue="tier.small"}'] == 0

@@ -11,7 +11,7 @@ import pytest
 from common.settings import Settings
 from models.repo import NewItem
 from tasks.runtime import tier_batch_size
-from tasks.submit import Pipelined
+from tasks.submit import Chunk, Pipelined
 from workers.pipeline import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,14 +24,15 @@ def item(n: int) -> NewItem:
 def test_chunks_are_written_in_order_on_another_thread() -> None:
     seen: list[tuple[list[int], list[int], str]] = []
 
-    def write(batch: list[NewItem], rejected: list[tuple[int, str, str]]) -> None:
+    def write(chunk: Chunk) -> None:
+        batch, rejected = chunk.batch, chunk.rejected
         seen.append(
             ([i.line_no for i in batch], [r[0] for r in rejected], threading.current_thread().name)
         )
 
     with Pipelined(write) as w:
         for n in range(0, 50, 5):
-            w.put([item(n), item(n + 1)], [(n + 2, "bad", "raw")])
+            w.put(Chunk([item(n), item(n + 1)], [(n + 2, "bad", "raw")]))
     assert [s[0] for s in seen] == [[n, n + 1] for n in range(0, 50, 5)]
     assert [s[1] for s in seen] == [[n + 2] for n in range(0, 50, 5)]
     assert {s[2] for s in seen} == {"cascade-submit-writer"}
@@ -40,25 +41,27 @@ def test_chunks_are_written_in_order_on_another_thread() -> None:
 def test_a_failed_write_stops_writing_and_is_raised_to_the_caller() -> None:
     written: list[int] = []
 
-    def write(batch: list[NewItem], rejected: list[tuple[int, str, str]]) -> None:
+    def write(chunk: Chunk) -> None:
+        batch = chunk.batch
         if batch[0].line_no == 3:
             raise RuntimeError("database went away")
         written.append(batch[0].line_no)
 
     with pytest.raises(RuntimeError, match="database went away"), Pipelined(write) as w:
         for n in range(1, 200):
-            w.put([item(n)], [])
+            w.put(Chunk([item(n)], []))
     assert written == [1, 2]  # nothing after the failed chunk was written
 
 
 def test_an_error_in_the_caller_wins_and_queued_chunks_are_still_written() -> None:
     written: list[int] = []
 
-    def write(batch: list[NewItem], rejected: list[tuple[int, str, str]]) -> None:
+    def write(chunk: Chunk) -> None:
+        batch = chunk.batch
         written.append(batch[0].line_no)
 
     with pytest.raises(KeyError), Pipelined(write) as w:
-        w.put([item(1)], [])
+        w.put(Chunk([item(1)], []))
         raise KeyError("parse failed")
     assert written == [1]
 

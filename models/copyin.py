@@ -1,0 +1,222 @@
+"""New items straight into ``items`` with ``COPY`` (Postgres): the submit fast path.
+
+A first submission cannot collide with rows already in the job, so its items need
+no ``ON CONFLICT``: their ids are drawn from the sequence in one round trip, the
+rows (already decided ones too: see :class:`Outcome`) are written with one
+``COPY … FROM STDIN``, and their attempt rows with another. If an id *is* already in
+the job (a re-submission, or a repeat across chunks of one file), the unique index
+says so, the savepoint is rolled back, nothing is written and the caller takes the
+``ON CONFLICT`` path (:mod:`models.bulk`) for that chunk.
+
+The COPY text is built here rather than by the driver's per-value dumpers: a row is
+a handful of fields, and all but a few repeat from row to row, so the repeating
+tail is formatted once per distinct outcome and cached. Values are data, never SQL:
+text format escapes the backslash, tab, newline and carriage return; ``\\N`` is NULL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from psycopg import errors as pg_errors
+from sqlalchemy import Table
+from sqlalchemy.orm import Session
+
+from models.repo import ATTEMPTS, ITEMS, AddResult, NewItem, split_duplicates
+
+_SPECIAL = re.compile(r"[\\\t\n\r]")
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def field(value: object) -> str:
+    """One value in COPY text format."""
+    if value is None:
+        return "\\N"
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    if isinstance(value, str):
+        return value.translate(_ESCAPES) if _SPECIAL.search(value) else value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, int | float):
+        return repr(value)
+    raise TypeError(f"no COPY text form for {type(value).__name__}")
+
+
+@lru_cache(maxsize=4096)
+def _tail(values: tuple[object, ...]) -> str:
+    return "\t".join(map(field, values))
+
+
+# Written per row; every column after ``meta`` is in the cached tail.
+_ITEM_HEAD = ("id", "job_id", "submission_id", "item_key", "line_no", "text", "meta")
+
+
+def _tail_defaults(table: Table, head: Sequence[str]) -> dict[str, Any]:
+    """Every other column with what an INSERT would give it: its Python-side scalar
+    default (``status='pending'``, ``model_calls=0``…), the chunk's transaction time
+    for a ``now()`` server default, else NULL."""
+    out: dict[str, Any] = {}
+    for col in table.columns:
+        default, server = col.default, col.server_default
+        if col.name in head:
+            continue
+        if default is not None and getattr(default, "is_scalar", False):
+            out[col.name] = default.arg  # type: ignore[attr-defined]
+        elif server is not None:
+            if "now" not in str(getattr(server, "arg", "")):
+                raise RuntimeError(f"{table.name}.{col.name}: unexpected server default")
+            out[col.name] = _NOW
+        else:
+            out[col.name] = None
+    return out
+
+
+_NOW = object()  # stands for the chunk's transaction timestamp
+_ITEM_TAIL = _tail_defaults(ITEMS, _ITEM_HEAD)
+_ITEM_COLS = (*_ITEM_HEAD, *_ITEM_TAIL)
+_COPY_ITEMS = f"COPY items ({', '.join(_ITEM_COLS)}) FROM STDIN"
+
+
+def supported(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def reserve_ids(session: Session, n: int) -> tuple[list[int], datetime]:
+    """``n`` fresh item ids and the transaction's timestamp, in one round trip."""
+    row = (
+        session.connection()
+        .exec_driver_sql(
+            "SELECT array_agg(nextval('items_id_seq')), now() FROM generate_series(1, %(n)s)",
+            {"n": n},
+        )
+        .one()
+    )
+    return list(row[0] or []), row[1]
+
+
+Decide = Callable[
+    [Sequence[int], Sequence[NewItem], datetime],
+    tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]],
+]
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A chunk of new items as COPY text, ready to write: ids drawn, decisions made."""
+
+    items: list[NewItem]  # without repeats, in input order
+    duplicates: list[tuple[int, str, int]]
+    ids: list[int]
+    items_text: str
+    attempts: tuple[tuple[str, ...], str] | None  # (columns, COPY text)
+
+
+def prepare(
+    session: Session,
+    job_id: int,
+    submission_id: int,
+    batch: Sequence[NewItem],
+    decide: Decide | None = None,
+) -> Prepared:
+    """Draw ids for a chunk and format its COPY text; ``session`` is used for the ids only.
+
+    The first occurrence of an id within the chunk wins, as in :func:`models.repo.add_items`.
+    ``decide(ids, items, now)`` may return, per item, the columns a tier's decision
+    sets (as :func:`models.repo.settled_values` gives them) and the attempt rows
+    behind them: the items then go in already decided. Without it they go in pending
+    at the first tier. Every row carries the time the ids were drawn as ``created_at``.
+    """
+    unique, duplicates = split_duplicates(batch)
+    if not unique:
+        return Prepared([], duplicates, [], "", None)
+    ids, now = reserve_ids(session, len(unique))
+    outcomes, attempts = decide(ids, unique, now) if decide is not None else (None, ())
+    if outcomes is not None and len(outcomes) != len(unique):
+        raise ValueError("one outcome per item")
+    head = f"{job_id}\t{submission_id}\t"
+    pending = _row_tail({}, now)
+    parts: list[str] = []
+    for n, it in enumerate(unique):
+        values = outcomes[n] if outcomes is not None else None
+        tail = _row_tail(values, now) if values else pending
+        text = "\\N" if values and values.get("text", "") is None else field(it.text)
+        parts.append(
+            f"{ids[n]}\t{head}{field(it.key)}\t{it.line_no}\t{text}\t"
+            f"{field(json.dumps(it.meta))}\t{tail}\n"
+        )
+    return Prepared(unique, duplicates, ids, "".join(parts), _rows_text(attempts))
+
+
+def write(session: Session, prepared: Prepared) -> AddResult | None:
+    """COPY a prepared chunk in a savepoint; None, and nothing written, if the job has one
+    of its ids already (then :func:`models.bulk.add_items_fast` is the way in)."""
+    result = AddResult(prepared.ids, prepared.duplicates, 0)
+    if not prepared.items:
+        return result
+    savepoint = session.begin_nested()
+    raw: Any = session.connection().connection.driver_connection  # psycopg.Connection
+    try:
+        with raw.cursor() as cur:
+            with cur.copy(_COPY_ITEMS) as copy:
+                copy.write(prepared.items_text)
+            if prepared.attempts is not None:
+                names, text = prepared.attempts
+                with cur.copy(f"COPY {ATTEMPTS.name} ({', '.join(names)}) FROM STDIN") as copy:
+                    copy.write(text)
+    except pg_errors.UniqueViolation:
+        savepoint.rollback()
+        return None
+    savepoint.commit()
+    return result
+
+
+def add_items_direct(
+    session: Session,
+    job_id: int,
+    submission_id: int,
+    batch: Sequence[NewItem],
+    decide: Decide | None = None,
+) -> AddResult | None:
+    """:func:`prepare` and :func:`write` in one go."""
+    return write(session, prepare(session, job_id, submission_id, batch, decide))
+
+
+def _row_tail(values: Mapping[str, Any], now: datetime) -> str:
+    merged = _ITEM_TAIL | dict(values)
+    merged.pop("text", None)
+    if len(merged) != len(_ITEM_TAIL):
+        raise ValueError(f"not columns of items: {sorted(set(merged) - set(_ITEM_TAIL))}")
+    return _tail_at(tuple(merged.values()), now)
+
+
+@lru_cache(maxsize=4096)
+def _tail_at(values: tuple[object, ...], now: datetime) -> str:
+    return "\t".join(field(now if v is _NOW else v) for v in values)
+
+
+def _rows_text(
+    rows: Sequence[Mapping[str, Any]], head: int = 3
+) -> tuple[tuple[str, ...], str] | None:
+    """(columns, COPY text) of dict rows that all have the same keys; None for no rows.
+
+    The first ``head`` keys differ from row to row; the rest are formatted once per
+    distinct combination (an attempt row's tier, model, outcome, label…).
+    """
+    if not rows:
+        return None
+    names = tuple(rows[0])
+    first, rest = names[:head], names[head:]
+    text = "".join(
+        "\t".join([*(field(r[n]) for n in first), _tail(tuple(r[n] for n in rest))]) + "\n"
+        for r in rows
+    )
+    return names, text

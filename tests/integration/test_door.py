@@ -1,0 +1,139 @@
+"""Rules decided at the door (`cascade submit`) leave exactly the rows a worker would.
+
+Three jobs take the same chunk: the COPY fast path that writes items already decided,
+the ON CONFLICT path that inserts them pending and decides them in the same
+transaction, and no door at all, with the rules tier run the way a worker runs it
+(``tasks.flow.process``). Items, attempts and the follow-up messages must agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from common.settings import Settings
+from migrations.runner import upgrade
+from models import copyin, repo
+from models.repo import ATTEMPTS, ITEMS, NewItem
+from tasks import submit as submit_mod
+from tasks.flow import Message, process
+from tasks.runtime import Runtime
+from workers.pipeline import RulesTier, load_pipeline
+
+pytestmark = pytest.mark.postgres
+
+PIPELINE = Path(__file__).parents[2] / "examples" / "support_triage.toml"
+TEXTS = [
+    "I forgot my password, help",  # rule 0
+    "Where is my order? It is late",  # rule 1
+    "My app crashes on launch every time",  # a later rule
+    "The new dashboard colours are ugly",  # no rule: escalates
+    "Tab\there, new\nline and back\\slash, where is my parcel",  # escaping, a rule
+]
+
+
+@pytest.fixture
+def rt(pg_url: str) -> Iterator[Runtime]:
+    upgrade(pg_url)
+    runtime = Runtime(Settings(database_url=pg_url))
+    yield runtime
+    runtime.close()
+
+
+def new_job(rt: Runtime, name: str, store_text: bool = True) -> tuple[int, int]:
+    pipe = load_pipeline(PIPELINE).model_copy(update={"store_text": store_text})
+    with rt.sessions.begin() as s:
+        job, _ = repo.open_job(s, name, pipe.model_dump(mode="json"))
+        return job.id, repo.start_submission(s, job.id, "file.jsonl")
+
+
+def chunk() -> list[NewItem]:
+    return [NewItem(n + 1, f"k{n}", t, {"n": n}) for n, t in enumerate(TEXTS)]
+
+
+def door_chunk(rt: Runtime, name: str, *, store_text: bool = True) -> tuple[int, list[Message]]:
+    job_id, sub = new_job(rt, name, store_text)
+    engine = rt.engine_for(job_id)
+    door = submit_mod.door_tier(rt, engine)
+    assert isinstance(door, RulesTier)
+    batch = submit_mod.Chunk(chunk(), [])
+    submit_mod.prepare_chunk(rt, engine, door, job_id, sub, batch)
+    with rt.sessions.begin() as s:
+        added, decided = submit_mod.write_chunk(rt, s, door, job_id, sub, batch)
+    assert decided is not None and len(added.added) == len(TEXTS)
+    results, kept = decided
+    return job_id, submit_mod.route(
+        rt, Message("tier", job_id, 0, added.added), door.name, results, kept
+    )
+
+
+Rows = list[dict[str, Any]]
+
+
+def rows(rt: Runtime, job_id: int) -> tuple[Rows, Rows]:
+    skip = {"id", "job_id", "submission_id", "created_at", "updated_at", "finished_at"}
+    item_cols = [c for c in ITEMS.c if c.name not in skip]
+    own = {"id", "job_id", "item_id", "created_at"}
+    attempt_cols = [c for c in ATTEMPTS.c if c.name not in own]
+    with rt.sessions() as s:
+        items = s.execute(
+            select(*item_cols, ITEMS.c.finished_at.is_not(None).label("finished"))
+            .where(ITEMS.c.job_id == job_id)
+            .order_by(ITEMS.c.line_no)
+        ).all()
+        attempts = s.execute(
+            select(ITEMS.c.line_no.label("line"), *attempt_cols)
+            .join(ITEMS, ITEMS.c.id == ATTEMPTS.c.item_id)
+            .where(ATTEMPTS.c.job_id == job_id)
+            .order_by(ITEMS.c.line_no, ATTEMPTS.c.step)
+        ).all()
+    return [dict(r._mapping) for r in items], [dict(r._mapping) for r in attempts]
+
+
+def shape(messages: list[Message]) -> list[tuple[str, int, int]]:
+    return [(m.phase, m.tier_index, len(m.ids)) for m in messages]
+
+
+@pytest.mark.parametrize("store_text", [True, False])
+def test_the_door_leaves_the_rows_a_worker_leaves(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, store_text: bool
+) -> None:
+    # Given the same chunk through the COPY door, the ON CONFLICT door, and a worker
+    fast_job, fast_out = door_chunk(rt, "fast", store_text=store_text)
+    with monkeypatch.context() as m:
+        m.setattr(copyin, "supported", lambda session: False)
+        slow_job, slow_out = door_chunk(rt, "slow", store_text=store_text)
+    worker_job, sub = new_job(rt, "worker", store_text)
+    with rt.sessions.begin() as s:
+        pending = repo.add_items(s, worker_job, sub, chunk()).added
+    worker_out = process(rt, Message("tier", worker_job, 0, pending))
+
+    # Then the items, their attempts and the messages sent on are the same
+    fast, slow, worker = rows(rt, fast_job), rows(rt, slow_job), rows(rt, worker_job)
+    assert fast == worker
+    assert slow == worker
+    assert shape(fast_out) == shape(slow_out) == shape(worker_out) == [("tier", 1, 1)]
+    items, attempts = fast
+    assert [(r["status"], r["finished"], r["tier_index"]) for r in items] == [
+        ("done", True, 0),
+        ("done", True, 0),
+        ("done", True, 0),
+        ("pending", False, 1),
+        ("done", True, 0),
+    ]
+    assert [(a["line"], a["role"], a["decision"]) for a in attempts] == [
+        (n, "rules", "escalate" if n == 4 else "accept") for n in range(1, 6)
+    ]
+    assert items[4]["text"] == (TEXTS[4] if store_text else None)
+    assert items[3]["text"] == TEXTS[3]  # still to be classified: kept either way
+    assert items[0]["meta"] == {"n": 0} and items[0]["baseline_nanos"] > 0
+
+
+def test_off_switch_leaves_items_pending_for_the_rules_queue(rt: Runtime) -> None:
+    rt.settings = Settings(database_url=rt.settings.database_url, rules_at_submit=False)
+    job_id, _ = new_job(rt, "off")
+    assert submit_mod.door_tier(rt, rt.engine_for(job_id)) is None
