@@ -35,7 +35,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Final, Protocol
 
-from workers.providers.base import ClassifyRequest, Provider, Reply
+import structlog
+
+from workers.providers.base import ClassifyRequest, Provider, ProviderError, Reply
 
 DIMENSIONS: Final = ("requests", "input_tokens", "output_tokens")
 # anthropic-ratelimit-<header name>-{limit,remaining,reset} -> our dimension
@@ -48,6 +50,8 @@ HEADER_PREFIX: Final = "anthropic-ratelimit-"
 
 # Waits shorter than this are float noise (tat + need - tau a hair above now): no wait.
 EPSILON_S: Final = 1e-9
+
+log = structlog.stdlib.get_logger("cascade.ratelimit")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -273,8 +277,10 @@ class RateLimitedProvider:
 
     Output tokens are booked as ``request.max_tokens`` times ``output_share`` (the
     true count is known only afterwards); ``output_share=1.0`` never overshoots.
-    When the reply carries rate-limit headers (``Reply.rate_limits``, if the
-    provider fills it), they are passed to :meth:`RateLimiter.adapt`.
+    The API's rate-limit headers, which the provider puts on the reply
+    (``Reply.rate_limits``) and on a failed call's error (``ProviderError.rate_limits``,
+    e.g. a 429), are passed to :meth:`RateLimiter.adapt` before the reply is
+    returned or the error re-raised.
     """
 
     def __init__(
@@ -304,13 +310,26 @@ class RateLimitedProvider:
             if self._on_wait is not None:
                 self._on_wait(key, wait)
             await self._sleep(wait)
-        reply = await self.inner.classify(request)
-        headers: Mapping[str, str] | None = getattr(reply, "rate_limits", None)
-        if headers:
-            seen = parse_rate_headers(headers)
-            if seen is not None:
-                await self.limiter.adapt(key, seen)
+        try:
+            reply = await self.inner.classify(request)
+        except ProviderError as exc:
+            if exc.rate_limits:
+                await self._adapt(key, exc.rate_limits)
+            raise
+        if reply.rate_limits:
+            await self._adapt(key, reply.rate_limits)
         return reply
+
+    async def _adapt(self, key: str, headers: Mapping[str, str]) -> None:
+        seen = parse_rate_headers(headers)
+        if seen is None:
+            return
+        try:
+            await self.limiter.adapt(key, seen)
+        except Exception as exc:
+            # Advisory only: a store error must not lose a reply already paid for, nor
+            # hide the call's own error. The next call's headers try again.
+            log.warning("cascade.ratelimit.adapt_error", limit=key, error=repr(exc))
 
     async def aclose(self) -> None:
         await self.inner.aclose()
