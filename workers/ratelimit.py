@@ -167,6 +167,23 @@ def adapt(limits: Limits, state: BucketState, now: float, seen: Observed) -> Buc
     return replace(lowered, tat=(tat[0], tat[1], tat[2]))
 
 
+def could_lower(limits: Limits, seen: Observed) -> bool:
+    """Whether ``seen.remaining`` could lower a bucket whatever its state.
+
+    :func:`adapt` moves ``tat`` only when fewer units are left than :func:`available`,
+    which never exceeds a full burst at the configured rate; so when every dimension
+    has at least that much left, only a changed limit can make adapt do anything. A
+    shared store uses this to skip the round trip on most replies (the API usually
+    reports far more left than one burst).
+    """
+    return any(
+        remaining is not None
+        and configured is not None
+        and remaining < limits.burst_s * configured / 60.0
+        for remaining, configured in zip(seen.remaining, limits.per_min(), strict=True)
+    )
+
+
 def _number(raw: str | None) -> float | None:
     if raw is None:
         return None

@@ -9,6 +9,7 @@ agrees with the pure functions step by step.
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass
 
 import pytest
@@ -23,6 +24,7 @@ from workers.ratelimit import (
     RateLimitedProvider,
     adapt,
     available,
+    could_lower,
     limits_table,
     parse_rate_headers,
     parse_reset,
@@ -413,3 +415,22 @@ def test_a_store_error_while_adapting_keeps_the_reply_and_the_error() -> None:
     with pytest.raises(TransientError) as raised:
         asyncio.run(wrapped.classify(REQUEST))
     assert raised.value is error
+
+
+def test_could_lower_is_false_only_when_adapt_leaves_tat_alone() -> None:
+    rng = random.Random(7)
+    limits = Limits(requests_per_min=600, input_tokens_per_min=60_000, burst_s=2.0)
+    # a full burst: 20 requests, 2,000 input tokens
+    assert not could_lower(limits, Observed(remaining=(20, 2000, 5)))  # output: unlimited
+    assert could_lower(limits, Observed(remaining=(19, None, None)))
+    assert could_lower(limits, Observed(remaining=(None, 1999, None)))
+    for _ in range(500):
+        now = rng.uniform(0, 100)
+        state = BucketState(
+            (rng.uniform(0, 110), rng.uniform(0, 110), rng.uniform(0, 110)),
+            (rng.choice([None, 60.0]), None, None),
+        )
+        remaining = (rng.uniform(0, 40), rng.uniform(0, 4000), None)
+        seen = Observed(limit=(state.learnt_per_min[0], None, None), remaining=remaining)
+        if not could_lower(limits, seen):
+            assert adapt(limits, state, now, seen).tat == state.tat
