@@ -15,15 +15,22 @@ Key: ``{prefix}{key}`` (``prefix`` defaults to ``cascade:rate:``), a hash with
 ``t1..t3`` (theoretical arrival times for requests, input and output tokens) and
 ``l1..l3`` (a lower per-minute limit learnt from the API's headers). It expires
 after an hour without use.
+
+:meth:`RedisRateLimiter.adapt` runs on every reply that carries rate-limit headers,
+so it skips the round trip when the script could not change anything: nothing is
+below a burst's worth (:func:`workers.ratelimit.could_lower`) and the limits are
+the ones this process last sent, less than ``refresh_s`` ago (re-sent at least that
+often, in case another process or an expiry changed the learnt limit meanwhile).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import redis.asyncio as redis
 
-from workers.ratelimit import BucketState, Cost, LimitsFor, Observed
+from workers.ratelimit import BucketState, Cost, LimitsFor, Observed, could_lower
 
 _PRELUDE = """
 local now
@@ -132,11 +139,15 @@ class RedisRateLimiter:
         *,
         prefix: str = "cascade:rate:",
         clock: Callable[[], float] | None = None,
+        refresh_s: float = 5.0,
     ) -> None:
         self.client = client
         self.limits_for = limits_for
         self.prefix = prefix
         self.clock = clock
+        self.refresh_s = refresh_s  # 0: never skip an adapt
+        # key -> (the limits last sent by this process, time.monotonic() when sent)
+        self._sent: dict[str, tuple[tuple[float | None, float | None, float | None], float]] = {}
         self._reserve = client.register_script(_RESERVE)
         self._adapt = client.register_script(_ADAPT)
 
@@ -163,6 +174,15 @@ class RedisRateLimiter:
         limits = self.limits_for(key)
         if limits is None:
             return
+        now = time.monotonic()
+        sent = self._sent.get(key)
+        if (
+            sent is not None
+            and sent[0] == seen.limit
+            and now - sent[1] < self.refresh_s
+            and not could_lower(limits, seen)
+        ):
+            return  # the script would change nothing: no round trip
         args = [
             self._now(),
             repr(float(limits.burst_s)),
@@ -171,6 +191,7 @@ class RedisRateLimiter:
             *(_arg(v) for v in seen.remaining),
         ]
         await self._adapt(keys=[self.prefix + key], args=args)
+        self._sent[key] = (seen.limit, now)
 
     async def state(self, key: str) -> BucketState:
         raw = await self.client.hmget(self.prefix + key, ["t1", "t2", "t3", "l1", "l2", "l3"])

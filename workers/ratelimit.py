@@ -35,7 +35,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Final, Protocol
 
-from workers.providers.base import ClassifyRequest, Provider, Reply
+import structlog
+
+from workers.providers.base import ClassifyRequest, Provider, ProviderError, Reply
 
 DIMENSIONS: Final = ("requests", "input_tokens", "output_tokens")
 # anthropic-ratelimit-<header name>-{limit,remaining,reset} -> our dimension
@@ -48,6 +50,8 @@ HEADER_PREFIX: Final = "anthropic-ratelimit-"
 
 # Waits shorter than this are float noise (tat + need - tau a hair above now): no wait.
 EPSILON_S: Final = 1e-9
+
+log = structlog.stdlib.get_logger("cascade.ratelimit")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -163,6 +167,23 @@ def adapt(limits: Limits, state: BucketState, now: float, seen: Observed) -> Buc
     return replace(lowered, tat=(tat[0], tat[1], tat[2]))
 
 
+def could_lower(limits: Limits, seen: Observed) -> bool:
+    """Whether ``seen.remaining`` could lower a bucket whatever its state.
+
+    :func:`adapt` moves ``tat`` only when fewer units are left than :func:`available`,
+    which never exceeds a full burst at the configured rate; so when every dimension
+    has at least that much left, only a changed limit can make adapt do anything. A
+    shared store uses this to skip the round trip on most replies (the API usually
+    reports far more left than one burst).
+    """
+    return any(
+        remaining is not None
+        and configured is not None
+        and remaining < limits.burst_s * configured / 60.0
+        for remaining, configured in zip(seen.remaining, limits.per_min(), strict=True)
+    )
+
+
 def _number(raw: str | None) -> float | None:
     if raw is None:
         return None
@@ -273,8 +294,10 @@ class RateLimitedProvider:
 
     Output tokens are booked as ``request.max_tokens`` times ``output_share`` (the
     true count is known only afterwards); ``output_share=1.0`` never overshoots.
-    When the reply carries rate-limit headers (``Reply.rate_limits``, if the
-    provider fills it), they are passed to :meth:`RateLimiter.adapt`.
+    The API's rate-limit headers, which the provider puts on the reply
+    (``Reply.rate_limits``) and on a failed call's error (``ProviderError.rate_limits``,
+    e.g. a 429), are passed to :meth:`RateLimiter.adapt` before the reply is
+    returned or the error re-raised.
     """
 
     def __init__(
@@ -304,13 +327,26 @@ class RateLimitedProvider:
             if self._on_wait is not None:
                 self._on_wait(key, wait)
             await self._sleep(wait)
-        reply = await self.inner.classify(request)
-        headers: Mapping[str, str] | None = getattr(reply, "rate_limits", None)
-        if headers:
-            seen = parse_rate_headers(headers)
-            if seen is not None:
-                await self.limiter.adapt(key, seen)
+        try:
+            reply = await self.inner.classify(request)
+        except ProviderError as exc:
+            if exc.rate_limits:
+                await self._adapt(key, exc.rate_limits)
+            raise
+        if reply.rate_limits:
+            await self._adapt(key, reply.rate_limits)
         return reply
+
+    async def _adapt(self, key: str, headers: Mapping[str, str]) -> None:
+        seen = parse_rate_headers(headers)
+        if seen is None:
+            return
+        try:
+            await self.limiter.adapt(key, seen)
+        except Exception as exc:
+            # Advisory only: a store error must not lose a reply already paid for, nor
+            # hide the call's own error. The next call's headers try again.
+            log.warning("cascade.ratelimit.adapt_error", limit=key, error=repr(exc))
 
     async def aclose(self) -> None:
         await self.inner.aclose()

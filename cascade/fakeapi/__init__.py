@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from cascade.fakeapi.brain import Verdict, classify
+from cascade.fakeapi.ratelimits import FakeRateLimits
 from cascade.fakeapi.server import FakeServer, make_app
 from cascade.fakeapi.wire import FakeConfig, Fault
 
-__all__ = ["FakeConfig", "FakeServer", "Fault", "Verdict", "classify", "make_app"]
+__all__ = [
+    "FakeConfig",
+    "FakeRateLimits",
+    "FakeServer",
+    "Fault",
+    "Verdict",
+    "classify",
+    "make_app",
+]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from cascade.fakeapi.ratelimits import FakeRateLimits
 from cascade.fakeapi.server import bind_loopback, make_app
 from cascade.fakeapi.wire import FakeConfig, Fault
 
@@ -23,14 +24,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help='JSON object of model -> fault, e.g. \'{"claude-haiku-5-5": {"error_status": 529}}\'',
     )
+    limits = parser.add_argument_group(
+        "rate limits",
+        "per model, enforced with 429s and reported in anthropic-ratelimit-* headers "
+        "(default: none, and no such headers)",
+    )
+    limits.add_argument("--requests-per-min", type=float, default=None, metavar="N")
+    limits.add_argument("--input-tokens-per-min", type=float, default=None, metavar="N")
+    limits.add_argument("--output-tokens-per-min", type=float, default=None, metavar="N")
     return parser.parse_args(argv)
+
+
+def rate_limits(args: argparse.Namespace) -> FakeRateLimits | None:
+    per_min = (args.requests_per_min, args.input_tokens_per_min, args.output_tokens_per_min)
+    if all(v is None for v in per_min):
+        return None
+    return FakeRateLimits(*per_min)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     faults = {m: Fault.from_mapping(f) for m, f in json.loads(args.faults or "{}").items()}
     config = FakeConfig(
-        latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, seed=args.seed, faults=faults
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        seed=args.seed,
+        faults=faults,
+        rate_limits=rate_limits(args),
     )
     sock = bind_loopback(args.port)  # loopback only, never 0.0.0.0
     banner = f"fake Messages API listening on http://127.0.0.1:{sock.getsockname()[1]}"

@@ -1,17 +1,20 @@
 """A local fake of the Anthropic Messages API, for tests, benchmarks and the offline demo.
 
 Wire-compatible enough for the real ``anthropic`` SDK: message envelopes,
-error bodies, ``request-id`` headers, per-model rules and injectable faults
-per model (the request -> reply logic lives in :mod:`cascade.fakeapi.wire`).
-This module adds the HTTP side: auth, latency, dropped connections, hangs,
-the ``/_fake/*`` control endpoints, and :class:`FakeServer`, which runs the
-app on its own event loop in a daemon thread for sync callers.
+error bodies, ``request-id`` headers, per-model rules, injectable faults
+per model, and optional per-model rate limits with the API's
+``anthropic-ratelimit-*`` headers (:mod:`cascade.fakeapi.ratelimits`); the
+request -> reply logic lives in :mod:`cascade.fakeapi.wire`. This module adds
+the HTTP side: auth, rate limits, latency, dropped connections, hangs, the
+``/_fake/*`` control endpoints, and :class:`FakeServer`, which runs the app on
+its own event loop in a daemon thread for sync callers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import socket
 import threading
@@ -21,6 +24,7 @@ from typing import Any, Self, TypeVar
 from aiohttp import web
 
 from cascade.fakeapi.batches import add_batch_routes
+from cascade.fakeapi.ratelimits import FakeRateLimits
 from cascade.fakeapi.wire import (
     MODELS,
     FakeConfig,
@@ -78,6 +82,15 @@ async def handle_messages(request: web.Request) -> web.Response:
         state.record(model, outcome)
         return _respond(outcome, request_id)
 
+    limited = None
+    if state.buckets is not None:  # rate limits configured: take from the model's buckets
+        limited = state.buckets.take(model, input_tokens(body), _max_tokens(body))
+        if not limited.ok:
+            outcome = error_outcome(429, f"rate limit exceeded for {model}", request_id)
+            outcome.headers.update(limited.headers)
+            outcome.headers["retry-after"] = str(math.ceil(limited.retry_after_s))
+            state.record(model, outcome)
+            return _respond(outcome, request_id)
     fault = state.faults.get(model)
     delay = state.delay_s(model) + (fault.hang_s if fault is not None else 0.0)
     if delay > 0:
@@ -87,8 +100,15 @@ async def handle_messages(request: web.Request) -> web.Response:
         request.transport.close()  # the client sees the connection drop; this reply is never sent
         return web.Response(status=500)
     outcome = answer(state, body, request_id)
+    if limited is not None:
+        outcome.headers.update(limited.headers)
     state.record(model, outcome)
     return _respond(outcome, request_id)
+
+
+def _max_tokens(body: Mapping[str, Any]) -> int:
+    value = body.get("max_tokens")
+    return value if isinstance(value, int) else 0
 
 
 async def handle_count_tokens(request: web.Request) -> web.Response:
@@ -163,6 +183,7 @@ class FakeServer:
         *,
         faults: Mapping[str, Mapping[str, Any]] | None = None,
         model_latency_ms: Mapping[str, float] | None = None,
+        rate_limits: FakeRateLimits | None = None,
         port: int = 0,
     ) -> None:
         self.config = FakeConfig(
@@ -171,6 +192,7 @@ class FakeServer:
             seed=seed,
             model_latency_ms=dict(model_latency_ms or {}),
             faults={m: Fault.from_mapping(f) for m, f in (faults or {}).items()},
+            rate_limits=rate_limits,
         )
         self.app = make_app(self.config)
         self._port = port

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cascade.fakeapi.brain import VERDICT_LABELS, Verdict, classify, verify
+from cascade.fakeapi.ratelimits import FakeBuckets, FakeRateLimits
 
 MODELS = frozenset({
     "claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-4-5",
@@ -77,6 +78,8 @@ class FakeConfig:
     seed: int = 0
     model_latency_ms: dict[str, float] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
+    # None (the default): no rate limits enforced and no anthropic-ratelimit-* headers sent
+    rate_limits: FakeRateLimits | None = None
 
 
 @dataclass(slots=True)
@@ -117,6 +120,7 @@ class FakeState:
         self.counter = 0
         self.requests = 0
         self.by_model: dict[str, ModelStats] = {}
+        self.buckets = _buckets(config)
 
     def next_id(self) -> int:
         self.counter += 1
@@ -128,6 +132,7 @@ class FakeState:
         self.counter = 0
         self.requests = 0
         self.by_model = {}
+        self.buckets = _buckets(self.config)
 
     def stats(self) -> dict[str, Any]:
         by_model = {m: s.as_dict() for m, s in self.by_model.items()}
@@ -160,6 +165,10 @@ class FakeState:
 
     def chance(self, rate: float) -> bool:
         return rate > 0 and self.rng.random() < rate
+
+
+def _buckets(config: FakeConfig) -> FakeBuckets | None:
+    return FakeBuckets(config.rate_limits) if config.rate_limits is not None else None
 
 
 def error_outcome(

@@ -122,3 +122,33 @@ def test_unknown_key_is_not_limited(redis_url: str) -> None:
             await client.aclose()
 
     assert asyncio.run(run()) == 0.0
+
+
+def test_adapt_skips_the_round_trip_only_when_it_could_change_nothing(redis_url: str) -> None:
+    async def run() -> list[tuple[float | None, float | None, float | None]]:
+        client = aredis.Redis.from_url(redis_url)
+        limiter = RedisRateLimiter(client, limits_table({KEY: RPM600}), clock=lambda: 10.0)
+        plenty = Observed((60, None, None), (50, None, None))  # far more than a burst left
+        learnt = []
+        try:
+            await limiter.adapt(KEY, plenty)  # first time: sent
+            learnt.append((await limiter.state(KEY)).learnt_per_min)
+            # another process forgets the learnt limit behind this one's back
+            await client.hdel(limiter.prefix + KEY, "l1")
+            await limiter.adapt(KEY, plenty)  # same limit, plenty left: skipped
+            learnt.append((await limiter.state(KEY)).learnt_per_min)
+            await limiter.adapt(KEY, Observed((60, None, None), (0, None, None)))  # none left
+            learnt.append((await limiter.state(KEY)).learnt_per_min)
+            await client.hdel(limiter.prefix + KEY, "l1")
+            limiter.refresh_s = 0.0  # re-sends every time
+            await limiter.adapt(KEY, plenty)
+            learnt.append((await limiter.state(KEY)).learnt_per_min)
+        finally:
+            await client.aclose()
+        return learnt
+
+    sent, skipped, low, refreshed = asyncio.run(run())
+    assert sent == (60, None, None)
+    assert skipped == (None, None, None)
+    assert low == (60, None, None)
+    assert refreshed == (60, None, None)

@@ -9,12 +9,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-from cascade.fakeapi import FakeServer
+from cascade.fakeapi import FakeRateLimits, FakeServer
 from workers.providers.anthropic import (
     AnthropicProvider,
     build_params,
     classification_schema,
     parse_retry_after,
+    rate_limit_headers,
 )
 from workers.providers.base import (
     TOOL_NAME,
@@ -147,6 +148,68 @@ def test_429_with_retry_after_is_transient_and_sdk_does_not_retry(server: FakeSe
     assert (error.status, error.retry_after_s) == (429, 7)
     assert server.stats()["by_model"]["claude-haiku-4-5"]["calls"] == 1  # SDK retries are off
     assert time.monotonic() - started < 3  # and it did not sleep 7 s either
+
+
+def test_no_rate_limit_headers_no_rate_limits(server: FakeServer) -> None:
+    assert classify(server, request("claude-haiku-5-5", "forced_tool")).rate_limits is None
+
+
+LIMITS = FakeRateLimits(
+    requests_per_min=1000, input_tokens_per_min=100_000, output_tokens_per_min=20_000
+)
+
+
+def test_reply_carries_the_rate_limit_headers_and_only_those() -> None:
+    with FakeServer(rate_limits=LIMITS) as limited:
+        reply = classify(limited, request("claude-haiku-5-5", "forced_tool"))
+    assert reply.structured is not None and reply.request_id is not None
+    assert reply.rate_limits is not None
+    # requests, input-tokens, output-tokens and the combined tokens: limit, remaining, reset
+    assert len(reply.rate_limits) == 12
+    assert all(name.startswith("anthropic-ratelimit-") for name in reply.rate_limits)
+    assert reply.rate_limits["anthropic-ratelimit-requests-limit"] == "1000"
+    assert reply.rate_limits["anthropic-ratelimit-requests-remaining"] == "999"
+    # output tokens are taken at max_tokens (200), input at the prompt's tokens
+    assert reply.rate_limits["anthropic-ratelimit-output-tokens-remaining"] == "19800"
+    assert int(reply.rate_limits["anthropic-ratelimit-input-tokens-remaining"]) == (
+        100_000 - reply.usage.input_tokens
+    )
+
+
+def test_a_429_carries_the_rate_limit_headers() -> None:
+    with FakeServer(rate_limits=FakeRateLimits(requests_per_min=1)) as limited:
+        classify(limited, request("claude-haiku-5-5", "forced_tool"))
+        error = failure(limited, request("claude-haiku-5-5", "forced_tool"))
+    assert type(error) is TransientError and error.status == 429
+    assert error.retry_after_s == 60
+    assert error.rate_limits == {
+        "anthropic-ratelimit-requests-limit": "1",
+        "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": error.rate_limits[
+            "anthropic-ratelimit-requests-reset"
+        ],
+    }
+
+
+@pytest.mark.parametrize("status", [400, 529])
+def test_any_status_error_carries_the_rate_limit_headers(status: int) -> None:
+    with FakeServer(rate_limits=LIMITS) as limited:
+        limited.set_faults("claude-haiku-5-5", error_status=status)
+        error = failure(limited, request("claude-haiku-5-5", "forced_tool"))
+    assert error.status == status
+    assert error.rate_limits is not None
+    assert error.rate_limits["anthropic-ratelimit-requests-remaining"] == "999"
+
+
+def test_rate_limit_headers_filter() -> None:
+    headers = {
+        "Anthropic-RateLimit-Requests-Remaining": "5",
+        "request-id": "req_1",
+        "retry-after": "3",
+        "anthropic-organization-id": "org",
+    }
+    assert rate_limit_headers(headers) == {"anthropic-ratelimit-requests-remaining": "5"}
+    assert rate_limit_headers({"request-id": "req_1"}) is None
 
 
 @pytest.mark.parametrize("status", [529, 500, 503, 408, 409])

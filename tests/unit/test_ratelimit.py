@@ -9,11 +9,12 @@ agrees with the pure functions step by step.
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass
 
 import pytest
 
-from workers.providers.base import ClassifyRequest, Reply, Usage
+from workers.providers.base import ClassifyRequest, ProviderError, Reply, TransientError, Usage
 from workers.ratelimit import (
     BucketState,
     Cost,
@@ -23,6 +24,7 @@ from workers.ratelimit import (
     RateLimitedProvider,
     adapt,
     available,
+    could_lower,
     limits_table,
     parse_rate_headers,
     parse_reset,
@@ -285,27 +287,23 @@ def test_memory_limiter_leaves_unknown_keys_alone() -> None:
 
 
 class Recorder:
-    def __init__(self, headers: dict[str, str] | None = None) -> None:
+    """A provider that answers (with ``headers`` as the reply's rate limits) or raises ``error``."""
+
+    def __init__(
+        self, headers: dict[str, str] | None = None, error: ProviderError | None = None
+    ) -> None:
         self.calls = 0
         self.headers = headers
+        self.error = error
 
     async def classify(self, request: ClassifyRequest) -> Reply:
         self.calls += 1
-        reply = Reply("end_turn", {"label": "a"}, "", Usage(10, 5))
-        if self.headers is not None:
-            return _HeaderReply(reply, self.headers)  # type: ignore[return-value]
-        return reply
+        if self.error is not None:
+            raise self.error
+        return Reply("end_turn", {"label": "a"}, "", Usage(10, 5), rate_limits=self.headers)
 
     async def aclose(self) -> None:
         return None
-
-
-class _HeaderReply:
-    """A reply carrying ``rate_limits`` the way the provider will once it is wired."""
-
-    def __init__(self, reply: Reply, headers: dict[str, str]) -> None:
-        self.reply = reply
-        self.rate_limits = headers
 
 
 REQUEST = ClassifyRequest(
@@ -354,3 +352,85 @@ def test_limited_provider_adapts_to_reply_headers() -> None:
     asyncio.run(RateLimitedProvider(inner, limiter, sleep=sleep).classify(REQUEST))
     # the API says none left: the whole burst must refill first
     assert limiter.state("anthropic:claude-haiku-5-5").tat[0] == pytest.approx(101.0)
+
+
+async def _no_sleep(s: float) -> None:
+    return None
+
+
+def test_limited_provider_adapts_to_an_errors_headers_then_reraises() -> None:
+    # Given a 429 whose headers say the API allows only 60 requests a minute, none left
+    limiter = MemoryRateLimiter(
+        limits_table({"anthropic:claude-haiku-5-5": RPM600}), clock=lambda: 100.0
+    )
+    error = TransientError(
+        "rate_limit_error: slow down",
+        status=429,
+        rate_limits={
+            "anthropic-ratelimit-requests-limit": "60",
+            "anthropic-ratelimit-requests-remaining": "0",
+        },
+    )
+    wrapped = RateLimitedProvider(Recorder(error=error), limiter, sleep=_no_sleep)
+    # When the call fails with it
+    with pytest.raises(TransientError) as raised:
+        asyncio.run(wrapped.classify(REQUEST))
+    # Then the same error reaches the caller, and the limiter learnt the lower limit
+    # and that nothing is left: the next call waits a whole second's burst at 60/min
+    assert raised.value is error
+    state = limiter.state("anthropic:claude-haiku-5-5")
+    assert state.learnt_per_min[0] == 60
+    assert state.tat[0] == pytest.approx(101.0)
+    assert asyncio.run(limiter.acquire("anthropic:claude-haiku-5-5")) == pytest.approx(1.0)
+
+
+def test_limited_provider_ignores_an_error_without_headers() -> None:
+    limiter = MemoryRateLimiter(
+        limits_table({"anthropic:claude-haiku-5-5": RPM600}), clock=lambda: 100.0
+    )
+    wrapped = RateLimitedProvider(Recorder(error=TransientError("boom")), limiter, sleep=_no_sleep)
+    with pytest.raises(TransientError):
+        asyncio.run(wrapped.classify(REQUEST))
+    # only the booking of the call itself: one spacing past the clock
+    assert limiter.state("anthropic:claude-haiku-5-5").tat[0] == pytest.approx(100.1)
+
+
+class BrokenStore(MemoryRateLimiter):
+    async def adapt(self, key: str, seen: Observed) -> None:
+        raise ConnectionError("store unreachable")
+
+
+def test_a_store_error_while_adapting_keeps_the_reply_and_the_error() -> None:
+    # Given a limiter whose store fails on adapt
+    limiter = BrokenStore(limits_table({"anthropic:claude-haiku-5-5": RPM600}), clock=lambda: 1.0)
+    headers = {"anthropic-ratelimit-requests-remaining": "0"}
+    # Then a reply that arrived is still returned ...
+    reply = asyncio.run(
+        RateLimitedProvider(Recorder(headers), limiter, sleep=_no_sleep).classify(REQUEST)
+    )
+    assert reply.structured == {"label": "a"}
+    # ... and a call's own error is still the one raised
+    error = TransientError("overloaded", status=529, rate_limits=headers)
+    wrapped = RateLimitedProvider(Recorder(error=error), limiter, sleep=_no_sleep)
+    with pytest.raises(TransientError) as raised:
+        asyncio.run(wrapped.classify(REQUEST))
+    assert raised.value is error
+
+
+def test_could_lower_is_false_only_when_adapt_leaves_tat_alone() -> None:
+    rng = random.Random(7)
+    limits = Limits(requests_per_min=600, input_tokens_per_min=60_000, burst_s=2.0)
+    # a full burst: 20 requests, 2,000 input tokens
+    assert not could_lower(limits, Observed(remaining=(20, 2000, 5)))  # output: unlimited
+    assert could_lower(limits, Observed(remaining=(19, None, None)))
+    assert could_lower(limits, Observed(remaining=(None, 1999, None)))
+    for _ in range(500):
+        now = rng.uniform(0, 100)
+        state = BucketState(
+            (rng.uniform(0, 110), rng.uniform(0, 110), rng.uniform(0, 110)),
+            (rng.choice([None, 60.0]), None, None),
+        )
+        remaining = (rng.uniform(0, 40), rng.uniform(0, 4000), None)
+        seen = Observed(limit=(state.learnt_per_min[0], None, None), remaining=remaining)
+        if not could_lower(limits, seen):
+            assert adapt(limits, state, now, seen).tat == state.tat

@@ -10,6 +10,10 @@ mapped once into the :mod:`workers.providers.base` error tree::
     400 "prompt is too long" ........................................ ContextError
     other 400, 401, 403, 404, 413, 422, other 4xx ................... PermanentError
 
+The API's ``anthropic-ratelimit-*`` response headers, of a reply and of an error
+alike, ride along as ``rate_limits`` on the :class:`Reply` or the error, so the
+rate limiter can adapt to what the API says is left.
+
 The API key is never logged nor copied into an error message.
 """
 
@@ -52,6 +56,7 @@ SPEND_LIMIT_CODES: Final = frozenset(
 )
 SPEND_LIMIT_WORDS: Final = ("spend limit", "usage limits")
 MAX_MESSAGE_CHARS: Final = 300
+RATE_LIMIT_HEADER_PREFIX: Final = "anthropic-ratelimit-"
 
 
 def classification_schema(labels: Sequence[str]) -> dict[str, Any]:
@@ -93,7 +98,19 @@ def build_params(request: ClassifyRequest) -> dict[str, Any]:
     return params
 
 
-def parse_reply(message: Message, mechanism: str) -> Reply:
+def rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str] | None:
+    """The ``anthropic-ratelimit-*`` headers of a response (names lower-cased); None if none."""
+    found = {
+        name.lower(): value
+        for name, value in headers.items()
+        if name.lower().startswith(RATE_LIMIT_HEADER_PREFIX)
+    }
+    return found or None
+
+
+def parse_reply(
+    message: Message, mechanism: str, rate_limits: Mapping[str, str] | None = None
+) -> Reply:
     texts: list[str] = []
     structured: dict[str, Any] | None = None
     for block in message.content:
@@ -116,6 +133,7 @@ def parse_reply(message: Message, mechanism: str) -> Reply:
             cache_read_tokens=usage.cache_read_input_tokens or 0,
         ),
         request_id=getattr(message, "_request_id", None),  # none on a batch result
+        rate_limits=rate_limits,
     )
 
 
@@ -160,11 +178,16 @@ def map_status_error(exc: anthropic.APIStatusError, secret: str | None = None) -
     """One SDK status error -> our error tree. Pure; the caller raises it ``from exc``."""
     status = exc.status_code
     detail = _scrub(f"{exc.type or 'error'}: {exc.api_message or f'HTTP {status}'}", secret)
-    common: dict[str, Any] = {"status": status, "request_id": exc.request_id}
+    headers = exc.response.headers
+    common: dict[str, Any] = {
+        "status": status,
+        "request_id": exc.request_id,
+        "rate_limits": rate_limit_headers(headers),
+    }
     if status == 402 or (status in (400, 403, 429) and _is_spend_limit(exc)):
         return SpendLimitError(detail, **common)
     if status in (408, 409, 429) or status >= 500:
-        retry_after = parse_retry_after(exc.response.headers)
+        retry_after = parse_retry_after(headers)
         return TransientError(detail, retry_after_s=retry_after, **common)
     if status == 400 and "prompt is too long" in (exc.api_message or "").lower():
         return ContextError(detail, **common)
@@ -227,7 +250,9 @@ class AnthropicProvider:
         try:
             if self._client is None:
                 self._client = self._make_client()
-            message = await self._client.messages.create(**params)
+            # The raw response: the same parse as create() plus the headers, for the limiter.
+            raw = await self._client.messages.with_raw_response.create(**params)
+            message = await raw.parse()
         except anthropic.APIStatusError as exc:
             raise map_status_error(exc, self._api_key) from exc
         except anthropic.APITimeoutError as exc:
@@ -239,7 +264,7 @@ class AnthropicProvider:
             raise TransientError(f"api error: {type(exc).__name__}") from exc
         except anthropic.AnthropicError as exc:  # client set-up, e.g. missing cloud credentials
             raise PermanentError(f"client error: {type(exc).__name__}") from exc
-        return parse_reply(message, request.mechanism)
+        return parse_reply(message, request.mechanism, rate_limit_headers(raw.headers))
 
     async def count_tokens(self, model: str, text: str) -> int:
         """One token-count call (free): proves the key and the endpoint work."""

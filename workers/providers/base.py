@@ -16,7 +16,7 @@ empty answers and labels outside the set are judged by :mod:`workers.answers`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -55,6 +55,9 @@ class Reply:
     text: str
     usage: Usage
     request_id: str | None = None
+    # The response's ``anthropic-ratelimit-*`` headers (lower-case names), if it sent any:
+    # what the API says is left, for the rate limiter to adapt to.
+    rate_limits: Mapping[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -64,6 +67,8 @@ class ProviderError(Exception):
     request_id: str | None = None
     retry_after_s: float | None = None
     usage: Usage = field(default_factory=Usage)
+    # An error response's ``anthropic-ratelimit-*`` headers (a 429 carries them too).
+    rate_limits: Mapping[str, str] | None = None
 
     kind = "error"
 
