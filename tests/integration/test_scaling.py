@@ -23,8 +23,9 @@ def test_two_workers_per_queue_and_two_concurrent_jobs(
     fake: FakeServer,  # noqa: F811 - the imported fixture
     tmp_path: Path,
 ) -> None:
-    # Given two worker processes on every tier queue (as on two hosts), small batches
-    cluster.knobs |= {"CASCADE_BATCH_SIZE": "10"}
+    # Given two worker processes on every tier queue (as on two hosts), small batches,
+    # and the rules tier sent through its queue rather than decided at submit
+    cluster.knobs |= {"CASCADE_BATCH_SIZE": "10", "CASCADE_RULES_AT_SUBMIT": "false"}
     for queue in QUEUES:
         for host in ("a", "b"):
             cluster.start_worker(f"{queue}-{host}", concurrency=1, queues=[queue])
