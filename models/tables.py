@@ -90,8 +90,10 @@ class Item(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
-    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"))
+    # No foreign keys on the two hot tables (migration 0008): their checks were half of
+    # Postgres's time writing a row. Only models/ writes them, always with a live job.
+    job_id: Mapped[int] = mapped_column(BigId)
+    submission_id: Mapped[int] = mapped_column(BigId)
     item_key: Mapped[str] = mapped_column(String(200))
     line_no: Mapped[int] = mapped_column(Integer)
     text: Mapped[str | None] = mapped_column(Text)
@@ -130,8 +132,8 @@ class Attempt(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    job_id: Mapped[int] = mapped_column(BigId)  # no foreign keys: see Item
+    item_id: Mapped[int] = mapped_column(BigId)
     step: Mapped[int] = mapped_column(Integer)
     tier_index: Mapped[int] = mapped_column(SmallInteger)
     tier: Mapped[str] = mapped_column(String(40))

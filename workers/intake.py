@@ -347,8 +347,9 @@ def _judge(
         return EMPTY_TEXT
     if len(text) > max_text_chars:
         return f"{TEXT_TOO_LONG}: {len(text)} > {max_text_chars} characters"
-    if metadata is None:
-        metadata = {k: v for k, v in fields.items() if k != "id" and k != "text"}
+    if metadata is None:  # the parsed object is this line's own: take id and text out of it
+        metadata = fields
+        del metadata["id"], metadata["text"]
     return InputItem(line_no, item_id, text, metadata)
 
 
