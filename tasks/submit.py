@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = get_logger("cascade.submit")
 T = TypeVar("T")
-CHUNK_LINES = 2_000
+CHUNK_LINES = 5_000
 
 
 class SubmitError(ValueError):
