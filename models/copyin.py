@@ -156,27 +156,43 @@ def prepare(
     return Prepared(unique, duplicates, ids, "".join(parts), _rows_text(attempts))
 
 
-def write(session: Session, prepared: Prepared) -> AddResult | None:
+def write(session: Session, prepared: Prepared, *, fresh: bool = False) -> AddResult | None:
     """COPY a prepared chunk in a savepoint; None, and nothing written, if the job has one
-    of its ids already (then :func:`models.bulk.add_items_fast` is the way in)."""
+    of its ids already (then :func:`models.bulk.add_items_fast` is the way in).
+
+    ``fresh``: the job was created by this transaction and this is all it will get in
+    it, so no id can collide and no savepoint is needed (two round trips fewer).
+    """
     result = AddResult(prepared.ids, prepared.duplicates, 0)
     if not prepared.items:
         return result
+    if fresh:
+        with _driver(session).cursor() as cur:
+            _copy(cur, prepared)
+        return result
     savepoint = session.begin_nested()
-    raw: Any = session.connection().connection.driver_connection  # psycopg.Connection
+    raw = _driver(session)  # after begin_nested: asking for the connection emits SAVEPOINT
     try:
         with raw.cursor() as cur:
-            with cur.copy(_COPY_ITEMS) as copy:
-                copy.write(prepared.items_text)
-            if prepared.attempts is not None:
-                names, text = prepared.attempts
-                with cur.copy(f"COPY {ATTEMPTS.name} ({', '.join(names)}) FROM STDIN") as copy:
-                    copy.write(text)
+            _copy(cur, prepared)
     except pg_errors.UniqueViolation:
         savepoint.rollback()
         return None
     savepoint.commit()
     return result
+
+
+def _driver(session: Session) -> Any:
+    return session.connection().connection.driver_connection  # psycopg.Connection
+
+
+def _copy(cur: Any, prepared: Prepared) -> None:
+    with cur.copy(_COPY_ITEMS) as copy:
+        copy.write(prepared.items_text)
+    if prepared.attempts is not None:
+        names, text = prepared.attempts
+        with cur.copy(f"COPY {ATTEMPTS.name} ({', '.join(names)}) FROM STDIN") as copy:
+            copy.write(text)
 
 
 def add_items_direct(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, exists, func, or_, select
+from sqlalchemy import Table, and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -72,33 +72,46 @@ def job_by_ref(session: Session, ref: str | int) -> Job | None:
     return session.scalars(select(Job).where(Job.name == text)).first()
 
 
-def open_job(session: Session, name: str, pipeline: dict[str, Any]) -> tuple[Job, bool]:
-    """Get the job called ``name`` (its pipeline must match) or create it. Marks it submitting."""
-    job = session.scalars(select(Job).where(Job.name == name).with_for_update()).first()
-    if job is not None:
-        if job.pipeline != pipeline:
+def open_job(session: Session, name: str, pipeline: dict[str, Any]) -> tuple[int, bool]:
+    """The id of the job called ``name`` (its pipeline must match), created if new, and
+    whether it was; marks it submitting. One statement for a job that exists."""
+    now = utcnow()
+    found = session.execute(
+        JOBS.update()
+        .where(JOBS.c.name == name)
+        .values(status="submitting", finished_at=None, updated_at=now)
+        .returning(JOBS.c.id, JOBS.c.pipeline, JOBS.c.pipeline_name)
+    ).first()
+    if found is not None:
+        if found.pipeline != pipeline:  # the caller's transaction rolls the update back
             raise JobConflictError(
-                f"job {name!r} exists with a different pipeline ({job.pipeline_name}); "
+                f"job {name!r} exists with a different pipeline ({found.pipeline_name}); "
                 "use another --job-name or the same pipeline file"
             )
-        job.status, job.finished_at, job.updated_at = "submitting", None, utcnow()
-        session.flush()
-        return job, False
+        return int(found.id), False
     job = Job(name=name, pipeline_name=pipeline["name"], pipeline=pipeline, status="submitting")
     session.add(job)
     session.flush()
-    return job, True
+    return job.id, True
 
 
 def list_jobs(session: Session, limit: int = 50) -> list[Job]:
     return list(session.scalars(select(Job).order_by(Job.id.desc()).limit(limit)))
 
 
-def set_job_running(session: Session, job_id: int) -> None:
+def job_submitted(session: Session, job_id: int) -> None:
+    """The file is in: a submitting job goes running, or straight to done if nothing is
+    left unfinished (every item settled at the door). One statement."""
+    unfinished = exists().where(ITEMS.c.job_id == job_id, ITEMS.c.status.in_(UNFINISHED))
+    now = utcnow()
     session.execute(
         JOBS.update()
         .where(JOBS.c.id == job_id, JOBS.c.status == "submitting")
-        .values(status="running", updated_at=utcnow())
+        .values(
+            status=case((unfinished, "running"), else_="done"),
+            finished_at=case((unfinished, None), else_=now),
+            updated_at=now,
+        )
     )
 
 
@@ -123,13 +136,17 @@ def start_submission(session: Session, job_id: int, source: str) -> int:
 
 
 def finish_submission(session: Session, submission_id: int, counts: dict[str, int]) -> None:
-    sub = session.get(Submission, submission_id)
-    assert sub is not None
-    sub.lines_read = counts.get("lines_read", 0)
-    sub.items_added = counts.get("items_added", 0)
-    sub.items_existing = counts.get("items_existing", 0)
-    sub.lines_rejected = counts.get("lines_rejected", 0)
-    sub.finished_at = utcnow()
+    session.execute(
+        update(Submission)
+        .where(Submission.id == submission_id)
+        .values(
+            lines_read=counts.get("lines_read", 0),
+            items_added=counts.get("items_added", 0),
+            items_existing=counts.get("items_existing", 0),
+            lines_rejected=counts.get("lines_rejected", 0),
+            finished_at=utcnow(),
+        )
+    )
 
 
 @dataclass(slots=True)  # not frozen: one per submitted line

@@ -245,8 +245,8 @@ def _ingest(
 ) -> None:
     assert result.job_name is not None
     with rt.sessions.begin() as session:
-        job, _ = repo.open_job(session, result.job_name, pipeline.model_dump(mode="json"))
-        job_id = result.job_id = job.id
+        job_id, _ = repo.open_job(session, result.job_name, pipeline.model_dump(mode="json"))
+        result.job_id = job_id
         sub_id = repo.start_submission(session, job_id, result.source)
     read = 0
     pending: dict[str, tuple[list[NewItem], list[tuple[int, str, str]]]] = {}
@@ -289,8 +289,7 @@ def _ingest(
                 "lines_rejected": result.lines_rejected,
             },
         )
-        repo.set_job_running(session, job_id)
-        repo.finish_job_if_done(session, job_id)
+        repo.job_submitted(session, job_id)
 
 
 def find_backfill(name: str) -> ScheduledBackfill:

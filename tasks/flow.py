@@ -428,8 +428,14 @@ def route(
     tier_name: str,
     results: Sequence[ItemResult],
     kept: Sequence[Settled],
+    *,
+    finish: bool = True,
 ) -> list[Message]:
-    """After a tier visit is recorded: metrics, logs, and the follow-up messages."""
+    """After a tier visit is recorded: metrics, logs, and the follow-up messages.
+
+    ``finish``: see whether that was the job's last item (not while it is still being
+    submitted: `cascade submit` does it when the file is in).
+    """
     paused = [s for s in kept if s.decision in ("pause", "hold")]
     metrics.record(tier_name, results, [s.decision for s in kept])
     escalated = [s.pk for s in kept if s.decision == "escalate"]
@@ -462,12 +468,12 @@ def route(
             Message("fallback", msg.job_id, msg.tier_index, c, countdown=wait)
             for c in chunks(deferred, size)
         ]
-    if not out:
+    if not out and finish:
 
-        def finish() -> bool:
+        def finish_job() -> bool:
             with rt.sessions.begin() as session:
                 return repo.finish_job_if_done(session, msg.job_id)
 
-        if with_db_retry(finish):
+        if with_db_retry(finish_job):
             log.info("cascade.job.done", job_id=msg.job_id)
     return out

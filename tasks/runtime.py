@@ -132,14 +132,19 @@ class Runtime:
             )
         return self._executor
 
-    def engine_for(self, job_id: int) -> Engine:
+    def engine_for(self, job_id: int, pipeline: Pipeline | None = None) -> Engine:
+        """The job's engine, built once per process from the job's pipeline.
+
+        ``pipeline``: the job's own, for a job created in a transaction not yet committed.
+        """
         engine = self._engines.get(job_id)
         if engine is None:
-            with self.sessions() as session:
-                job = job_by_ref(session, job_id)
-                if job is None:
-                    raise LookupError(f"job {job_id} does not exist")
-                pipeline: Pipeline = parse_pipeline(job.pipeline, f"job {job_id}")
+            if pipeline is None:
+                with self.sessions() as session:
+                    job = job_by_ref(session, job_id)
+                    if job is None:
+                        raise LookupError(f"job {job_id} does not exist")
+                    pipeline = parse_pipeline(job.pipeline, f"job {job_id}")
             engine = Engine(pipeline, self.prices, self.executor())
             self._engines[job_id] = engine
         return engine

@@ -8,7 +8,8 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from tasks.flow import Message, attempt_rows, chunks, decide_free, route, settle
 from tasks.jobs import publish
 from tasks.runtime import Runtime, tier_batch_size
 from workers.engine import Engine
-from workers.intake import InputItem, read_items
+from workers.intake import InputItem, RejectedLine, read_items
 from workers.pipeline import ClaudeTier, ModelRef, Pipeline, RulesTier
 from workers.pricing import PriceTable
 from workers.records import ItemResult, WorkItem
@@ -131,10 +132,17 @@ class Chunk:
     rejected: Rejected
     prepared: copyin.Prepared | None = None
     decided: Decided | None = None
+    fresh: bool = False  # the only chunk of a job created in the same transaction
 
 
 def prepare_chunk(
-    rt: Runtime, engine: Engine, door: RulesTier | None, job_id: int, sub_id: int, chunk: Chunk
+    rt: Runtime,
+    engine: Engine,
+    door: RulesTier | None,
+    job_id: int,
+    sub_id: int,
+    chunk: Chunk,
+    session: DbSession | None = None,
 ) -> None:
     """On the reading thread: draw ids, decide the ``door`` tier, format the COPY text.
 
@@ -153,10 +161,10 @@ def prepare_chunk(
         chunk.decided = results, kept
         return [repo.settled_values(s, now, drop) for s in kept], attempt_rows(job_id, results)
 
-    with rt.sessions() as session:
-        if copyin.supported(session):
+    with nullcontext(session) if session is not None else rt.sessions() as own:
+        if copyin.supported(own):
             chunk.prepared = copyin.prepare(
-                session, job_id, sub_id, chunk.batch, decide if door is not None else None
+                own, job_id, sub_id, chunk.batch, decide if door is not None else None
             )
 
 
@@ -170,13 +178,92 @@ def write_chunk(
     decided like a worker would (:func:`tasks.flow.decide_free`). Both leave the same rows.
     """
     if chunk.prepared is not None:
-        added = copyin.write(session, chunk.prepared)
+        added = copyin.write(session, chunk.prepared, fresh=chunk.fresh)
         if added is not None:
-            return added, chunk.decided
+            decided = chunk.decided
+            if decided is not None and len(added.added) < len(decided[0]):
+                ours = set(added.added)  # some ids were in the job already: not decided here
+                decided = (
+                    [r for r in decided[0] if r.pk in ours],
+                    [k for k in decided[1] if k.pk in ours],
+                )
+            return added, decided
     added = add_items_fast(session, job_id, sub_id, chunk.batch)
     if door is None or not added.added:
         return added, None
     return added, decide_free(rt, session, job_id, 0, added.added)
+
+
+class _Submission:
+    """One file going into one job: what each chunk does, inside and after its transaction."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        engine: Engine,
+        job_id: int,
+        sub_id: int,
+        source: str,
+        on_progress: Callable[[dict[str, int]], None] | None,
+    ) -> None:
+        self.rt, self.engine, self.job_id, self.sub_id = rt, engine, job_id, sub_id
+        self.source, self.on_progress = source, on_progress
+        self.door = door_tier(rt, engine)
+        self.first_batch = tier_batch_size(rt.settings, engine.pipeline, 0, "tier")
+        self.counts = {"lines_read": 0, "items_added": 0, "items_existing": 0, "lines_rejected": 0}
+
+    def prepare(self, chunk: Chunk, session: DbSession | None = None) -> None:
+        prepare_chunk(self.rt, self.engine, self.door, self.job_id, self.sub_id, chunk, session)
+
+    def record(self, session: DbSession, chunk: Chunk) -> list[Message]:
+        """Write the chunk in ``session``; returns the messages to send once it commits."""
+        added, decided = write_chunk(self.rt, session, self.door, self.job_id, self.sub_id, chunk)
+        rejected = chunk.rejected
+        for line_no, key, first_line in added.duplicates:
+            rejected.append(
+                (line_no, f"duplicate_id: {key!r} first seen on line {first_line}", key)
+            )
+        repo.add_rejected(session, self.job_id, self.sub_id, self.source, rejected)
+        self.counts["items_added"] += len(added.added)
+        self.counts["items_existing"] += added.existing
+        self.counts["lines_rejected"] += len(rejected)
+        if self.door is not None and decided is not None:
+            results, kept = decided
+            msg = Message("tier", self.job_id, 0, added.added)
+            return route(self.rt, msg, self.door.name, results, kept, finish=False)
+        return [Message("tier", self.job_id, 0, c) for c in chunks(added.added, self.first_batch)]
+
+    def flush(self, chunk: Chunk) -> None:
+        """A chunk in its own transaction (the writer thread's work)."""
+        with self.rt.sessions.begin() as session:
+            messages = self.record(session, chunk)
+        self.sent(messages)
+
+    def sent(self, messages: list[Message]) -> None:
+        publish(self.rt, messages)
+        if self.on_progress:
+            self.on_progress(dict(self.counts))
+
+    def finish(self, session: DbSession) -> None:
+        repo.finish_submission(session, self.sub_id, self.counts)
+        repo.job_submitted(session, self.job_id)
+
+
+def _chunks(lines: Iterator[InputItem | RejectedLine], counts: dict[str, int]) -> Iterator[Chunk]:
+    """The lines, CHUNK_LINES at a time; always at least one chunk (maybe empty)."""
+    batch: list[NewItem] = []
+    rejected: Rejected = []
+    for entry in lines:
+        counts["lines_read"] += 1
+        if isinstance(entry, InputItem):
+            batch.append(NewItem(entry.line_no, entry.item_id, entry.text, entry.metadata))
+        else:
+            rejected.append((entry.line_no, entry.reason, entry.raw))
+        if len(batch) + len(rejected) >= CHUNK_LINES:
+            yield Chunk(batch, rejected)
+            batch, rejected = [], []
+    if batch or rejected:
+        yield Chunk(batch, rejected)
 
 
 def submit(
@@ -188,70 +275,47 @@ def submit(
     on_progress: Callable[[dict[str, int]], None] | None = None,
     budget_nanos: int | None = None,
 ) -> SubmitResult:
+    """Stream ``path`` into the job ``job_name`` (created if new) and start the cascade.
+
+    A file that fits in one chunk is written in one transaction with the job's
+    bookkeeping (one commit: the short path an item submitted on its own takes);
+    a longer one is read and prepared on this thread while a writer thread commits
+    a chunk at a time.
+    """
     problems = check_models_priced(pipeline, rt.prices)
     if problems:
         raise SubmitError("; ".join(problems))
     # Opening the reader validates the file before anything is written.
     lines = read_items(path, max_text_chars=pipeline.limits.max_text_chars)
-    first = next(lines, None)
+    counts: dict[str, int] = {"lines_read": 0}
+    pending = _chunks(lines, counts)
+    head = list(itertools.islice(pending, 2))
     source = str(path)
-    snapshot = pipeline.model_dump(mode="json")
     with rt.sessions.begin() as session:
-        job, created = repo.open_job(session, job_name, snapshot)
-        job_id = job.id
+        job_id, created = repo.open_job(session, job_name, pipeline.model_dump(mode="json"))
         if budget_nanos is not None:
             repo.set_budget(session, job_id, budget_nanos)
         sub_id = repo.start_submission(session, job_id, source)
-    counts = {"lines_read": 0, "items_added": 0, "items_existing": 0, "lines_rejected": 0}
-    first_queue_batch = tier_batch_size(rt.settings, pipeline, 0, "tier")
-
-    engine = rt.engine_for(job_id)
-    door = door_tier(rt, engine)
-
-    def flush(chunk: Chunk) -> None:
-        rejected = chunk.rejected
+        engine = rt.engine_for(job_id, pipeline if created else None)
+        run = _Submission(rt, engine, job_id, sub_id, source, on_progress)
+        one = len(head) <= 1
+        if one:
+            for chunk in head:
+                chunk.fresh = created
+                run.prepare(chunk, session)
+                messages = run.record(session, chunk)
+            run.counts["lines_read"] = counts["lines_read"]
+            run.finish(session)
+    if one:
+        if head:
+            run.sent(messages)
+    else:
+        with Pipelined(run.flush) as writer:
+            for chunk in itertools.chain(head, pending):
+                run.prepare(chunk)
+                writer.put(chunk)
+        run.counts["lines_read"] = counts["lines_read"]
         with rt.sessions.begin() as session:
-            added, decided = write_chunk(rt, session, door, job_id, sub_id, chunk)
-            for line_no, key, first_line in added.duplicates:
-                rejected.append(
-                    (line_no, f"duplicate_id: {key!r} first seen on line {first_line}", key)
-                )
-            repo.add_rejected(session, job_id, sub_id, source, rejected)
-        counts["items_added"] += len(added.added)
-        counts["items_existing"] += added.existing
-        counts["lines_rejected"] += len(rejected)
-        if door is not None and decided is not None:
-            results, kept = decided
-            msg = Message("tier", job_id, 0, added.added)
-            publish(rt, route(rt, msg, door.name, results, kept))
-        else:
-            publish(
-                rt, [Message("tier", job_id, 0, c) for c in chunks(added.added, first_queue_batch)]
-            )
-        if on_progress:
-            on_progress(dict(counts))
-
-    def handover(writer: Pipelined[Chunk], chunk: Chunk) -> None:
-        prepare_chunk(rt, engine, door, job_id, sub_id, chunk)
-        writer.put(chunk)
-
-    batch: list[NewItem] = []
-    rejected: Rejected = []
-    with Pipelined(flush) as writer:
-        if first is not None:
-            for entry in itertools.chain([first], lines):
-                counts["lines_read"] += 1
-                if isinstance(entry, InputItem):
-                    batch.append(NewItem(entry.line_no, entry.item_id, entry.text, entry.metadata))
-                else:
-                    rejected.append((entry.line_no, entry.reason, entry.raw))
-                if len(batch) + len(rejected) >= CHUNK_LINES:
-                    handover(writer, Chunk(batch, rejected))
-                    batch, rejected = [], []
-        handover(writer, Chunk(batch, rejected))
-    with rt.sessions.begin() as session:
-        repo.finish_submission(session, sub_id, counts)
-        repo.set_job_running(session, job_id)
-        repo.finish_job_if_done(session, job_id)
-    log.info("cascade.job.submitted", job_id=job_id, source=source, **counts)
-    return SubmitResult(job_id, job_name, created, counts)
+            run.finish(session)
+    log.info("cascade.job.submitted", job_id=job_id, source=source, **run.counts)
+    return SubmitResult(job_id, job_name, created, run.counts)

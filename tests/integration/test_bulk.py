@@ -82,8 +82,7 @@ def _run(
     sessions = make_sessionmaker(engine)
     results: list[tuple[int, Any, int]] = []
     with sessions.begin() as s:
-        job, _ = repo.open_job(s, f"job-{fn.__name__}", {"name": "p"})
-        job_id = job.id
+        job_id, _ = repo.open_job(s, f"job-{fn.__name__}", {"name": "p"})
     for batches in (first, second):
         if not batches:
             continue
@@ -153,15 +152,15 @@ def test_copy_path_matches_executemany(
 def test_direct_copy_writes_nothing_when_an_id_exists(pg: Engine) -> None:
     sessions = make_sessionmaker(pg)
     with sessions.begin() as s:
-        job, _ = repo.open_job(s, "direct", {"name": "p"})
-        sub = repo.start_submission(s, job.id, "file.jsonl")
-        assert add_items_direct(s, job.id, sub, [item(1, "a"), item(2, "b")]) is not None
+        job_id, _ = repo.open_job(s, "direct", {"name": "p"})
+        sub = repo.start_submission(s, job_id, "file.jsonl")
+        assert add_items_direct(s, job_id, sub, [item(1, "a"), item(2, "b")]) is not None
     with sessions.begin() as s:
         # b exists: the whole chunk is refused, and the transaction is still usable
-        assert add_items_direct(s, job.id, sub, [item(3, "c"), item(4, "b")]) is None
-        assert add_items_copy(s, job.id, sub, [item(3, "c"), item(4, "b")]).added
+        assert add_items_direct(s, job_id, sub, [item(3, "c"), item(4, "b")]) is None
+        assert add_items_copy(s, job_id, sub, [item(3, "c"), item(4, "b")]).added
     with sessions.begin() as s:
-        keys = s.scalars(select(ITEMS.c.item_key).where(ITEMS.c.job_id == job.id)).all()
+        keys = s.scalars(select(ITEMS.c.item_key).where(ITEMS.c.job_id == job_id)).all()
     assert sorted(keys) == ["a", "b", "c"]
 
 

@@ -1,13 +1,14 @@
 """Rules decided at the door (`cascade submit`) leave exactly the rows a worker would.
 
-Three jobs take the same chunk: the COPY fast path that writes items already decided,
-the ON CONFLICT path that inserts them pending and decides them in the same
-transaction, and no door at all, with the rules tier run the way a worker runs it
-(``tasks.flow.process``). Items, attempts and the follow-up messages must agree.
+Three jobs take the same chunk: the COPY path that writes items already decided, the
+path for a chunk whose ids the job may have, which inserts them pending and decides them
+in the same transaction, and no door at all, with the rules tier run the way a worker
+runs it (``tasks.flow.process``). Items, attempts and the follow-up messages must agree.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from sqlalchemy import select
 from common.settings import Settings
 from migrations.runner import upgrade
 from models import copyin, repo
-from models.repo import ATTEMPTS, ITEMS, NewItem
+from models.repo import ATTEMPTS, ITEMS, JOBS, NewItem
+from models.tables import RejectedLine
 from tasks import submit as submit_mod
 from tasks.flow import Message, process
 from tasks.runtime import Runtime
@@ -26,6 +28,7 @@ from workers.pipeline import RulesTier, load_pipeline
 
 pytestmark = pytest.mark.postgres
 
+REJECTED = RejectedLine.__table__
 PIPELINE = Path(__file__).parents[2] / "examples" / "support_triage.toml"
 TEXTS = [
     "I forgot my password, help",  # rule 0
@@ -47,8 +50,8 @@ def rt(pg_url: str) -> Iterator[Runtime]:
 def new_job(rt: Runtime, name: str, store_text: bool = True) -> tuple[int, int]:
     pipe = load_pipeline(PIPELINE).model_copy(update={"store_text": store_text})
     with rt.sessions.begin() as s:
-        job, _ = repo.open_job(s, name, pipe.model_dump(mode="json"))
-        return job.id, repo.start_submission(s, job.id, "file.jsonl")
+        job_id, _ = repo.open_job(s, name, pipe.model_dump(mode="json"))
+        return job_id, repo.start_submission(s, job_id, "file.jsonl")
 
 
 def chunk() -> list[NewItem]:
@@ -137,3 +140,41 @@ def test_off_switch_leaves_items_pending_for_the_rules_queue(rt: Runtime) -> Non
     rt.settings = Settings(database_url=rt.settings.database_url, rules_at_submit=False)
     job_id, _ = new_job(rt, "off")
     assert submit_mod.door_tier(rt, rt.engine_for(job_id)) is None
+
+
+def test_one_chunk_and_many_chunks_leave_the_same_job(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given a file with a repeated id (in a later chunk) and a bad line
+    lines = [json.dumps({"id": f"k{n}", "text": TEXTS[n % len(TEXTS)]}) for n in range(30)]
+    lines[20] = json.dumps({"id": "k3", "text": "again"})
+    lines[25] = "{not json"
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    pipe = load_pipeline(PIPELINE)
+    # When it goes in as one chunk (one transaction), and as chunks of 7 (writer thread)
+    one = submit_mod.submit(rt, path, pipe, "one")
+    monkeypatch.setattr(submit_mod, "CHUNK_LINES", 7)
+    many = submit_mod.submit(rt, path, pipe, "many")
+    # Then the counts, the rows and the job's state are the same
+    assert (
+        one.counts
+        == many.counts
+        == {
+            "lines_read": 30,
+            "items_added": 28,
+            "items_existing": 0,
+            "lines_rejected": 2,
+        }
+    )
+    assert rows(rt, one.job_id) == rows(rt, many.job_id)
+    with rt.sessions() as s:
+        for job_id in (one.job_id, many.job_id):
+            status = s.execute(select(JOBS.c.status).where(JOBS.c.id == job_id)).scalar_one()
+            assert status == "running"  # the escalated items wait for the model tiers
+            reasons = s.scalars(
+                select(REJECTED.c.reason)
+                .where(REJECTED.c.job_id == job_id)
+                .order_by(REJECTED.c.line_no)
+            ).all()
+            assert [r.split(":")[0] for r in reasons] == ["duplicate_id", "not_json"]

@@ -27,10 +27,10 @@ def engine(db_url: str) -> Iterator[Engine]:
 def setup_job(engine: Engine, n: int, name: str = "free") -> tuple[int, list[int]]:
     sessions = make_sessionmaker(engine)
     with sessions.begin() as s:
-        job, _ = repo.open_job(s, name, {"name": "p"})
-        sub = repo.start_submission(s, job.id, "x.jsonl")
-        added = repo.add_items(s, job.id, sub, [NewItem(i, f"k{i}", f"t{i}", {}) for i in range(n)])
-        return job.id, added.added
+        job_id, _ = repo.open_job(s, name, {"name": "p"})
+        sub = repo.start_submission(s, job_id, "x.jsonl")
+        added = repo.add_items(s, job_id, sub, [NewItem(i, f"k{i}", f"t{i}", {}) for i in range(n)])
+        return job_id, added.added
 
 
 def settled(pk: int) -> Settled:

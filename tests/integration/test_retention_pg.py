@@ -22,12 +22,12 @@ def test_purge_keeps_the_ledger(pg_url: str) -> None:
     sessions = make_sessionmaker(engine)
     try:
         with sessions.begin() as s:
-            job, _ = repo.open_job(s, "old", {"name": "p", "tiers": []})
-            sub = repo.start_submission(s, job.id, "file.jsonl")
+            job_id, _ = repo.open_job(s, "old", {"name": "p", "tiers": []})
+            sub = repo.start_submission(s, job_id, "file.jsonl")
             ids = repo.add_items(
-                s, job.id, sub, [NewItem(n, f"k{n}", f"secret text {n}", {"u": n}) for n in (1, 2)]
+                s, job_id, sub, [NewItem(n, f"k{n}", f"secret text {n}", {"u": n}) for n in (1, 2)]
             ).added
-            repo.add_rejected(s, job.id, sub, "file.jsonl", [(3, "empty_text", '{"id": 3}')])
+            repo.add_rejected(s, job_id, sub, "file.jsonl", [(3, "empty_text", '{"id": 3}')])
             old = datetime.now(UTC) - timedelta(days=40)
             s.execute(
                 text(
