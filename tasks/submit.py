@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = get_logger("cascade.submit")
 T = TypeVar("T")
-CHUNK_LINES = 5_000
+CHUNK_LINES = 3_334
 
 
 class SubmitError(ValueError):
@@ -110,6 +110,7 @@ class Pipelined(Generic[T]):
                     self._write(chunk[0])
                 except BaseException as exc:  # handed to the caller's thread
                     self._error = exc
+            del chunk  # not kept while waiting for the next one
 
 
 def door_tier(rt: Runtime, engine: Engine) -> RulesTier | None:
@@ -266,6 +267,11 @@ def _chunks(lines: Iterator[InputItem | RejectedLine], counts: dict[str, int]) -
         yield Chunk(batch, rejected)
 
 
+def _drain(chunks: list[Chunk]) -> Iterator[Chunk]:
+    while chunks:
+        yield chunks.pop(0)
+
+
 def submit(
     rt: Runtime,
     path: Path,
@@ -311,9 +317,11 @@ def submit(
             run.sent(messages)
     else:
         with Pipelined(run.flush) as writer:
-            for chunk in itertools.chain(head, pending):
+            # chunks are handed over, not kept: memory holds what the queue holds
+            for chunk in itertools.chain(_drain(head), pending):
                 run.prepare(chunk)
                 writer.put(chunk)
+            del chunk
         run.counts["lines_read"] = counts["lines_read"]
         with rt.sessions.begin() as session:
             run.finish(session)
