@@ -51,6 +51,25 @@ def field(value: object) -> str:
     raise TypeError(f"no COPY text form for {type(value).__name__}")
 
 
+def _fail(value: object) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# json.dumps builds its C encoder on every call; this one is built once. Same output:
+# ASCII, ", " and ": " separators. (Parsed input cannot be circular: no markers.)
+_ENCODER = (
+    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, _fail, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
+    )
+    if json.encoder.c_make_encoder is not None  # type: ignore[attr-defined]
+    else None
+)
+
+
+def json_text(value: Any) -> str:
+    return "".join(_ENCODER(value, 0)) if _ENCODER is not None else json.dumps(value)
+
+
 @lru_cache(maxsize=4096)
 def _tail(values: tuple[object, ...]) -> str:
     return "\t".join(map(field, values))
@@ -151,34 +170,43 @@ def prepare(
         text = "\\N" if values and values.get("text", "") is None else field(it.text)
         parts.append(
             f"{ids[n]}\t{head}{field(it.key)}\t{it.line_no}\t{text}\t"
-            f"{field(json.dumps(it.meta))}\t{tail}\n"
+            f"{field(json_text(it.meta))}\t{tail}\n"
         )
     return Prepared(unique, duplicates, ids, "".join(parts), _rows_text(attempts))
 
 
-def write(session: Session, prepared: Prepared, *, fresh: bool = False) -> AddResult | None:
-    """COPY a prepared chunk in a savepoint; None, and nothing written, if the job has one
-    of its ids already (then :func:`models.bulk.add_items_fast` is the way in).
+class Collision(Exception):
+    """A chunk written without a savepoint met an id the job has: its transaction is lost."""
 
-    ``fresh``: the job was created by this transaction and this is all it will get in
-    it, so no id can collide and no savepoint is needed (two round trips fewer).
+
+def write(session: Session, prepared: Prepared, *, savepoint: bool = True) -> AddResult | None:
+    """COPY a prepared chunk; None, and nothing written, if the job has one of its ids
+    already (then :func:`models.bulk.add_items_fast` is the way in).
+
+    ``savepoint=False`` spares two round trips when the caller can redo the whole
+    transaction instead: an id the job has then raises :class:`Collision`, and the
+    transaction must be rolled back. Use it where no id can collide (a job created
+    by this transaction), or where the transaction holds nothing but this chunk.
     """
     result = AddResult(prepared.ids, prepared.duplicates, 0)
     if not prepared.items:
         return result
-    if fresh:
-        with _driver(session).cursor() as cur:
-            _copy(cur, prepared)
+    if not savepoint:
+        try:
+            with _driver(session).cursor() as cur:
+                _copy(cur, prepared)
+        except pg_errors.UniqueViolation as exc:
+            raise Collision(str(exc)) from exc
         return result
-    savepoint = session.begin_nested()
+    nested = session.begin_nested()
     raw = _driver(session)  # after begin_nested: asking for the connection emits SAVEPOINT
     try:
         with raw.cursor() as cur:
             _copy(cur, prepared)
     except pg_errors.UniqueViolation:
-        savepoint.rollback()
+        nested.rollback()
         return None
-    savepoint.commit()
+    nested.commit()
     return result
 
 

@@ -133,7 +133,9 @@ class Chunk:
     rejected: Rejected
     prepared: copyin.Prepared | None = None
     decided: Decided | None = None
-    fresh: bool = False  # the only chunk of a job created in the same transaction
+    # False: the COPY goes without a savepoint (see copyin.write), because no id can
+    # collide or because the caller redoes the transaction the slower way if one does
+    savepoint: bool = True
 
 
 def prepare_chunk(
@@ -179,7 +181,7 @@ def write_chunk(
     decided like a worker would (:func:`tasks.flow.decide_free`). Both leave the same rows.
     """
     if chunk.prepared is not None:
-        added = copyin.write(session, chunk.prepared, fresh=chunk.fresh)
+        added = copyin.write(session, chunk.prepared, savepoint=chunk.savepoint)
         if added is not None:
             decided = chunk.decided
             if decided is not None and len(added.added) < len(decided[0]):
@@ -235,9 +237,20 @@ class _Submission:
         return [Message("tier", self.job_id, 0, c) for c in chunks(added.added, self.first_batch)]
 
     def flush(self, chunk: Chunk) -> None:
-        """A chunk in its own transaction (the writer thread's work)."""
-        with self.rt.sessions.begin() as session:
-            messages = self.record(session, chunk)
+        """A chunk in its own transaction (the writer thread's work).
+
+        The COPY goes without a savepoint: if the job has one of the chunk's ids (a
+        re-submission; the first row tells), the transaction is rolled back and the
+        chunk written again through ``INSERT … ON CONFLICT``.
+        """
+        chunk.savepoint = False
+        try:
+            with self.rt.sessions.begin() as session:
+                messages = self.record(session, chunk)
+        except copyin.Collision:
+            chunk.prepared = chunk.decided = None
+            with self.rt.sessions.begin() as session:
+                messages = self.record(session, chunk)
         self.sent(messages)
 
     def sent(self, messages: list[Message]) -> None:
@@ -307,7 +320,7 @@ def submit(
         one = len(head) <= 1
         if one:
             for chunk in head:
-                chunk.fresh = created
+                chunk.savepoint = not created
                 run.prepare(chunk, session)
                 messages = run.record(session, chunk)
             run.counts["lines_read"] = counts["lines_read"]

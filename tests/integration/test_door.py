@@ -168,6 +168,13 @@ def test_one_chunk_and_many_chunks_leave_the_same_job(
         }
     )
     assert rows(rt, one.job_id) == rows(rt, many.job_id)
+    # And the same file again, in chunks (each refused by the unique index, then
+    # written through ON CONFLICT) adds nothing: every line with an id the job has is
+    # existing, the repeat of k3 too (its row is from the first submission)
+    before = rows(rt, many.job_id)
+    again = submit_mod.submit(rt, path, pipe, "many")
+    assert (again.counts["items_added"], again.counts["items_existing"]) == (0, 29)
+    assert rows(rt, many.job_id) == before
     with rt.sessions() as s:
         for job_id in (one.job_id, many.job_id):
             status = s.execute(select(JOBS.c.status).where(JOBS.c.id == job_id)).scalar_one()

@@ -4,6 +4,7 @@ import gc
 import gzip
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -306,3 +307,31 @@ def test_reason_codes_are_stable() -> None:
         "bad_encoding",
         "csv_columns",
     } <= REASON_CODES
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"id": 1, "text": "a"}\n',
+        '  {"id": 1, "text": "a"}',
+        '{"id": 1, "text": "a"} trailing',
+        '{"id": 1, "text": "a"}\t\r\n',
+        '{"id": NaN}',
+        '{"id": 1e999999}',
+        "[" * 100_000 + "]" * 100_000,
+        "\ufeff{}",
+        "",
+        '{"a": "\\u00e9\\ud83d\\ude00", "b": [1, 2.5, true, null]}',
+        '{"unterminated": "x',
+    ],
+)
+def test_the_fast_json_path_answers_like_the_decoder(line: str) -> None:
+    from workers.intake import _DECODER, _decode
+
+    def outcome(fn: Any) -> tuple[str, Any]:
+        try:
+            return "ok", fn(line)
+        except (ValueError, RecursionError) as exc:
+            return type(exc).__name__, str(exc)
+
+    assert outcome(_decode) == outcome(_DECODER.decode)
