@@ -122,6 +122,7 @@ def door_tier(rt: Runtime, engine: Engine) -> RulesTier | None:
 
 
 Decided = tuple[list[ItemResult], list[Settled]]
+Outgoing = tuple[list[int], Decided | None]  # a committed chunk's ids, and its door decisions
 Rejected = list[tuple[int, str, str]]
 
 
@@ -214,12 +215,13 @@ class _Submission:
         self.door = door_tier(rt, engine)
         self.first_batch = tier_batch_size(rt.settings, engine.pipeline, 0, "tier")
         self.counts = {"lines_read": 0, "items_added": 0, "items_existing": 0, "lines_rejected": 0}
+        self.outbox: queue.SimpleQueue[list[Message]] = queue.SimpleQueue()
 
     def prepare(self, chunk: Chunk, session: DbSession | None = None) -> None:
         prepare_chunk(self.rt, self.engine, self.door, self.job_id, self.sub_id, chunk, session)
 
-    def record(self, session: DbSession, chunk: Chunk) -> list[Message]:
-        """Write the chunk in ``session``; returns the messages to send once it commits."""
+    def record(self, session: DbSession, chunk: Chunk) -> Outgoing:
+        """Write the chunk in ``session``; returns what to send once it commits."""
         added, decided = write_chunk(self.rt, session, self.door, self.job_id, self.sub_id, chunk)
         rejected = chunk.rejected
         for line_no, key, first_line in added.duplicates:
@@ -230,11 +232,7 @@ class _Submission:
         self.counts["items_added"] += len(added.added)
         self.counts["items_existing"] += added.existing
         self.counts["lines_rejected"] += len(rejected)
-        if self.door is not None and decided is not None:
-            results, kept = decided
-            msg = Message("tier", self.job_id, 0, added.added)
-            return route(self.rt, msg, self.door.name, results, kept, finish=False)
-        return [Message("tier", self.job_id, 0, c) for c in chunks(added.added, self.first_batch)]
+        return added.added, decided
 
     def flush(self, chunk: Chunk) -> None:
         """A chunk in its own transaction (the writer thread's work).
@@ -246,12 +244,32 @@ class _Submission:
         chunk.savepoint = False
         try:
             with self.rt.sessions.begin() as session:
-                messages = self.record(session, chunk)
+                out = self.record(session, chunk)
         except copyin.Collision:
             chunk.prepared = chunk.decided = None
             with self.rt.sessions.begin() as session:
-                messages = self.record(session, chunk)
-        self.sent(messages)
+                out = self.record(session, chunk)
+        # published by the reading thread, whose work (parsing) is lighter than the
+        # writer's when rules are not decided at the door, and which has no I/O to wait on
+        self.outbox.put(self.messages(out))
+
+    def send_ready(self) -> None:
+        """Send what the writer has committed so far (on the reading thread)."""
+        while True:
+            try:
+                messages = self.outbox.get_nowait()
+            except queue.Empty:
+                return
+            self.sent(messages)
+
+    def messages(self, out: Outgoing) -> list[Message]:
+        """The doorbell for a committed chunk: escalations (door) or the first tier's ids."""
+        ids, decided = out
+        if self.door is not None and decided is not None:
+            results, kept = decided
+            msg = Message("tier", self.job_id, 0, ids)
+            return route(self.rt, msg, self.door.name, results, kept, finish=False)
+        return [Message("tier", self.job_id, 0, c) for c in chunks(ids, self.first_batch)]
 
     def sent(self, messages: list[Message]) -> None:
         publish(self.rt, messages)
@@ -322,19 +340,21 @@ def submit(
             for chunk in head:
                 chunk.savepoint = not created
                 run.prepare(chunk, session)
-                messages = run.record(session, chunk)
+                out = run.record(session, chunk)
             run.counts["lines_read"] = counts["lines_read"]
             run.finish(session)
     if one:
         if head:
-            run.sent(messages)
+            run.sent(run.messages(out))
     else:
         with Pipelined(run.flush) as writer:
             # chunks are handed over, not kept: memory holds what the queue holds
             for chunk in itertools.chain(_drain(head), pending):
                 run.prepare(chunk)
                 writer.put(chunk)
+                run.send_ready()
             del chunk
+        run.send_ready()
         run.counts["lines_read"] = counts["lines_read"]
         with rt.sessions.begin() as session:
             run.finish(session)
