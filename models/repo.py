@@ -573,44 +573,43 @@ _ADDED = ("steps", "model_calls", "cost_nanos", "latency_ms", "deferrals")
 
 
 def settled_values(s: Settled, now: datetime, drop_text: bool) -> dict[str, Any]:
-    """The columns a tier visit's outcome sets; the counters in ``_ADDED`` are increments."""
-    return _outcome_values(s, now, drop_text) | {
+    """The columns a tier visit's outcome sets; the counters in ``_ADDED`` are increments.
+
+    Built as one dict (set item by item, no merged temporaries): rules at the door
+    call this once per item.
+    """
+    decision = s.decision
+    values: dict[str, Any] = {
+        "status": _NEXT_STATUS[decision],
+        "tier_index": s.tier_index + 1 if decision == "escalate" else s.tier_index,
+        "lease_token": None,
+        "lease_until": None,
+        "updated_at": now,
         "steps": s.steps,
         "model_calls": s.model_calls,
         "cost_nanos": s.cost_nanos,
         "latency_ms": s.latency_ms,
-        "deferrals": 1 if s.decision == "defer" else 0,
-    }
-
-
-def _outcome_values(s: Settled, now: datetime, drop_text: bool) -> dict[str, Any]:
-    """The columns an outcome sets, apart from the counters."""
-    values: dict[str, Any] = {
-        "status": _NEXT_STATUS[s.decision],
-        "tier_index": s.tier_index + 1 if s.decision == "escalate" else s.tier_index,
-        "lease_token": None,
-        "lease_until": None,
-        "updated_at": now,
+        "deferrals": 1 if decision == "defer" else 0,
     }
     if s.fallback_used:
         values["fallback_used"] = True
-    if s.decision == "escalate" and s.label is not None:
-        # the lower tier's answer, kept in case a budget caps the item later
-        values |= {"label": s.label, "confidence": s.confidence}
-    if s.decision in ("fallback", "defer", "pause", "hold"):
-        values["error"] = s.error  # the fallback task reports it if nothing serves the item
-    if s.decision in FINAL_DECISIONS:
-        values |= {
-            "label": s.label,
-            "confidence": s.confidence,
-            "reason": s.reason,
-            "final_tier": s.tier,
-            "error": s.error,
-            "baseline_nanos": s.baseline_nanos,
-            "finished_at": now,
-        }
+    if decision in FINAL_DECISIONS:
+        values["label"] = s.label
+        values["confidence"] = s.confidence
+        values["reason"] = s.reason
+        values["final_tier"] = s.tier
+        values["error"] = s.error
+        values["baseline_nanos"] = s.baseline_nanos
+        values["finished_at"] = now
         if drop_text:
             values["text"] = None
+    elif decision == "escalate":
+        if s.label is not None:
+            # the lower tier's answer, kept in case a budget caps the item later
+            values["label"] = s.label
+            values["confidence"] = s.confidence
+    elif decision in ("fallback", "defer", "pause", "hold"):
+        values["error"] = s.error  # the fallback task reports it if nothing serves the item
     return values
 
 
