@@ -2,11 +2,12 @@
 
 A first submission cannot collide with rows already in the job, so its items need
 no ``ON CONFLICT``: their ids are drawn from the sequence in one round trip, the
-rows (already decided ones too: see :class:`Outcome`) are written with one
+rows (already decided ones too: see :func:`prepare`) are written with one
 ``COPY … FROM STDIN``, and their attempt rows with another. If an id *is* already in
 the job (a re-submission, or a repeat across chunks of one file), the unique index
-says so, the savepoint is rolled back, nothing is written and the caller takes the
-``ON CONFLICT`` path (:mod:`models.bulk`) for that chunk.
+says so: :func:`write` rolls back its savepoint, or raises :class:`Collision` so the
+caller rolls back the chunk's transaction; either way nothing is written and the
+caller takes the ``ON CONFLICT`` path (:mod:`models.bulk`) for that chunk.
 
 The COPY text is built here rather than by the driver's per-value dumpers: a row is
 a handful of fields, and all but a few repeat from row to row, so the repeating
