@@ -302,25 +302,33 @@ def decide_free(
 ) -> tuple[list[ItemResult], list[Settled]]:
     """Take, decide and settle items of a free tier (rules, local) in ``session``'s transaction."""
     engine = rt.engine_for(job_id)
-    tier = engine.pipeline.tiers[tier_index]
     token = repo.new_token()
     taken = repo.take(session, job_id, tier_index, ids, token=token)
     if not taken:
         return [], []
     items = [WorkItem(c.pk, c.text, c.steps) for c in taken]
-    if isinstance(tier, RulesTier):
-        results = engine.run_rules(tier_index, items)
-    else:
-        results = engine.run_local(tier_index, items)
+    results, settled = decide_items(engine, tier_index, items)
     kept = repo.settle(
         session,
         token,
         attempt_rows(job_id, results),
-        [settled_of(tier_index, tier.name, r) for r in results],
+        settled,
         drop_text=not engine.pipeline.store_text,
         taken={c.pk for c in taken},
     )
     return results, kept
+
+
+def decide_items(
+    engine: Engine, tier_index: int, items: Sequence[WorkItem]
+) -> tuple[list[ItemResult], list[Settled]]:
+    """A free tier (rules, local) on ``items``: each result and how its item leaves the tier."""
+    tier = engine.pipeline.tiers[tier_index]
+    if isinstance(tier, RulesTier):
+        results = engine.run_rules(tier_index, items)
+    else:
+        results = engine.run_local(tier_index, items)
+    return results, [settled_of(tier_index, tier.name, r) for r in results]
 
 
 def _budget_gate(

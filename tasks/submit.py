@@ -19,7 +19,7 @@ from common.logs import get_logger
 from models import copyin, repo
 from models.bulk import add_items_fast
 from models.repo import AddResult, NewItem, Settled
-from tasks.flow import Message, attempt_rows, chunks, decide_free, route, settled_of
+from tasks.flow import Message, attempt_rows, chunks, decide_free, decide_items, route
 from tasks.jobs import publish
 from tasks.runtime import Runtime, tier_batch_size
 from workers.engine import Engine
@@ -153,14 +153,12 @@ def prepare_chunk(
     Doing this here rather than on the writer keeps the writer's thread free to wait
     on the database while the next chunk is read and prepared.
     """
-    door_name = door.name if door is not None else ""
 
     def decide(
         ids: Sequence[int], items: Sequence[NewItem], now: datetime
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         work = [WorkItem(pk, it.text, 0) for pk, it in zip(ids, items, strict=True)]
-        results = engine.run_rules(0, work)
-        kept = [settled_of(0, door_name, r) for r in results]
+        results, kept = decide_items(engine, 0, work)
         drop = not engine.pipeline.store_text
         chunk.decided = results, kept
         return [repo.settled_values(s, now, drop) for s in kept], attempt_rows(job_id, results)
@@ -183,15 +181,8 @@ def write_chunk(
     """
     if chunk.prepared is not None:
         added = copyin.write(session, chunk.prepared, savepoint=chunk.savepoint)
-        if added is not None:
-            decided = chunk.decided
-            if decided is not None and len(added.added) < len(decided[0]):
-                ours = set(added.added)  # some ids were in the job already: not decided here
-                decided = (
-                    [r for r in decided[0] if r.pk in ours],
-                    [k for k in decided[1] if k.pk in ours],
-                )
-            return added, decided
+        if added is not None:  # every item went in, as decided
+            return added, chunk.decided
     added = add_items_fast(session, job_id, sub_id, chunk.batch)
     if door is None or not added.added:
         return added, None
@@ -209,12 +200,13 @@ class _Submission:
         sub_id: int,
         source: str,
         on_progress: Callable[[dict[str, int]], None] | None,
+        counts: dict[str, int],
     ) -> None:
         self.rt, self.engine, self.job_id, self.sub_id = rt, engine, job_id, sub_id
         self.source, self.on_progress = source, on_progress
         self.door = door_tier(rt, engine)
         self.first_batch = tier_batch_size(rt.settings, engine.pipeline, 0, "tier")
-        self.counts = {"lines_read": 0, "items_added": 0, "items_existing": 0, "lines_rejected": 0}
+        self.counts = counts  # lines_read is counted by the reader (_chunks) as it goes
         self.outbox: queue.SimpleQueue[list[Message]] = queue.SimpleQueue()
 
     def prepare(self, chunk: Chunk, session: DbSession | None = None) -> None:
@@ -324,7 +316,7 @@ def submit(
         raise SubmitError("; ".join(problems))
     # Opening the reader validates the file before anything is written.
     lines = read_items(path, max_text_chars=pipeline.limits.max_text_chars)
-    counts: dict[str, int] = {"lines_read": 0}
+    counts = {"lines_read": 0, "items_added": 0, "items_existing": 0, "lines_rejected": 0}
     pending = _chunks(lines, counts)
     head = list(itertools.islice(pending, 2))
     source = str(path)
@@ -334,14 +326,13 @@ def submit(
             repo.set_budget(session, job_id, budget_nanos)
         sub_id = repo.start_submission(session, job_id, source)
         engine = rt.engine_for(job_id, pipeline if created else None)
-        run = _Submission(rt, engine, job_id, sub_id, source, on_progress)
+        run = _Submission(rt, engine, job_id, sub_id, source, on_progress, counts)
         one = len(head) <= 1
         if one:
             for chunk in head:
                 chunk.savepoint = not created
                 run.prepare(chunk, session)
                 out = run.record(session, chunk)
-            run.counts["lines_read"] = counts["lines_read"]
             run.finish(session)
     if one:
         if head:
@@ -355,8 +346,7 @@ def submit(
                 run.send_ready()
             del chunk
         run.send_ready()
-        run.counts["lines_read"] = counts["lines_read"]
         with rt.sessions.begin() as session:
             run.finish(session)
-    log.info("cascade.job.submitted", job_id=job_id, source=source, **run.counts)
-    return SubmitResult(job_id, job_name, created, run.counts)
+    log.info("cascade.job.submitted", job_id=job_id, source=source, **counts)
+    return SubmitResult(job_id, job_name, created, counts)

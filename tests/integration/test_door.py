@@ -155,7 +155,8 @@ def test_one_chunk_and_many_chunks_leave_the_same_job(
     # When it goes in as one chunk (one transaction), and as chunks of 7 (writer thread)
     one = submit_mod.submit(rt, path, pipe, "one")
     monkeypatch.setattr(submit_mod, "CHUNK_LINES", 7)
-    many = submit_mod.submit(rt, path, pipe, "many")
+    progress: list[dict[str, int]] = []
+    many = submit_mod.submit(rt, path, pipe, "many", on_progress=progress.append)
     # Then the counts, the rows and the job's state are the same
     assert (
         one.counts
@@ -168,6 +169,10 @@ def test_one_chunk_and_many_chunks_leave_the_same_job(
         }
     )
     assert rows(rt, one.job_id) == rows(rt, many.job_id)
+    # progress came chunk by chunk, lines read included, as the chunks committed
+    read = [p["lines_read"] for p in progress]
+    assert len(progress) == 5 and read == sorted(read) and read[0] >= 7
+    assert progress[-1]["items_added"] == 28
     # And the same file again, in chunks (each refused by the unique index, then
     # written through ON CONFLICT) adds nothing: every line with an id the job has is
     # existing, the repeat of k3 too (its row is from the first submission)
