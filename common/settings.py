@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     breaker_window_s: float = Field(default=60.0, gt=0)
     breaker_recovery_s: float = Field(default=30.0, gt=0)
     breaker_probes: int = Field(default=2, ge=1)
+    # A worker process reuses a closed breaker's "allowed" this long instead of asking
+    # Redis before every call; a breaker another process opens is seen within it.
+    breaker_closed_ttl_ms: int = Field(default=100, ge=0, le=10_000)
     # When every fallback link is unavailable: put the item off, at most this many times.
     max_deferrals: int = Field(default=6, ge=0)
     defer_base_s: float = Field(default=15.0, ge=0)

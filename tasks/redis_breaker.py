@@ -13,6 +13,14 @@ Keys (``prefix`` defaults to ``cascade:breaker:``):
 - ``{prefix}drill:{key}``: a chaos drill, ``SET key reason PX ms``. Its lifetime is
   Redis' own TTL (computed from ``clock()`` at ``disable`` time), so ``disabled``'s
   ``now`` is not consulted here, unlike in the memory store.
+
+Two round trips per model call would cost a worker about a tenth of its CPU, so the
+common case costs none: the success of a call that was not a probe changes nothing
+(:func:`workers.breaker.record_success`) and is not sent, and with ``closed_ttl_s``
+set, an ``allowed`` verdict from a closed breaker is reused by this process for that
+long (real time, not the injected clock). A breaker that another process opens is
+then seen here within ``closed_ttl_s``; a failure recorded here, or a drill started
+here, drops the reuse at once.
 """
 
 from __future__ import annotations
@@ -111,9 +119,8 @@ _RECORD = (
 local ok = ARGV[7] == '1'
 local was_probe = ARGV[8] == '1'
 local s = load()
-s.failures = prune(s.failures)
 local from = s.state
-if ok then
+if ok then                                       -- only a probe's success changes anything
   if s.state == 'half_open' and was_probe then
     s.successes = s.successes + 1
     if s.successes >= to_close then              -- enough probes: close, forget failures
@@ -121,10 +128,11 @@ if ok then
       return {from, 'closed', 'probes_succeeded'}
     end
     s.probes = math.max(0, s.probes - 1)
+    save(s)
   end
-  save(s)
   return {}
 end
+s.failures = prune(s.failures)
 if s.state == 'closed' then
   s.failures[#s.failures + 1] = now
   if #s.failures >= threshold then               -- too many failures in the window
@@ -139,6 +147,9 @@ save(s)                                          -- stale non-probe results are 
 return {}
 """
 )
+
+
+_CLOSED = Admission(breaker.ALLOWED, breaker.ADMIT_CLOSED)
 
 
 def _text(value: object) -> str:
@@ -161,11 +172,14 @@ class RedisBreakerStore:
         policy: BreakerPolicy | None = None,
         prefix: str = "cascade:breaker:",
         clock: Callable[[], float] = time.time,
+        closed_ttl_s: float = 0.0,
     ) -> None:
         self.client = client
         self.policy = policy or BreakerPolicy()
         self.prefix = prefix
         self.clock = clock  # only for drill TTLs
+        self.closed_ttl_s = closed_ttl_s
+        self._closed_until: dict[str, float] = {}  # key -> time.monotonic() deadline
         self._admit = client.register_script(_ADMIT)
         self._record = client.register_script(_RECORD)
 
@@ -191,12 +205,16 @@ class RedisBreakerStore:
         return Transition(key, _state_name(from_state), _state_name(to_state), now, reason)
 
     async def admit(self, key: str, now: float) -> Admission:
+        if self._closed_until and time.monotonic() < self._closed_until.get(key, 0.0):
+            return _CLOSED
         raw = await self._admit(
             keys=[self._state_key(key), self._drill_key(key)], args=self._args(now)
         )
         verdict, reason, *event = [_text(v) for v in raw]
         transition = self._transition(key, now, event) if event[0] else None
         if verdict == breaker.ALLOWED:
+            if self.closed_ttl_s > 0 and reason == breaker.ADMIT_CLOSED:
+                self._closed_until[key] = time.monotonic() + self.closed_ttl_s
             return Admission(breaker.ALLOWED, reason, transition)
         if verdict == breaker.PROBE:
             return Admission(breaker.PROBE, reason, transition)
@@ -205,6 +223,10 @@ class RedisBreakerStore:
         raise ValueError(f"unknown admission verdict from Redis: {verdict!r}")
 
     async def record(self, key: str, now: float, ok: bool, was_probe: bool) -> Transition | None:
+        if ok and not was_probe:
+            return None  # changes nothing (see the module docstring)
+        if not ok:
+            self._closed_until.pop(key, None)
         args = [*self._args(now), "1" if ok else "0", "1" if was_probe else "0"]
         raw = await self._record(keys=[self._state_key(key)], args=args)
         parts = [_text(v) for v in raw]
@@ -217,6 +239,7 @@ class RedisBreakerStore:
         return BreakerState.from_dict(json.loads(raw))
 
     async def disable(self, key: str, until: float, reason: str) -> None:
+        self._closed_until.pop(key, None)
         ms = math.ceil((until - self.clock()) * 1000)
         if ms <= 0:
             await self.client.delete(self._drill_key(key))

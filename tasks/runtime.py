@@ -117,7 +117,9 @@ class Runtime:
             if url:
                 from tasks.redis_breaker import RedisBreakerStore
 
-                self._breakers = RedisBreakerStore(self._shared_redis(url), policy)
+                self._breakers = RedisBreakerStore(
+                    self._shared_redis(url), policy, closed_ttl_s=s.breaker_closed_ttl_ms / 1000
+                )
             else:
                 self._breakers = MemoryBreakerStore(policy)
         return self._breakers

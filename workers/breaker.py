@@ -14,7 +14,9 @@ States::
 
 Rules worth knowing:
 
-- ``record_*`` first drops failures older than the window (``now - t >= window_s``).
+- ``record_failure`` first drops failures older than the window (``now - t >= window_s``).
+- The success of a call that was not a probe changes nothing: it is the common case,
+  and stores can skip it without a round trip (old failures go at the next failure).
 - Results of calls that are not probes, reported while the breaker is open or
   half-open, are ignored: they were admitted before the breaker opened.
 - In ``closed`` a result's ``was_probe`` does not matter (a late probe result
@@ -156,8 +158,7 @@ def admit(
 def record_success(
     policy: BreakerPolicy, state: BreakerState, now: float, was_probe: bool, *, key: str = ""
 ) -> tuple[BreakerState, Transition | None]:
-    """A call admitted earlier succeeded."""
-    state = replace(state, failures=_prune(policy, state.failures, now))
+    """A call admitted earlier succeeded. Only a probe's success can change the state."""
     if state.state != HALF_OPEN or not was_probe:
         return state, None
     successes = state.probe_successes + 1

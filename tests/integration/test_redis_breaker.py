@@ -163,3 +163,47 @@ def test_clear_ends_a_drill_and_a_past_until_sets_none(redis_url: str) -> None:
         assert await second.disabled(KEY, 1.0) is None
 
     run_with_clients(redis_url, go)
+
+
+def test_a_plain_success_costs_no_round_trip(redis_url: str) -> None:
+    async def go(a: aredis.Redis, _: aredis.Redis) -> tuple[object, int]:
+        store = RedisBreakerStore(a)
+        # When a call that was not a probe succeeds on a fresh breaker
+        event = await store.record(KEY, 5.0, ok=True, was_probe=False)
+        # Then nothing was written (the script never ran)
+        return event, await a.exists("cascade:breaker:state:" + KEY)
+
+    assert run_with_clients(redis_url, go) == (None, 0)
+
+
+def test_closed_verdict_is_reused_for_its_ttl_and_dropped_by_a_local_failure(
+    redis_url: str,
+) -> None:
+    policy = BreakerPolicy(failure_threshold=1, recovery_s=600.0)
+
+    async def go(a: aredis.Redis, b: aredis.Redis) -> list[str]:
+        cached = RedisBreakerStore(a, policy, closed_ttl_s=0.3)
+        other = RedisBreakerStore(b, policy)
+        seen = [(await cached.admit(KEY, 1.0)).verdict]
+        # Given another process opens the breaker
+        await other.record(KEY, 2.0, ok=False, was_probe=False)
+        assert (await other.admit(KEY, 2.0)).verdict == "rejected"
+        # Then this process still admits within the TTL, and rejects once it has run out
+        seen.append((await cached.admit(KEY, 2.0)).verdict)
+        await asyncio.sleep(0.35)
+        seen.append((await cached.admit(KEY, 3.0)).verdict)
+        # And a failure recorded here drops the reuse at once
+        await other.clear(KEY)
+        await b.delete("cascade:breaker:state:" + KEY)
+        seen.append((await cached.admit(KEY, 4.0)).verdict)
+        await cached.record(KEY, 5.0, ok=False, was_probe=False)
+        seen.append((await cached.admit(KEY, 5.0)).verdict)
+        return seen
+
+    assert run_with_clients(redis_url, go) == [
+        "allowed",
+        "allowed",
+        "rejected",
+        "allowed",
+        "rejected",
+    ]

@@ -103,8 +103,9 @@ RECORD_ROWS: list[tuple[BreakerState, float, bool, bool, BreakerState, str | Non
     (closed(1, 2, 3, 4), 10.0, False, False, open_(10.0, 1, 2, 3, 4, 10), "failure_threshold"),
     # a failure exactly window_s old has left the window: 4 in window, stays closed
     (closed(0, 1, 2, 3), 60.0, False, False, closed(1, 2, 3, 60), None),
-    # success in closed only prunes old failures (100-30 >= 60 dropped, 100-50 kept)
-    (closed(30, 50), 100.0, True, False, closed(50), None),
+    # a success that is not a probe changes nothing, not even old failures (the next
+    # failure drops them): stores skip it without a round trip
+    (closed(30, 50), 100.0, True, False, closed(30, 50), None),
     # a late probe result after closing counts like any other call
     (closed(1, 2, 3, 4), 10.0, False, True, open_(10.0, 1, 2, 3, 4, 10), "failure_threshold"),
     # first probe success: one fewer in flight, one more success, still half_open
@@ -121,8 +122,8 @@ RECORD_ROWS: list[tuple[BreakerState, float, bool, bool, BreakerState, str | Non
     (open_(100.0), 110.0, False, False, open_(100.0), None),
     # stale success while open is ignored
     (open_(100.0), 110.0, True, False, open_(100.0), None),
-    # open drops failures that left the window as it goes
-    (open_(100.0, 10, 99), 110.0, True, False, open_(100.0, 99), None),
+    # open drops failures that left the window as it goes (at a failure)
+    (open_(100.0, 10, 99), 110.0, False, False, open_(100.0, 99), None),
 ]
 
 
