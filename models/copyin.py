@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -123,10 +123,25 @@ def reserve_ids(session: Session, n: int) -> tuple[list[int], datetime]:
     return list(row[0] or []), row[1]
 
 
-Decide = Callable[
-    [Sequence[int], Sequence[NewItem], datetime],
-    tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]],
-]
+Describe = Callable[[int], tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    """A chunk's decisions by kind: items of one kind leave with the same columns and
+    the same attempt rows but for their ids, so each kind is formatted once.
+
+    ``describe(n)`` gives item ``n``'s (the first of its kind) columns, as
+    :func:`models.repo.settled_values` gives them, and its attempt rows, whose first
+    keys are ``job_id``, ``item_id``, ``step``.
+    """
+
+    kinds: Sequence[Hashable]  # one per item
+    describe: Describe
+
+
+Decide = Callable[[Sequence[int], Sequence[NewItem], datetime], Decisions]
+_ATTEMPT_HEAD = ("job_id", "item_id", "step")
 
 
 @dataclass(slots=True)
@@ -140,6 +155,11 @@ class Prepared:
     attempts: tuple[tuple[str, ...], str] | None  # (columns, COPY text)
 
 
+# A kind, formatted: the row's tail after ``meta``, whether its text is dropped, and
+# its attempt rows as (step, the columns after ``step``).
+_Formatted = tuple[str, bool, tuple[tuple[int, str], ...]]
+
+
 def prepare(
     session: Session,
     job_id: int,
@@ -150,30 +170,56 @@ def prepare(
     """Draw ids for a chunk and format its COPY text; ``session`` is used for the ids only.
 
     The first occurrence of an id within the chunk wins, as in :func:`models.repo.add_items`.
-    ``decide(ids, items, now)`` may return, per item, the columns a tier's decision
-    sets (as :func:`models.repo.settled_values` gives them) and the attempt rows
-    behind them: the items then go in already decided. Without it they go in pending
-    at the first tier. Every row carries the time the ids were drawn as ``created_at``.
+    ``decide(ids, items, now)`` may decide the items (:class:`Decisions`): they then go
+    in already decided, with their attempt rows. Without it they go in pending at the
+    first tier. Every row carries the time the ids were drawn as ``created_at``.
     """
     unique, duplicates = split_duplicates(batch)
     if not unique:
         return Prepared([], duplicates, [], "", None)
     ids, now = reserve_ids(session, len(unique))
-    outcomes, attempts = decide(ids, unique, now) if decide is not None else (None, ())
-    if outcomes is not None and len(outcomes) != len(unique):
-        raise ValueError("one outcome per item")
+    decisions = decide(ids, unique, now) if decide is not None else None
+    if decisions is not None and len(decisions.kinds) != len(unique):
+        raise ValueError("one kind per item")
     head = f"{job_id}\t{submission_id}\t"
-    pending = _row_tail({}, now)
+    pending: _Formatted = (_row_tail({}, now), False, ())
+    formatted: dict[Hashable, _Formatted] = {}
+    names: tuple[str, ...] = ()
     parts: list[str] = []
+    tries: list[str] = []
     for n, it in enumerate(unique):
-        values = outcomes[n] if outcomes is not None else None
-        tail = _row_tail(values, now) if values else pending
-        text = "\\N" if values and values.get("text", "") is None else field(it.text)
+        pk = ids[n]
+        if decisions is None:
+            tail, no_text, steps = pending
+        else:
+            kind = decisions.kinds[n]
+            one = formatted.get(kind)
+            if one is None:
+                values, rows = decisions.describe(n)
+                names = _attempt_names(rows, names)
+                steps = tuple((r["step"], _tail(tuple(r[c] for c in names[3:]))) for r in rows)
+                no_text = values.get("text", "") is None
+                one = formatted[kind] = (_row_tail(values, now), no_text, steps)
+            tail, no_text, steps = one
+        text = "\\N" if no_text else field(it.text)
         parts.append(
-            f"{ids[n]}\t{head}{field(it.key)}\t{it.line_no}\t{text}\t"
+            f"{pk}\t{head}{field(it.key)}\t{it.line_no}\t{text}\t"
             f"{field(json_text(it.meta))}\t{tail}\n"
         )
-    return Prepared(unique, duplicates, ids, "".join(parts), _rows_text(attempts))
+        for step, rest in steps:
+            tries.append(f"{job_id}\t{pk}\t{step}\t{rest}\n")
+    attempts = (names, "".join(tries)) if tries else None
+    return Prepared(unique, duplicates, ids, "".join(parts), attempts)
+
+
+def _attempt_names(rows: Sequence[Mapping[str, Any]], names: tuple[str, ...]) -> tuple[str, ...]:
+    """The attempt rows' columns: the same for every row, led by :data:`_ATTEMPT_HEAD`."""
+    for row in rows:
+        keys = tuple(row)
+        if keys[:3] != _ATTEMPT_HEAD or (names and keys != names):
+            raise ValueError(f"attempt rows must share columns led by {_ATTEMPT_HEAD}")
+        names = keys
+    return names
 
 
 class Collision(Exception):
@@ -246,22 +292,3 @@ def _row_tail(values: Mapping[str, Any], now: datetime) -> str:
 @lru_cache(maxsize=4096)
 def _tail_at(values: tuple[object, ...], now: datetime) -> str:
     return "\t".join(field(now if v is _NOW else v) for v in values)
-
-
-def _rows_text(
-    rows: Sequence[Mapping[str, Any]], head: int = 3
-) -> tuple[tuple[str, ...], str] | None:
-    """(columns, COPY text) of dict rows that all have the same keys; None for no rows.
-
-    The first ``head`` keys differ from row to row; the rest are formatted once per
-    distinct combination (an attempt row's tier, model, outcome, label…).
-    """
-    if not rows:
-        return None
-    names = tuple(rows[0])
-    first, rest = names[:head], names[head:]
-    text = "".join(
-        "\t".join([*(field(r[n]) for n in first), _tail(tuple(r[n] for n in rest))]) + "\n"
-        for r in rows
-    )
-    return names, text

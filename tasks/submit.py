@@ -8,7 +8,8 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,14 +20,15 @@ from common.logs import get_logger
 from models import copyin, repo
 from models.bulk import add_items_fast
 from models.repo import AddResult, NewItem, Settled
-from tasks.flow import Message, attempt_rows, chunks, decide_free, decide_items, route
+from tasks import metrics
+from tasks.flow import Message, attempt_rows, chunks, decide_free, decide_items
 from tasks.jobs import publish
 from tasks.runtime import Runtime, tier_batch_size
 from workers.engine import Engine
 from workers.intake import InputItem, RejectedLine, read_items
 from workers.pipeline import ClaudeTier, ModelRef, Pipeline, RulesTier
 from workers.pricing import PriceTable
-from workers.records import ItemResult, WorkItem
+from workers.records import WorkItem
 
 if TYPE_CHECKING:
     from models.db import DbSession
@@ -121,7 +123,22 @@ def door_tier(rt: Runtime, engine: Engine) -> RulesTier | None:
     return None
 
 
-Decided = tuple[list[ItemResult], list[Settled]]
+@dataclass(slots=True)
+class Decided:
+    """What the door decided for a committed chunk: per item, its id and its kind, and
+    each kind's decision (``accept`` or ``escalate``)."""
+
+    ids: list[int]
+    kinds: list[Hashable]
+    names: dict[Hashable, str]
+
+    @classmethod
+    def of(cls, kept: Sequence[Settled]) -> Decided:
+        """From a batch settled the way a worker settles it (a decision is its own kind)."""
+        kinds: list[Hashable] = [s.decision for s in kept]
+        return cls([s.pk for s in kept], kinds, {s.decision: s.decision for s in kept})
+
+
 Outgoing = tuple[list[int], Decided | None]  # a committed chunk's ids, and its door decisions
 Rejected = list[tuple[int, str, str]]
 
@@ -151,17 +168,22 @@ def prepare_chunk(
     """On the reading thread: draw ids, decide the ``door`` tier, format the COPY text.
 
     Doing this here rather than on the writer keeps the writer's thread free to wait
-    on the database while the next chunk is read and prepared.
+    on the database while the next chunk is read and prepared. The door sorts items
+    into kinds (:meth:`Engine.rules_kinds`) and runs the tier itself, as a worker
+    would, on one item of each kind: the rest of that kind are written the same way.
     """
 
-    def decide(
-        ids: Sequence[int], items: Sequence[NewItem], now: datetime
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        work = [WorkItem(pk, it.text, 0) for pk, it in zip(ids, items, strict=True)]
-        results, kept = decide_items(engine, 0, work)
+    def decide(ids: Sequence[int], items: Sequence[NewItem], now: datetime) -> copyin.Decisions:
+        kinds: list[Hashable] = list(engine.rules_kinds(0, [it.text for it in items]))
+        decided = chunk.decided = Decided(list(ids), kinds, {})
         drop = not engine.pipeline.store_text
-        chunk.decided = results, kept
-        return [repo.settled_values(s, now, drop) for s in kept], attempt_rows(job_id, results)
+
+        def describe(n: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+            results, kept = decide_items(engine, 0, [WorkItem(ids[n], items[n].text, 0)])
+            decided.names[kinds[n]] = kept[0].decision
+            return repo.settled_values(kept[0], now, drop), attempt_rows(job_id, results)
+
+        return copyin.Decisions(kinds, describe)
 
     with nullcontext(session) if session is not None else rt.sessions() as own:
         if copyin.supported(own):
@@ -186,7 +208,21 @@ def write_chunk(
     added = add_items_fast(session, job_id, sub_id, chunk.batch)
     if door is None or not added.added:
         return added, None
-    return added, decide_free(rt, session, job_id, 0, added.added)
+    _, kept = decide_free(rt, session, job_id, 0, added.added)
+    return added, Decided.of(kept)
+
+
+def door_messages(rt: Runtime, job_id: int, tier: str, decided: Decided) -> list[Message]:
+    """After a chunk decided at the door commits: metrics, a log line, and its escalations
+    (what :func:`tasks.flow.route` does after a worker's rules batch)."""
+    names = [decided.names[k] for k in decided.kinds]
+    counts = Counter(names)
+    if set(counts) - {"accept", "escalate"}:
+        raise RuntimeError(f"a rules tier decided {sorted(counts)}: only accept or escalate")
+    metrics.record(tier, (), names)
+    log.info("cascade.batch.settled", items=len(names), lost_lease=0, **counts)
+    up = [pk for pk, name in zip(decided.ids, names, strict=True) if name == "escalate"]
+    return [Message("tier", job_id, 1, c) for c in chunks(up, rt.batch_size(job_id, 1))]
 
 
 class _Submission:
@@ -258,9 +294,7 @@ class _Submission:
         """The doorbell for a committed chunk: escalations (door) or the first tier's ids."""
         ids, decided = out
         if self.door is not None and decided is not None:
-            results, kept = decided
-            msg = Message("tier", self.job_id, 0, ids)
-            return route(self.rt, msg, self.door.name, results, kept, finish=False)
+            return door_messages(self.rt, self.job_id, self.door.name, decided)
         return [Message("tier", self.job_id, 0, c) for c in chunks(ids, self.first_batch)]
 
     def sent(self, messages: list[Message]) -> None:

@@ -256,6 +256,28 @@ class Engine:
             results.append(result)
         return results
 
+    def rules_kinds(self, tier_index: int, texts: Sequence[str]) -> list[tuple[int, int]]:
+        """Per text, the kind of its :meth:`run_rules` result: (rule index or -1, baseline).
+
+        Two new items of one kind get the same result but for their ids, so a caller
+        writing many (``cascade submit``) runs :meth:`run_rules` once per kind.
+        """
+        rules = self._rules[tier_index]
+        outcomes = self._rule_outcomes.get(tier_index)
+        if outcomes is None:
+            outcomes = self._rule_outcomes[tier_index] = self._outcomes_of(tier_index)
+        accepts = [o[1] == "accept" for o in outcomes[:-1]]
+        match, baseline = rules.match, self.baseline
+        kinds = []
+        for text in texts:
+            hit = match(text)
+            if hit is None:
+                kinds.append((-1, 0))
+            else:
+                i = hit.index
+                kinds.append((i, baseline(len(text), None) if accepts[i] else 0))
+        return kinds
+
     def _outcomes_of(
         self, tier_index: int
     ) -> list[tuple[Decision, str, str, str, str | None, float | None]]:

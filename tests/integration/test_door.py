@@ -36,6 +36,10 @@ TEXTS = [
     "My app crashes on launch every time",  # a later rule
     "The new dashboard colours are ugly",  # no rule: escalates
     "Tab\there, new\nline and back\\slash, where is my parcel",  # escaping, a rule
+    # the door formats one item per kind (rule, baseline) and copies it: the same rule
+    # with a longer text (another baseline), and one of the same kind as line 2
+    "I forgot my password again and again, and the reset link never comes",
+    "Where is my order? It is LATE",
 ]
 
 
@@ -68,10 +72,8 @@ def door_chunk(rt: Runtime, name: str, *, store_text: bool = True) -> tuple[int,
     with rt.sessions.begin() as s:
         added, decided = submit_mod.write_chunk(rt, s, door, job_id, sub, batch)
     assert decided is not None and len(added.added) == len(TEXTS)
-    results, kept = decided
-    return job_id, submit_mod.route(
-        rt, Message("tier", job_id, 0, added.added), door.name, results, kept
-    )
+    assert decided.ids == added.added
+    return job_id, submit_mod.door_messages(rt, job_id, door.name, decided)
 
 
 Rows = list[dict[str, Any]]
@@ -127,10 +129,14 @@ def test_the_door_leaves_the_rows_a_worker_leaves(
         ("done", True, 0),
         ("pending", False, 1),
         ("done", True, 0),
+        ("done", True, 0),
+        ("done", True, 0),
     ]
     assert [(a["line"], a["role"], a["decision"]) for a in attempts] == [
-        (n, "rules", "escalate" if n == 4 else "accept") for n in range(1, 6)
+        (n, "rules", "escalate" if n == 4 else "accept") for n in range(1, 8)
     ]
+    assert items[5]["baseline_nanos"] > items[0]["baseline_nanos"]
+    assert items[6]["baseline_nanos"] == items[1]["baseline_nanos"]
     assert items[4]["text"] == (TEXTS[4] if store_text else None)
     assert items[3]["text"] == TEXTS[3]  # still to be classified: kept either way
     assert items[0]["meta"] == {"n": 0} and items[0]["baseline_nanos"] > 0
