@@ -34,6 +34,12 @@ def test_meta_json_refuses_what_json_cannot_hold() -> None:
         (0.5, "0.5"),
         ("plain", "plain"),
         ("tab\there\nnew\rline \\N back\\slash", "tab\\there\\nnew\\rline \\\\N back\\\\slash"),
+        # each special alone is found (they are looked for one by one)
+        ("a\tb", "a\\tb"),
+        ("a\nb", "a\\nb"),
+        ("a\rb", "a\\rb"),
+        ("a\\b", "a\\\\b"),
+        (type("Sub", (str,), {})("a\tb"), "a\\tb"),  # a str subclass takes the slow way
         (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "2026-01-02T03:04:05+00:00"),
     ],
 )
