@@ -15,7 +15,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, exists, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    column,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -27,6 +40,7 @@ from models.tables_ops import DailySpend
 ITEMS: Table = Item.__table__  # type: ignore[assignment]
 ATTEMPTS: Table = Attempt.__table__  # type: ignore[assignment]
 JOBS: Table = Job.__table__  # type: ignore[assignment]
+SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
 DAILY: Table = DailySpend.__table__  # type: ignore[assignment]
 UNFINISHED = (
     "pending",
@@ -83,16 +97,20 @@ def open_job(session: Session, name: str, pipeline: dict[str, Any]) -> tuple[int
         .returning(JOBS.c.id, JOBS.c.pipeline, JOBS.c.pipeline_name)
     ).first()
     if found is not None:
-        if found.pipeline != pipeline:  # the caller's transaction rolls the update back
-            raise JobConflictError(
-                f"job {name!r} exists with a different pipeline ({found.pipeline_name}); "
-                "use another --job-name or the same pipeline file"
-            )
+        _same_pipeline(name, found.pipeline, found.pipeline_name, pipeline)
         return int(found.id), False
     job = Job(name=name, pipeline_name=pipeline["name"], pipeline=pipeline, status="submitting")
     session.add(job)
     session.flush()
     return job.id, True
+
+
+def _same_pipeline(name: str, stored: Any, stored_name: str, pipeline: dict[str, Any]) -> None:
+    if stored != pipeline:  # the caller's transaction rolls the update back
+        raise JobConflictError(
+            f"job {name!r} exists with a different pipeline ({stored_name}); "
+            "use another --job-name or the same pipeline file"
+        )
 
 
 def list_jobs(session: Session, limit: int = 50) -> list[Job]:
@@ -102,9 +120,13 @@ def list_jobs(session: Session, limit: int = 50) -> list[Job]:
 def job_submitted(session: Session, job_id: int) -> None:
     """The file is in: a submitting job goes running, or straight to done if nothing is
     left unfinished (every item settled at the door). One statement."""
+    session.execute(_job_submitted(job_id))
+
+
+def _job_submitted(job_id: int) -> Any:
     unfinished = exists().where(ITEMS.c.job_id == job_id, ITEMS.c.status.in_(UNFINISHED))
     now = utcnow()
-    session.execute(
+    return (
         JOBS.update()
         .where(JOBS.c.id == job_id, JOBS.c.status == "submitting")
         .values(
@@ -129,16 +151,64 @@ def finish_job_if_done(session: Session, job_id: int) -> bool:
 
 # -- submissions --------------------------------------------------------------
 def start_submission(session: Session, job_id: int, source: str) -> int:
-    sub = Submission(job_id=job_id, source=source[:500])
-    session.add(sub)
-    session.flush()
-    return sub.id
+    return int(
+        session.execute(
+            SUBMISSIONS.insert()
+            .values(job_id=job_id, source=source[:500])
+            .returning(SUBMISSIONS.c.id)
+        ).scalar_one()
+    )
+
+
+def open_submission(
+    session: Session, name: str, pipeline: dict[str, Any], source: str
+) -> tuple[int, bool, int]:
+    """:func:`open_job` and :func:`start_submission`: (job id, created, submission id).
+
+    On Postgres, for a job that exists, one statement does both (the short path of a
+    one-item submission); a conflicting pipeline raises and the caller rolls back.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        found = session.execute(
+            _OPEN_SQL, {"name": name, "source": source[:500], "now": utcnow()}
+        ).first()
+        if found is not None:
+            _same_pipeline(name, found.pipeline, found.pipeline_name, pipeline)
+            return int(found.id), False, int(found.sub_id)
+    job_id, created = open_job(session, name, pipeline)
+    return job_id, created, start_submission(session, job_id, source)
+
+
+_OPEN_SQL = text(
+    """
+    WITH job AS (
+        UPDATE jobs SET status = 'submitting', finished_at = NULL, updated_at = :now
+        WHERE name = :name
+        RETURNING id, pipeline, pipeline_name
+    ), sub AS (
+        INSERT INTO submissions
+            (job_id, source, lines_read, items_added, items_existing, lines_rejected)
+        SELECT id, :source, 0, 0, 0, 0 FROM job
+        RETURNING id
+    )
+    SELECT job.id, job.pipeline, job.pipeline_name, sub.id AS sub_id FROM job, sub
+    """
+).columns(
+    column("id", BigInteger),
+    column("pipeline", JOBS.c.pipeline.type),
+    column("pipeline_name", String),
+    column("sub_id", BigInteger),
+)
 
 
 def finish_submission(session: Session, submission_id: int, counts: dict[str, int]) -> None:
-    session.execute(
-        update(Submission)
-        .where(Submission.id == submission_id)
+    session.execute(_finish_submission(submission_id, counts))
+
+
+def _finish_submission(submission_id: int, counts: dict[str, int]) -> Any:
+    return (
+        SUBMISSIONS.update()
+        .where(SUBMISSIONS.c.id == submission_id)
         .values(
             lines_read=counts.get("lines_read", 0),
             items_added=counts.get("items_added", 0),
@@ -147,6 +217,53 @@ def finish_submission(session: Session, submission_id: int, counts: dict[str, in
             finished_at=utcnow(),
         )
     )
+
+
+def close_submission(
+    session: Session, job_id: int, submission_id: int, counts: dict[str, int]
+) -> None:
+    """:func:`finish_submission` and :func:`job_submitted`; one statement on Postgres."""
+    if session.get_bind().dialect.name != "postgresql":  # SQLite: no UPDATE in a WITH
+        finish_submission(session, submission_id, counts)
+        job_submitted(session, job_id)
+        return
+    session.execute(
+        _CLOSE_SQL,
+        {
+            "job_id": job_id,
+            "sub_id": submission_id,
+            "lines_read": counts.get("lines_read", 0),
+            "items_added": counts.get("items_added", 0),
+            "items_existing": counts.get("items_existing", 0),
+            "lines_rejected": counts.get("lines_rejected", 0),
+            "unfinished": list(UNFINISHED),
+            "now": utcnow(),
+        },
+    )
+
+
+# Built once (a one-item submission's last statement): the submission's counts, and
+# the job running, or done if every item was settled at the door.
+_CLOSE_SQL = text(
+    """
+    WITH finished_submission AS (
+        UPDATE submissions SET lines_read = :lines_read, items_added = :items_added,
+            items_existing = :items_existing, lines_rejected = :lines_rejected,
+            finished_at = :now
+        WHERE id = :sub_id
+    )
+    UPDATE jobs SET
+        status = CASE WHEN open.busy THEN 'running' ELSE 'done' END,
+        finished_at = CASE WHEN open.busy THEN NULL ELSE CAST(:now AS timestamptz) END,
+        updated_at = :now
+    FROM (
+        SELECT EXISTS (
+            SELECT 1 FROM items WHERE job_id = :job_id AND status = ANY(:unfinished)
+        ) AS busy
+    ) AS open
+    WHERE jobs.id = :job_id AND jobs.status = 'submitting'
+    """
+)
 
 
 @dataclass(slots=True)  # not frozen: one per submitted line

@@ -303,8 +303,7 @@ class _Submission:
             self.on_progress(dict(self.counts))
 
     def finish(self, session: DbSession) -> None:
-        repo.finish_submission(session, self.sub_id, self.counts)
-        repo.job_submitted(session, self.job_id)
+        repo.close_submission(session, self.job_id, self.sub_id, self.counts)
 
 
 def _chunks(lines: Iterator[InputItem | RejectedLine], counts: dict[str, int]) -> Iterator[Chunk]:
@@ -327,6 +326,40 @@ def _chunks(lines: Iterator[InputItem | RejectedLine], counts: dict[str, int]) -
 def _drain(chunks: list[Chunk]) -> Iterator[Chunk]:
     while chunks:
         yield chunks.pop(0)
+
+
+def _open(
+    rt: Runtime,
+    pipeline: Pipeline,
+    job_name: str,
+    source: str,
+    budget_nanos: int | None,
+    on_progress: Callable[[dict[str, int]], None] | None,
+    counts: dict[str, int],
+    head: list[Chunk],
+    one: bool,
+    copy: bool = True,
+) -> tuple[_Submission, Outgoing | None, bool]:
+    """Open the job and the submission; a file of ``one`` chunk is written and closed in
+    the same transaction (its COPY without a savepoint: a collision raises
+    :class:`copyin.Collision` and the whole transaction is redone by the caller)."""
+    out: Outgoing | None = None
+    with rt.sessions.begin() as session:
+        job_id, created, sub_id = repo.open_submission(
+            session, job_name, pipeline.model_dump(mode="json"), source
+        )
+        if budget_nanos is not None:
+            repo.set_budget(session, job_id, budget_nanos)
+        engine = rt.engine_for(job_id, pipeline if created else None)
+        run = _Submission(rt, engine, job_id, sub_id, source, on_progress, counts)
+        if one:
+            for chunk in head:
+                chunk.savepoint = False
+                if copy:
+                    run.prepare(chunk, session)
+                out = run.record(session, chunk)
+            run.finish(session)
+    return run, out, created
 
 
 def submit(
@@ -354,22 +387,22 @@ def submit(
     pending = _chunks(lines, counts)
     head = list(itertools.islice(pending, 2))
     source = str(path)
-    with rt.sessions.begin() as session:
-        job_id, created = repo.open_job(session, job_name, pipeline.model_dump(mode="json"))
-        if budget_nanos is not None:
-            repo.set_budget(session, job_id, budget_nanos)
-        sub_id = repo.start_submission(session, job_id, source)
-        engine = rt.engine_for(job_id, pipeline if created else None)
-        run = _Submission(rt, engine, job_id, sub_id, source, on_progress, counts)
-        one = len(head) <= 1
-        if one:
-            for chunk in head:
-                chunk.savepoint = not created
-                run.prepare(chunk, session)
-                out = run.record(session, chunk)
-            run.finish(session)
+    one = len(head) <= 1
+    try:
+        run, out, created = _open(
+            rt, pipeline, job_name, source, budget_nanos, on_progress, counts, head, one
+        )
+    except copyin.Collision:
+        # The job holds one of the file's ids already, and that transaction is gone:
+        # again, with the chunk through INSERT ... ON CONFLICT.
+        for chunk in head:
+            chunk.prepared = chunk.decided = None
+        run, out, created = _open(
+            rt, pipeline, job_name, source, budget_nanos, on_progress, counts, head, one, False
+        )
+    job_id = run.job_id
     if one:
-        if head:
+        if out is not None:
             run.sent(run.messages(out))
     else:
         with Pipelined(run.flush) as writer:

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from common.settings import Settings
 from migrations.runner import upgrade
 from models import copyin, repo
-from models.repo import ATTEMPTS, ITEMS, JOBS, NewItem
+from models.repo import ATTEMPTS, ITEMS, JOBS, SUBMISSIONS, NewItem
 from models.tables import RejectedLine
 from tasks import submit as submit_mod
 from tasks.flow import Message, process
@@ -186,6 +186,22 @@ def test_one_chunk_and_many_chunks_leave_the_same_job(
     again = submit_mod.submit(rt, path, pipe, "many")
     assert (again.counts["items_added"], again.counts["items_existing"]) == (0, 29)
     assert rows(rt, many.job_id) == before
+    # And one chunk with a new line into the job that has the rest: its COPY collides,
+    # and the whole transaction (job, submission, chunk) is redone through ON CONFLICT
+    monkeypatch.setattr(submit_mod, "CHUNK_LINES", 3_334)
+    path.write_text("\n".join([*lines, json.dumps({"id": "k-new", "text": TEXTS[0]})]) + "\n")
+    more = submit_mod.submit(rt, path, pipe, "one")
+    assert (more.job_id, more.created, more.counts["items_added"]) == (one.job_id, False, 1)
+    assert more.counts["items_added"] + more.counts["items_existing"] == 29
+    with rt.sessions() as s:
+        new = s.execute(
+            select(ITEMS.c.status, ITEMS.c.final_tier).where(ITEMS.c.item_key == "k-new")
+        ).one()
+        subs = s.execute(
+            select(SUBMISSIONS.c.items_added).where(SUBMISSIONS.c.job_id == one.job_id)
+        )
+        assert [r[0] for r in subs] == [28, 1]  # nothing left of the rolled-back attempt
+    assert tuple(new) == ("done", "rules")  # decided at the door all the same
     with rt.sessions() as s:
         for job_id in (one.job_id, many.job_id):
             status = s.execute(select(JOBS.c.status).where(JOBS.c.id == job_id)).scalar_one()

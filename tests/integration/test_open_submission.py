@@ -1,0 +1,83 @@
+"""A submission's bookkeeping, on both databases: opening it (job created or reopened,
+one statement on Postgres for a job that exists) and closing it (counts recorded, job
+running or done, one statement on Postgres)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from migrations.runner import upgrade
+from models import repo
+from models.db import make_engine, make_sessionmaker
+from models.repo import JOBS, SUBMISSIONS, JobConflictError, NewItem, Settled
+
+PIPE = {"name": "p", "tiers": [1, 2]}
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    upgrade(db_url)
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+def job_row(engine: Engine, job_id: int) -> tuple[str, bool]:
+    with make_sessionmaker(engine)() as s:
+        row = s.execute(select(JOBS.c.status, JOBS.c.finished_at).where(JOBS.c.id == job_id)).one()
+    return row.status, row.finished_at is not None
+
+
+def submissions(engine: Engine, job_id: int) -> list[tuple[str, int, int, bool]]:
+    with make_sessionmaker(engine)() as s:
+        rows = s.execute(
+            select(SUBMISSIONS).where(SUBMISSIONS.c.job_id == job_id).order_by(SUBMISSIONS.c.id)
+        ).all()
+    return [(r.source, r.lines_read, r.items_added, r.finished_at is not None) for r in rows]
+
+
+def test_open_creates_then_reopens_and_refuses_another_pipeline(engine: Engine) -> None:
+    sessions = make_sessionmaker(engine)
+    # Given a new job name: the job is created, submitting, with its first submission
+    with sessions.begin() as s:
+        job_id, created, first = repo.open_submission(s, "nightly", PIPE, "a.jsonl")
+    assert created
+    assert job_row(engine, job_id) == ("submitting", False)
+    with sessions.begin() as s:
+        repo.close_submission(s, job_id, first, {"lines_read": 3, "items_added": 0})
+    assert job_row(engine, job_id) == ("done", True)
+
+    # When it is opened again with the same pipeline: the same job, a new submission,
+    # submitting again and no longer finished
+    with sessions.begin() as s:
+        again, created, second = repo.open_submission(s, "nightly", PIPE, "b.jsonl" + "x" * 600)
+    assert (again, created) == (job_id, False) and second != first
+    assert job_row(engine, job_id) == ("submitting", False)
+    assert [r[0][:7] for r in submissions(engine, job_id)] == ["a.jsonl", "b.jsonl"]
+    assert len(submissions(engine, job_id)[1][0]) == 500  # the source is cut, not refused
+
+    # Then another pipeline under that name is refused, and its transaction leaves nothing
+    with pytest.raises(JobConflictError, match="different pipeline"), sessions.begin() as s:
+        repo.open_submission(s, "nightly", {"name": "q", "tiers": []}, "c.jsonl")
+    assert len(submissions(engine, job_id)) == 2
+    with sessions() as s:
+        assert s.execute(select(func.count()).select_from(JOBS)).scalar_one() == 1
+
+
+def test_close_records_counts_and_leaves_a_job_with_pending_items_running(
+    engine: Engine,
+) -> None:
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as s:
+        job_id, _, sub = repo.open_submission(s, "bulk", PIPE, "a.jsonl")
+        added = repo.add_items(s, job_id, sub, [NewItem(i, f"k{i}", "t", {}) for i in (1, 2)])
+        # one item settled, one still pending
+        pk = added.added[0]
+        done = Settled(pk, "accept", 0, "rules", 1, 0, 0, 0, False, 1, "billing", 1.0, "rule 0")
+        repo.settle(s, repo.new_token(), [], [done], drop_text=False, taken={pk})
+        repo.close_submission(s, job_id, sub, {"lines_read": 2, "items_added": 2})
+    assert job_row(engine, job_id) == ("running", False)
+    assert submissions(engine, job_id) == [("a.jsonl", 2, 2, True)]
