@@ -66,6 +66,15 @@ def db_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on a migrated database of each kind (see ``db_url``)."""
+    upgrade(db_url)
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
 def is_postgres(url: str) -> bool:
     return make_url(url).get_backend_name() == "postgresql"
 

@@ -4,7 +4,6 @@ waiting, and settle with ``taken`` records outcomes without a lease check."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,14 +13,6 @@ from migrations.runner import upgrade
 from models import repo
 from models.db import make_engine, make_sessionmaker
 from models.repo import ITEMS, NewItem, Settled
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    upgrade(db_url)
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
 
 
 def setup_job(engine: Engine, n: int, name: str = "free") -> tuple[int, list[int]]:

@@ -4,25 +4,14 @@ running or done, one statement on Postgres)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import Engine, func, select
 
-from migrations.runner import upgrade
 from models import repo
-from models.db import make_engine, make_sessionmaker
+from models.db import make_sessionmaker
 from models.repo import JOBS, SUBMISSIONS, JobConflictError, NewItem, Settled
 
 PIPE = {"name": "p", "tiers": [1, 2]}
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    upgrade(db_url)
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
 
 
 def job_row(engine: Engine, job_id: int) -> tuple[str, bool]:
