@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,6 +55,9 @@ def submit(
         from contextlib import nullcontext
 
         ctx = nullcontext()
+    # What is loaded by now (modules, tables, the engine) lives as long as the process:
+    # kept out of the collector's way, a million-line file costs ~15 % less CPU.
+    gc.freeze()
     with ctx:
         try:
             result = do_submit(rt, file, pipe, name, budget_nanos=budget_nanos)
