@@ -468,7 +468,18 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "loadavg_at_start": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "pace_s_at_start": pace(),
     }
+
+
+def pace() -> float:
+    """Seconds for a fixed pure-Python loop: this VM's speed at the moment, read at the
+    start and the end of a run (the same code has read 1.25-1.56 s minutes apart)."""
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(5_000_000):
+        total += i
+    return round(time.perf_counter() - t0, 3)
 
 
 def _peak(scn: dict[str, Any], role: str) -> float:
@@ -680,6 +691,7 @@ def main(argv: list[str] | None = None) -> None:
         if bench.fake is not None:
             stop(bench.fake)
     results["total_seconds"] = round(time.monotonic() - started, 1)
+    results["machine"]["pace_s_at_end"] = pace()
     results["verdicts"] = [
         dict(zip(("figure", "measured", "target", "verdict"), v, strict=True))
         for v in verdicts(results)
@@ -688,7 +700,9 @@ def main(argv: list[str] | None = None) -> None:
     print(table(results))
     print(
         f"\n{results['machine']['cpus']} CPUs, {results['machine']['cpu_model']}; "
-        f"total {results['total_seconds']} s; JSON in {RESULTS / 'latest.json'}"
+        f"total {results['total_seconds']} s; CPU pace (5M-step Python loop) "
+        f"{results['machine']['pace_s_at_start']} s at start, "
+        f"{results['machine']['pace_s_at_end']} s at end; JSON in {RESULTS / 'latest.json'}"
     )
 
 
