@@ -23,9 +23,15 @@ def test_two_workers_per_queue_and_two_concurrent_jobs(
     fake: FakeServer,  # noqa: F811 - the imported fixture
     tmp_path: Path,
 ) -> None:
-    # Given two worker processes on every tier queue (as on two hosts), small batches,
-    # and the rules tier sent through its queue rather than decided at submit
-    cluster.knobs |= {"CASCADE_BATCH_SIZE": "10", "CASCADE_RULES_AT_SUBMIT": "false"}
+    # Given two worker processes on every tier queue (as on two hosts), small batches
+    # (the rules tier's too: at its default of 1,000 each job is one message, and one
+    # worker holding a batch and a prefetched one can take both), and the rules tier
+    # sent through its queue rather than decided at submit
+    cluster.knobs |= {
+        "CASCADE_BATCH_SIZE": "10",
+        "CASCADE_FREE_BATCH_SIZE": "10",
+        "CASCADE_RULES_AT_SUBMIT": "false",
+    }
     for queue in QUEUES:
         for host in ("a", "b"):
             cluster.start_worker(f"{queue}-{host}", concurrency=1, queues=[queue])
