@@ -120,13 +120,9 @@ def list_jobs(session: Session, limit: int = 50) -> list[Job]:
 def job_submitted(session: Session, job_id: int) -> None:
     """The file is in: a submitting job goes running, or straight to done if nothing is
     left unfinished (every item settled at the door). One statement."""
-    session.execute(_job_submitted(job_id))
-
-
-def _job_submitted(job_id: int) -> Any:
     unfinished = exists().where(ITEMS.c.job_id == job_id, ITEMS.c.status.in_(UNFINISHED))
     now = utcnow()
-    return (
+    session.execute(
         JOBS.update()
         .where(JOBS.c.id == job_id, JOBS.c.status == "submitting")
         .values(
@@ -202,11 +198,7 @@ _OPEN_SQL = text(
 
 
 def finish_submission(session: Session, submission_id: int, counts: dict[str, int]) -> None:
-    session.execute(_finish_submission(submission_id, counts))
-
-
-def _finish_submission(submission_id: int, counts: dict[str, int]) -> Any:
-    return (
+    session.execute(
         SUBMISSIONS.update()
         .where(SUBMISSIONS.c.id == submission_id)
         .values(
@@ -242,8 +234,8 @@ def close_submission(
     )
 
 
-# Built once (a one-item submission's last statement): the submission's counts, and
-# the job running, or done if every item was settled at the door.
+# Built once (a one-item submission's last statement): finish_submission and
+# job_submitted, the same rules in one statement.
 _CLOSE_SQL = text(
     """
     WITH finished_submission AS (

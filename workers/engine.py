@@ -225,11 +225,7 @@ class Engine:
     def run_rules(self, tier_index: int, items: Sequence[WorkItem]) -> list[ItemResult]:
         tier = self.pipeline.tiers[tier_index]
         rules = self._rules[tier_index]
-        # What a rule decides is the same for every item it matches (decisions are
-        # frozen): built once per rule, not once per item.
-        outcomes = self._rule_outcomes.get(tier_index)
-        if outcomes is None:
-            outcomes = self._rule_outcomes[tier_index] = self._outcomes_of(tier_index)
+        outcomes = self._outcomes(tier_index)
         miss = outcomes[-1]
         results = []
         for item in items:
@@ -263,10 +259,7 @@ class Engine:
         writing many (``cascade submit``) runs :meth:`run_rules` once per kind.
         """
         rules = self._rules[tier_index]
-        outcomes = self._rule_outcomes.get(tier_index)
-        if outcomes is None:
-            outcomes = self._rule_outcomes[tier_index] = self._outcomes_of(tier_index)
-        accepts = [o[1] == "accept" for o in outcomes[:-1]]
+        accepts = [o[1] == "accept" for o in self._outcomes(tier_index)[:-1]]
         match, baseline = rules.match, self.baseline
         kinds = []
         for text in texts:
@@ -277,6 +270,16 @@ class Engine:
                 i = hit.index
                 kinds.append((i, baseline(len(text), None) if accepts[i] else 0))
         return kinds
+
+    def _outcomes(
+        self, tier_index: int
+    ) -> list[tuple[Decision, str, str, str, str | None, float | None]]:
+        """What a rule decides is the same for every item it matches (decisions are
+        frozen): built once per rule, not once per item."""
+        outcomes = self._rule_outcomes.get(tier_index)
+        if outcomes is None:
+            outcomes = self._rule_outcomes[tier_index] = self._outcomes_of(tier_index)
+        return outcomes
 
     def _outcomes_of(
         self, tier_index: int
