@@ -28,7 +28,15 @@ from psycopg import errors as pg_errors
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from models.repo import ATTEMPTS, ITEMS, AddResult, NewItem, split_duplicates
+from models.repo import (
+    ATTEMPTS,
+    ITEMS,
+    UNFINISHED,
+    AddResult,
+    NewItem,
+    driver_connection,
+    split_duplicates,
+)
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -107,6 +115,7 @@ def _tail_defaults(table: Table, head: Sequence[str]) -> dict[str, Any]:
 _NOW = object()  # stands for the chunk's transaction timestamp
 _ITEM_TAIL = _tail_defaults(ITEMS, _ITEM_HEAD)
 _ITEM_COLS = (*_ITEM_HEAD, *_ITEM_TAIL)
+_STATUS = _ITEM_COLS.index("status")
 _COPY_ITEMS = f"COPY items ({', '.join(_ITEM_COLS)}) FROM STDIN"
 
 
@@ -148,20 +157,57 @@ Decide = Callable[[Sequence[int], Sequence[NewItem], datetime], Decisions]
 _ATTEMPT_HEAD = ("job_id", "item_id", "step")
 
 
+# A chunk of at most this many items goes in with one INSERT (items and attempt rows
+# together) rather than two COPYs: one round trip instead of four, the short path of
+# an item submitted on its own. Larger chunks are cheaper as COPY text.
+SMALL_ROWS = 8
+
+
+@dataclass(slots=True)
+class Rows:
+    """A small chunk's rows as values, for one ``INSERT``: items, then attempt rows."""
+
+    items: list[tuple[object, ...]]
+    attempt_names: tuple[str, ...]
+    attempts: list[tuple[object, ...]]
+
+
 @dataclass(slots=True)
 class Prepared:
-    """A chunk of new items as COPY text, ready to write: ids drawn, decisions made."""
+    """A chunk of new items ready to write, ids drawn and decisions made: as COPY text,
+    or (at most :data:`SMALL_ROWS` items) as :class:`Rows`."""
 
     items: list[NewItem]  # without repeats, in input order
     duplicates: list[tuple[int, str, int]]
     ids: list[int]
     items_text: str
     attempts: tuple[tuple[str, ...], str] | None  # (columns, COPY text)
+    rows: Rows | None = None
+
+    @property
+    def unfinished(self) -> bool:
+        """Some item goes in unfinished (pending, or escalated to a later tier)."""
+        if self.rows is None:
+            raise ValueError("only a small chunk's rows are kept as values")
+        return any(row[_STATUS] in UNFINISHED for row in self.rows.items)
 
 
-# A kind, formatted: the row's tail after ``meta``, whether its text is dropped, and
-# its attempt rows as (step, the columns after ``step``).
-_Formatted = tuple[str, bool, tuple[tuple[int, str], ...]]
+@dataclass(slots=True)
+class _Kind:
+    """A kind's columns after ``meta`` (``_NOW`` for the chunk's time), whether its text
+    is dropped, and its attempt rows as (step, the values after ``step``); the COPY
+    text of both is formatted once, on first use."""
+
+    tail: tuple[object, ...]
+    no_text: bool
+    steps: tuple[tuple[int, tuple[object, ...]], ...]
+    text: tuple[str, tuple[tuple[int, str], ...]] | None = None
+
+    def formatted(self, now: datetime) -> tuple[str, tuple[tuple[int, str], ...]]:
+        if self.text is None:
+            steps = tuple((step, _tail(rest)) for step, rest in self.steps)
+            self.text = (_tail_at(self.tail, now), steps)
+        return self.text
 
 
 def prepare(
@@ -170,10 +216,13 @@ def prepare(
     submission_id: int,
     batch: Sequence[NewItem],
     decide: Decide | None = None,
+    drawn: tuple[Sequence[int], datetime] | None = None,
 ) -> Prepared:
-    """Draw ids for a chunk and format its COPY text; ``session`` is used for the ids only.
+    """Draw ids for a chunk and format its rows; ``session`` is used for the ids only.
 
-    The first occurrence of an id within the chunk wins, as in :func:`models.repo.add_items`.
+    ``drawn`` (ids and the transaction's time, from :func:`models.repo.open_submission`)
+    spares that round trip when it holds at least one id per line. The first occurrence
+    of an id within the chunk wins, as in :func:`models.repo.add_items`.
     ``decide(ids, items, now)`` may decide the items (:class:`Decisions`): they then go
     in already decided, with their attempt rows. Without it they go in pending at the
     first tier. Every row carries the time the ids were drawn as ``created_at``.
@@ -181,31 +230,50 @@ def prepare(
     unique, duplicates = split_duplicates(batch)
     if not unique:
         return Prepared([], duplicates, [], "", None)
-    ids, now = reserve_ids(session, len(unique))
+    if drawn is not None and len(drawn[0]) >= len(unique):
+        ids, now = list(drawn[0][: len(unique)]), drawn[1]
+    else:
+        ids, now = reserve_ids(session, len(unique))
     decisions = decide(ids, unique, now) if decide is not None else None
     if decisions is not None and len(decisions.kinds) != len(unique):
         raise ValueError("one kind per item")
-    head = f"{job_id}\t{submission_id}\t"
-    pending: _Formatted = (_row_tail({}, now), False, ())
-    formatted: dict[Hashable, _Formatted] = {}
+    kinds: dict[Hashable, _Kind] = {}
+    pending = _Kind(tuple(_ITEM_TAIL.values()), False, ())
     names: tuple[str, ...] = ()
+
+    def kind_of(n: int) -> _Kind:
+        nonlocal names
+        if decisions is None:
+            return pending
+        key = decisions.kinds[n]
+        one = kinds.get(key)
+        if one is None:
+            values, rows = decisions.describe(n)
+            names = _attempt_names(rows, names)
+            steps = tuple((r["step"], tuple(r[c] for c in names[3:])) for r in rows)
+            no_text = values.get("text", "") is None
+            one = kinds[key] = _Kind(_row_tail(values), no_text, steps)
+        return one
+
+    if len(unique) <= SMALL_ROWS:
+        rows = Rows([], (), [])
+        for n, it in enumerate(unique):
+            pk, kind = ids[n], kind_of(n)
+            keep = None if kind.no_text else it.text
+            values = tuple(now if v is _NOW else v for v in kind.tail)
+            rows.items.append(
+                (pk, job_id, submission_id, it.key, it.line_no, keep, it.meta, *values)
+            )
+            rows.attempts += [(job_id, pk, step, *rest) for step, rest in kind.steps]
+        rows.attempt_names = names
+        return Prepared(unique, duplicates, ids, "", None, rows)
+    head = f"{job_id}\t{submission_id}\t"
     parts: list[str] = []
     tries: list[str] = []
     for n, it in enumerate(unique):
-        pk = ids[n]
-        if decisions is None:
-            tail, no_text, steps = pending
-        else:
-            kind = decisions.kinds[n]
-            one = formatted.get(kind)
-            if one is None:
-                values, rows = decisions.describe(n)
-                names = _attempt_names(rows, names)
-                steps = tuple((r["step"], _tail(tuple(r[c] for c in names[3:]))) for r in rows)
-                no_text = values.get("text", "") is None
-                one = formatted[kind] = (_row_tail(values, now), no_text, steps)
-            tail, no_text, steps = one
-        text = "\\N" if no_text else field(it.text)
+        pk, kind = ids[n], kind_of(n)
+        tail, steps = kind.formatted(now)
+        text = "\\N" if kind.no_text else field(it.text)
         parts.append(
             f"{pk}\t{head}{field(it.key)}\t{it.line_no}\t{text}\t"
             f"{field(json_text(it.meta))}\t{tail}\n"
@@ -230,30 +298,38 @@ class Collision(Exception):
     """A chunk written without a savepoint met an id the job has: its transaction is lost."""
 
 
-def write(session: Session, prepared: Prepared, *, savepoint: bool = True) -> AddResult | None:
-    """COPY a prepared chunk; None, and nothing written, if the job has one of its ids
-    already (then :func:`models.bulk.add_items_fast` is the way in).
+def write(
+    session: Session,
+    prepared: Prepared,
+    *,
+    savepoint: bool = True,
+    then: tuple[str, Mapping[str, Any]] | None = None,
+) -> AddResult | None:
+    """Write a prepared chunk (COPY, or one INSERT); None, and nothing written, if the
+    job has one of its ids already (then :func:`models.bulk.add_items_fast` is the way in).
 
     ``savepoint=False`` spares two round trips when the caller can redo the whole
     transaction instead: an id the job has then raises :class:`Collision`, and the
     transaction must be rolled back. Use it where no id can collide (a job created
     by this transaction), or where the transaction holds nothing but this chunk.
+    ``then`` (one statement, SQL and named parameters; no savepoint) is run after the
+    rows: a small chunk's rows join it as one statement, COPY text goes first.
     """
     result = AddResult(prepared.ids, prepared.duplicates, 0)
-    if not prepared.items:
-        return result
-    if not savepoint:
+    if savepoint and then is not None:
+        raise ValueError("then: only without a savepoint")
+    if not savepoint or not prepared.items:
         try:
-            with _driver(session).cursor() as cur:
-                _copy(cur, prepared)
+            with driver_connection(session).cursor() as cur:
+                _send(cur, prepared, then)
         except pg_errors.UniqueViolation as exc:
             raise Collision(str(exc)) from exc
         return result
     nested = session.begin_nested()
-    raw = _driver(session)  # after begin_nested: asking for the connection emits SAVEPOINT
+    raw = driver_connection(session)  # after begin_nested: asking for it emits SAVEPOINT
     try:
         with raw.cursor() as cur:
-            _copy(cur, prepared)
+            _send(cur, prepared, None)
     except pg_errors.UniqueViolation:
         nested.rollback()
         return None
@@ -261,17 +337,66 @@ def write(session: Session, prepared: Prepared, *, savepoint: bool = True) -> Ad
     return result
 
 
-def _driver(session: Session) -> Any:
-    return session.connection().connection.driver_connection  # psycopg.Connection
-
-
-def _copy(cur: Any, prepared: Prepared) -> None:
-    with cur.copy(_COPY_ITEMS) as copy:
-        copy.write(prepared.items_text)
+def _send(cur: Any, prepared: Prepared, then: tuple[str, Mapping[str, Any]] | None) -> None:
+    if prepared.rows is not None:
+        cur.execute(*_one_statement(prepared.rows, then))
+        return
+    if prepared.items:
+        with cur.copy(_COPY_ITEMS) as copy:
+            copy.write(prepared.items_text)
     if prepared.attempts is not None:
         names, text = prepared.attempts
         with cur.copy(f"COPY {ATTEMPTS.name} ({', '.join(names)}) FROM STDIN") as copy:
             copy.write(text)
+    if then is not None:
+        cur.execute(*then)
+
+
+def _one_statement(
+    rows: Rows, then: tuple[str, Mapping[str, Any]] | None
+) -> tuple[str, dict[str, Any]]:
+    """A small chunk's items and attempt rows, and ``then``, as one statement: the
+    INSERTs are common table expressions ahead of ``then``'s own (attempts have no
+    foreign key to wait for). Each table's rows are one JSON parameter: one message to
+    send, and few enough parameters for the driver to cache the statement's parsing."""
+    params: dict[str, Any] = {
+        "_items": _json_rows(_ITEM_COLS, rows.items),
+        "_attempts": _json_rows(rows.attempt_names, rows.attempts),
+    }
+    ctes = _insert_ctes(rows.attempt_names if rows.attempts else None)
+    if then is None:
+        return f"WITH {ctes} SELECT 1", params
+    sql, more = then
+    if params.keys() & more.keys():
+        raise ValueError("then: parameter names _items and _attempts are the rows'")
+    head, rest = sql.lstrip()[:5], sql.lstrip()[5:]
+    joined = f"WITH {ctes}, {rest}" if head.upper() == "WITH " else f"WITH {ctes} {sql}"
+    return joined, params | dict(more)
+
+
+def _json_rows(names: Sequence[str], rows: Sequence[tuple[object, ...]]) -> str:
+    return json.dumps([dict(zip(names, row, strict=True)) for row in rows], default=_json_value)
+
+
+def _json_value(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"no JSON form for {type(value).__name__}")
+
+
+@lru_cache(maxsize=64)
+def _insert_ctes(attempt_names: tuple[str, ...] | None) -> str:
+    def insert(table: str, names: Sequence[str], param: str) -> str:
+        cols = ", ".join(names)
+        return (
+            f"INSERT INTO {table} ({cols}) SELECT {cols} "
+            f"FROM json_populate_recordset(NULL::{table}, %({param})s)"
+        )
+
+    ctes = f"new_items AS ({insert(ITEMS.name, _ITEM_COLS, '_items')})"
+    if attempt_names:
+        ctes += f", new_attempts AS ({insert(ATTEMPTS.name, attempt_names, '_attempts')})"
+    return ctes
 
 
 def add_items_direct(
@@ -285,12 +410,13 @@ def add_items_direct(
     return write(session, prepare(session, job_id, submission_id, batch, decide))
 
 
-def _row_tail(values: Mapping[str, Any], now: datetime) -> str:
+def _row_tail(values: Mapping[str, Any]) -> tuple[object, ...]:
+    """The columns after ``meta``: ``values`` over the defaults (``_NOW``: the chunk's time)."""
     merged = _ITEM_TAIL | dict(values)
     merged.pop("text", None)
     if len(merged) != len(_ITEM_TAIL):
         raise ValueError(f"not columns of items: {sorted(set(merged) - set(_ITEM_TAIL))}")
-    return _tail_at(tuple(merged.values()), now)
+    return tuple(merged.values())
 
 
 @lru_cache(maxsize=4096)

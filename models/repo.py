@@ -11,23 +11,19 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    String,
     Table,
     and_,
     bindparam,
     case,
-    column,
     exists,
     func,
     or_,
     select,
-    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -156,45 +152,61 @@ def start_submission(session: Session, job_id: int, source: str) -> int:
     )
 
 
-def open_submission(
-    session: Session, name: str, pipeline: dict[str, Any], source: str
-) -> tuple[int, bool, int]:
-    """:func:`open_job` and :func:`start_submission`: (job id, created, submission id).
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A submission opened: its job (``created`` if new) and, when asked for and the
+    job existed (Postgres), fresh item ids and the transaction's time."""
 
-    On Postgres, for a job that exists, one statement does both (the short path of a
-    one-item submission); a conflicting pipeline raises and the caller rolls back.
+    job_id: int
+    created: bool
+    submission_id: int
+    ids: list[int] = field(default_factory=list)
+    now: datetime | None = None
+
+
+def open_submission(
+    session: Session, name: str, pipeline: dict[str, Any], source: str, *, draw: int = 0
+) -> Opened:
+    """:func:`open_job` and :func:`start_submission`.
+
+    On Postgres, for a job that exists, one statement does both and draws ``draw``
+    item ids (the short path of a one-item submission); a conflicting pipeline raises
+    and the caller rolls back.
     """
     if session.get_bind().dialect.name == "postgresql":
-        found = session.execute(
-            _OPEN_SQL, {"name": name, "source": source[:500], "now": utcnow()}
-        ).first()
+        params = {"name": name, "source": source[:500], "now": utcnow(), "draw": draw}
+        with driver_connection(session).cursor() as cur:
+            found = cur.execute(_OPEN_SQL, params).fetchone()
         if found is not None:
-            _same_pipeline(name, found.pipeline, found.pipeline_name, pipeline)
-            return int(found.id), False, int(found.sub_id)
+            job_id, stored, stored_name, sub_id, ids, now = found
+            _same_pipeline(name, stored, stored_name, pipeline)
+            return Opened(int(job_id), False, int(sub_id), list(ids or []), now)
     job_id, created = open_job(session, name, pipeline)
-    return job_id, created, start_submission(session, job_id, source)
+    return Opened(job_id, created, start_submission(session, job_id, source))
 
 
-_OPEN_SQL = text(
-    """
+def driver_connection(session: Session) -> Any:
+    """The session's psycopg connection (Postgres), for COPY and pipelined statements."""
+    return session.connection().connection.driver_connection
+
+
+# ids: drawn only when the job is found (a scalar subquery runs once per output row)
+_OPEN_SQL = """
     WITH job AS (
-        UPDATE jobs SET status = 'submitting', finished_at = NULL, updated_at = :now
-        WHERE name = :name
+        UPDATE jobs SET status = 'submitting', finished_at = NULL, updated_at = %(now)s
+        WHERE name = %(name)s
         RETURNING id, pipeline, pipeline_name
     ), sub AS (
         INSERT INTO submissions
             (job_id, source, lines_read, items_added, items_existing, lines_rejected)
-        SELECT id, :source, 0, 0, 0, 0 FROM job
+        SELECT id, %(source)s, 0, 0, 0, 0 FROM job
         RETURNING id
     )
-    SELECT job.id, job.pipeline, job.pipeline_name, sub.id AS sub_id FROM job, sub
+    SELECT job.id, job.pipeline, job.pipeline_name, sub.id,
+        (SELECT array_agg(nextval('items_id_seq')) FROM generate_series(1, %(draw)s)),
+        now()
+    FROM job, sub
     """
-).columns(
-    column("id", BigInteger),
-    column("pipeline", JOBS.c.pipeline.type),
-    column("pipeline_name", String),
-    column("sub_id", BigInteger),
-)
 
 
 def finish_submission(session: Session, submission_id: int, counts: dict[str, int]) -> None:
@@ -219,43 +231,48 @@ def close_submission(
         finish_submission(session, submission_id, counts)
         job_submitted(session, job_id)
         return
-    session.execute(
-        _CLOSE_SQL,
-        {
-            "job_id": job_id,
-            "sub_id": submission_id,
-            "lines_read": counts.get("lines_read", 0),
-            "items_added": counts.get("items_added", 0),
-            "items_existing": counts.get("items_existing", 0),
-            "lines_rejected": counts.get("lines_rejected", 0),
-            "unfinished": list(UNFINISHED),
-            "now": utcnow(),
-        },
-    )
+    session.connection().exec_driver_sql(*close_statement(job_id, submission_id, counts))
 
 
-# Built once (a one-item submission's last statement): finish_submission and
-# job_submitted, the same rules in one statement.
-_CLOSE_SQL = text(
-    """
+def close_statement(
+    job_id: int, submission_id: int, counts: dict[str, int], *, adding_unfinished: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """:func:`close_submission` on Postgres as SQL and parameters, for a caller that sends
+    it along with the submission's last rows; ``adding_unfinished``: those rows, not yet
+    visible to it, hold an unfinished item."""
+    return _CLOSE_SQL, {
+        "job_id": job_id,
+        "sub_id": submission_id,
+        "lines_read": counts.get("lines_read", 0),
+        "items_added": counts.get("items_added", 0),
+        "items_existing": counts.get("items_existing", 0),
+        "lines_rejected": counts.get("lines_rejected", 0),
+        "unfinished": list(UNFINISHED),
+        "adding_unfinished": adding_unfinished,
+        "now": utcnow(),
+    }
+
+
+# finish_submission and job_submitted, the same rules in one statement (a one-item
+# submission's last)
+_CLOSE_SQL = """
     WITH finished_submission AS (
-        UPDATE submissions SET lines_read = :lines_read, items_added = :items_added,
-            items_existing = :items_existing, lines_rejected = :lines_rejected,
-            finished_at = :now
-        WHERE id = :sub_id
+        UPDATE submissions SET lines_read = %(lines_read)s, items_added = %(items_added)s,
+            items_existing = %(items_existing)s, lines_rejected = %(lines_rejected)s,
+            finished_at = %(now)s
+        WHERE id = %(sub_id)s
     )
     UPDATE jobs SET
         status = CASE WHEN open.busy THEN 'running' ELSE 'done' END,
-        finished_at = CASE WHEN open.busy THEN NULL ELSE CAST(:now AS timestamptz) END,
-        updated_at = :now
+        finished_at = CASE WHEN open.busy THEN NULL ELSE CAST(%(now)s AS timestamptz) END,
+        updated_at = %(now)s
     FROM (
-        SELECT EXISTS (
-            SELECT 1 FROM items WHERE job_id = :job_id AND status = ANY(:unfinished)
+        SELECT %(adding_unfinished)s OR EXISTS (
+            SELECT 1 FROM items WHERE job_id = %(job_id)s AND status = ANY(%(unfinished)s)
         ) AS busy
     ) AS open
-    WHERE jobs.id = :job_id AND jobs.status = 'submitting'
+    WHERE jobs.id = %(job_id)s AND jobs.status = 'submitting'
     """
-)
 
 
 @dataclass(slots=True)  # not frozen: one per submitted line

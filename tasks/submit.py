@@ -164,8 +164,10 @@ def prepare_chunk(
     sub_id: int,
     chunk: Chunk,
     session: DbSession | None = None,
+    drawn: tuple[list[int], datetime] | None = None,
 ) -> None:
-    """On the reading thread: draw ids, decide the ``door`` tier, format the COPY text.
+    """On the reading thread: draw ids (unless ``drawn``), decide the ``door`` tier,
+    format the rows.
 
     Doing this here rather than on the writer keeps the writer's thread free to wait
     on the database while the next chunk is read and prepared. The door sorts items
@@ -188,21 +190,28 @@ def prepare_chunk(
     with nullcontext(session) if session is not None else rt.sessions() as own:
         if copyin.supported(own):
             chunk.prepared = copyin.prepare(
-                own, job_id, sub_id, chunk.batch, decide if door is not None else None
+                own, job_id, sub_id, chunk.batch, decide if door is not None else None, drawn
             )
 
 
 def write_chunk(
-    rt: Runtime, session: DbSession, door: RulesTier | None, job_id: int, sub_id: int, chunk: Chunk
+    rt: Runtime,
+    session: DbSession,
+    door: RulesTier | None,
+    job_id: int,
+    sub_id: int,
+    chunk: Chunk,
+    then: tuple[str, dict[str, Any]] | None = None,
 ) -> tuple[AddResult, Decided | None]:
     """Insert a chunk; with a ``door`` tier its items are decided in the same transaction.
 
     A prepared chunk goes in with COPY, already decided; one holding an id the job
     has already (or not prepared: SQLite) takes the ON CONFLICT insert and is then
     decided like a worker would (:func:`tasks.flow.decide_free`). Both leave the same rows.
+    ``then`` goes with a prepared chunk's rows (:func:`models.copyin.write`).
     """
     if chunk.prepared is not None:
-        added = copyin.write(session, chunk.prepared, savepoint=chunk.savepoint)
+        added = copyin.write(session, chunk.prepared, savepoint=chunk.savepoint, then=then)
         if added is not None:  # every item went in, as decided
             return added, chunk.decided
     added = add_items_fast(session, job_id, sub_id, chunk.batch)
@@ -245,22 +254,57 @@ class _Submission:
         self.counts = counts  # lines_read is counted by the reader (_chunks) as it goes
         self.outbox: queue.SimpleQueue[list[Message]] = queue.SimpleQueue()
 
-    def prepare(self, chunk: Chunk, session: DbSession | None = None) -> None:
-        prepare_chunk(self.rt, self.engine, self.door, self.job_id, self.sub_id, chunk, session)
+    def prepare(
+        self,
+        chunk: Chunk,
+        session: DbSession | None = None,
+        drawn: tuple[list[int], datetime] | None = None,
+    ) -> None:
+        prepare_chunk(
+            self.rt, self.engine, self.door, self.job_id, self.sub_id, chunk, session, drawn
+        )
 
-    def record(self, session: DbSession, chunk: Chunk) -> Outgoing:
-        """Write the chunk in ``session``; returns what to send once it commits."""
-        added, decided = write_chunk(self.rt, session, self.door, self.job_id, self.sub_id, chunk)
-        rejected = chunk.rejected
-        for line_no, key, first_line in added.duplicates:
-            rejected.append(
-                (line_no, f"duplicate_id: {key!r} first seen on line {first_line}", key)
+    def record(self, session: DbSession, chunk: Chunk, *, closing: bool = False) -> Outgoing:
+        """Write the chunk in ``session``; returns what to send once it commits.
+
+        ``closing``: the submission's only chunk, which closes it too. Small and
+        prepared, its rows all go in or raise (no savepoint), so the counts are known
+        before the write and the closing statement goes in the same round trip.
+        """
+        prepared = chunk.prepared
+        if closing and not chunk.savepoint and prepared is not None and prepared.rows is not None:
+            counts = self._rejected(session, chunk.rejected, prepared.duplicates)
+            counts["items_added"] += len(prepared.ids)
+            then = repo.close_statement(
+                self.job_id, self.sub_id, counts, adding_unfinished=prepared.unfinished
             )
-        repo.add_rejected(session, self.job_id, self.sub_id, self.source, rejected)
-        self.counts["items_added"] += len(added.added)
-        self.counts["items_existing"] += added.existing
-        self.counts["lines_rejected"] += len(rejected)
+            added, decided = write_chunk(
+                self.rt, session, self.door, self.job_id, self.sub_id, chunk, then
+            )
+            self.counts.update(counts)  # not before: a Collision redoes the transaction
+            return added.added, decided
+        added, decided = write_chunk(self.rt, session, self.door, self.job_id, self.sub_id, chunk)
+        counts = self._rejected(session, chunk.rejected, added.duplicates)
+        counts["items_added"] += len(added.added)
+        counts["items_existing"] += added.existing
+        self.counts.update(counts)
+        if closing:
+            self.finish(session)
         return added.added, decided
+
+    def _rejected(
+        self, session: DbSession, rejected: Rejected, duplicates: list[tuple[int, str, int]]
+    ) -> dict[str, int]:
+        """Record the chunk's bad lines and repeated ids; the counts with them (the
+        chunk is left as it is: a redone transaction records them again)."""
+        rows = rejected + [
+            (line_no, f"duplicate_id: {key!r} first seen on line {first_line}", key)
+            for line_no, key, first_line in duplicates
+        ]
+        repo.add_rejected(session, self.job_id, self.sub_id, self.source, rows)
+        counts = dict(self.counts)
+        counts["lines_rejected"] += len(rows)
+        return counts
 
     def flush(self, chunk: Chunk) -> None:
         """A chunk in its own transaction (the writer thread's work).
@@ -344,21 +388,26 @@ def _open(
     the same transaction (its COPY without a savepoint: a collision raises
     :class:`copyin.Collision` and the whole transaction is redone by the caller)."""
     out: Outgoing | None = None
+    # the one chunk's ids are drawn by the statement that opens the submission
+    draw = len(head[0].batch) if one and copy and head else 0
     with rt.sessions.begin() as session:
-        job_id, created, sub_id = repo.open_submission(
-            session, job_name, pipeline.model_dump(mode="json"), source
+        opened = repo.open_submission(
+            session, job_name, pipeline.model_dump(mode="json"), source, draw=draw
         )
+        job_id, created = opened.job_id, opened.created
         if budget_nanos is not None:
             repo.set_budget(session, job_id, budget_nanos)
         engine = rt.engine_for(job_id, pipeline if created else None)
-        run = _Submission(rt, engine, job_id, sub_id, source, on_progress, counts)
+        run = _Submission(rt, engine, job_id, opened.submission_id, source, on_progress, counts)
+        drawn = (opened.ids, opened.now) if opened.now is not None else None
         if one:
-            for chunk in head:
+            for chunk in head:  # at most one
                 chunk.savepoint = False
                 if copy:
-                    run.prepare(chunk, session)
-                out = run.record(session, chunk)
-            run.finish(session)
+                    run.prepare(chunk, session, drawn)
+                out = run.record(session, chunk, closing=True)
+            if not head:  # an empty file
+                run.finish(session)
     return run, out, created
 
 

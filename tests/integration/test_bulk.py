@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from migrations.runner import upgrade
-from models import repo
+from models import copyin, repo
 from models.bulk import add_items_copy, add_items_fast
 from models.copyin import add_items_direct
 from models.db import make_engine, make_sessionmaker
@@ -130,14 +130,19 @@ def add_direct_or_copy(s: Any, job_id: int, sub: int, batch: Sequence[NewItem]) 
 
 
 @pytest.mark.parametrize(("name", "first", "second", "expected"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("small_rows", [0, 1_000], ids=["copy", "insert"])
 def test_copy_path_matches_executemany(
     pg: Engine,
+    monkeypatch: pytest.MonkeyPatch,
     name: str,
     first: list[list[NewItem]],
     second: list[list[NewItem]],
     expected: list[tuple[int, Any, int]],
+    small_rows: int,
 ) -> None:
-    # Given the same submissions through every path (separate jobs)
+    # Given the same submissions through every path (separate jobs); the direct path
+    # as COPY text, or (small chunks) as one INSERT
+    monkeypatch.setattr(copyin, "SMALL_ROWS", small_rows)
     got_copy, rows_copy = _run(pg, add_items_copy, first, second)
     got_many, rows_many = _run(pg, repo.add_items, first, second)
     got_direct, rows_direct = _run(pg, add_direct_or_copy, first, second)
@@ -149,7 +154,11 @@ def test_copy_path_matches_executemany(
     assert rows_direct == rows_many
 
 
-def test_direct_copy_writes_nothing_when_an_id_exists(pg: Engine) -> None:
+@pytest.mark.parametrize("small_rows", [0, 1_000], ids=["copy", "insert"])
+def test_direct_copy_writes_nothing_when_an_id_exists(
+    pg: Engine, monkeypatch: pytest.MonkeyPatch, small_rows: int
+) -> None:
+    monkeypatch.setattr(copyin, "SMALL_ROWS", small_rows)
     sessions = make_sessionmaker(pg)
     with sessions.begin() as s:
         job_id, _ = repo.open_job(s, "direct", {"name": "p"})

@@ -9,12 +9,13 @@ runs it (``tasks.flow.process``). Items, attempts and the follow-up messages mus
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from common.settings import Settings
 from migrations.runner import upgrade
@@ -69,6 +70,8 @@ def door_chunk(rt: Runtime, name: str, *, store_text: bool = True) -> tuple[int,
     assert isinstance(door, RulesTier)
     batch = submit_mod.Chunk(chunk(), [])
     submit_mod.prepare_chunk(rt, engine, door, job_id, sub, batch)
+    if batch.prepared is not None:  # written the way its size says
+        assert (batch.prepared.rows is not None) == (len(TEXTS) <= copyin.SMALL_ROWS)
     with rt.sessions.begin() as s:
         added, decided = submit_mod.write_chunk(rt, s, door, job_id, sub, batch)
     assert decided is not None and len(added.added) == len(TEXTS)
@@ -104,10 +107,13 @@ def shape(messages: list[Message]) -> list[tuple[str, int, int]]:
 
 
 @pytest.mark.parametrize("store_text", [True, False])
+@pytest.mark.parametrize("small_rows", [0, len(TEXTS)], ids=["copy", "insert"])
 def test_the_door_leaves_the_rows_a_worker_leaves(
-    rt: Runtime, monkeypatch: pytest.MonkeyPatch, store_text: bool
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, store_text: bool, small_rows: int
 ) -> None:
-    # Given the same chunk through the COPY door, the ON CONFLICT door, and a worker
+    # Given the same chunk through the COPY door (or, small, its one INSERT), the
+    # ON CONFLICT door, and a worker
+    monkeypatch.setattr(copyin, "SMALL_ROWS", small_rows)
     fast_job, fast_out = door_chunk(rt, "fast", store_text=store_text)
     with monkeypatch.context() as m:
         m.setattr(copyin, "supported", lambda session: False)
@@ -212,3 +218,54 @@ def test_one_chunk_and_many_chunks_leave_the_same_job(
                 .order_by(REJECTED.c.line_no)
             ).all()
             assert [r.split(":")[0] for r in reasons] == ["duplicate_id", "not_json"]
+
+
+def test_one_item_into_a_job_that_exists_takes_the_short_path(rt: Runtime, tmp_path: Path) -> None:
+    # Given a job that exists
+    pipe = load_pipeline(PIPELINE)
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({"id": "a", "text": TEXTS[0]}) + "\n")
+    first = submit_mod.submit(rt, path, pipe, "short")
+    trace = tempfile.TemporaryFile()  # noqa: SIM115 (closed at the end)
+
+    def traced(dbapi_conn: Any, *args: Any) -> None:  # libpq's protocol trace
+        dbapi_conn.pgconn.trace(trace.fileno())
+        dbapi_conn.pgconn.set_trace_flags(1)  # no timestamps
+
+    def untraced(dbapi_conn: Any, *args: Any) -> None:
+        dbapi_conn.pgconn.untrace()  # flushes it
+
+    # When one more item is submitted to it, its connection's messages traced
+    path.write_text(json.dumps({"id": "b", "text": TEXTS[1]}) + "\n")
+    event.listen(rt.db, "checkout", traced)
+    event.listen(rt.db, "checkin", untraced)
+    try:
+        again = submit_mod.submit(rt, path, pipe, "short")
+    finally:
+        event.remove(rt.db, "checkout", traced)
+        event.remove(rt.db, "checkin", untraced)
+    trace.seek(0)
+    sent = trace.read().decode()
+    trace.close()
+
+    # Then, after the pool's ping, it takes four round trips: BEGIN, the statement that
+    # opens the submission and draws the item's id, one statement for the item, its
+    # attempt and the close, and COMMIT
+    assert sent.count("\tReadyForQuery\t") == 4
+    begin, opening, rows_and_close, commit = sent.split("\tReadyForQuery\t")[:4]
+    assert '"BEGIN"' in begin and "nextval('items_id_seq')" in opening
+    assert "new_attempts AS (INSERT" in rows_and_close and "UPDATE jobs" in rows_and_close
+    assert '"COMMIT"' in commit
+    assert again.job_id == first.job_id and again.counts["items_added"] == 1
+    items, attempts = rows(rt, again.job_id)
+    assert [(r["item_key"], r["status"]) for r in items] == [("a", "done"), ("b", "done")]
+    assert [(a["line"], a["decision"]) for a in attempts] == [(1, "accept"), (1, "accept")]
+    with rt.sessions() as s:
+        status = s.execute(select(JOBS.c.status).where(JOBS.c.id == again.job_id)).scalar_one()
+        counts = s.execute(
+            select(SUBMISSIONS.c.items_added, SUBMISSIONS.c.finished_at.is_not(None))
+            .where(SUBMISSIONS.c.job_id == again.job_id)
+            .order_by(SUBMISSIONS.c.id)
+        ).all()
+    assert status == "done"
+    assert [tuple(c) for c in counts] == [(1, True), (1, True)]

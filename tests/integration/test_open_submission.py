@@ -32,8 +32,10 @@ def test_open_creates_then_reopens_and_refuses_another_pipeline(engine: Engine) 
     sessions = make_sessionmaker(engine)
     # Given a new job name: the job is created, submitting, with its first submission
     with sessions.begin() as s:
-        job_id, created, first = repo.open_submission(s, "nightly", PIPE, "a.jsonl")
-    assert created
+        opened = repo.open_submission(s, "nightly", PIPE, "a.jsonl", draw=2)
+    job_id, first = opened.job_id, opened.submission_id
+    assert opened.created
+    assert (opened.ids, opened.now) == ([], None)  # a new job: the caller draws ids itself
     assert job_row(engine, job_id) == ("submitting", False)
     with sessions.begin() as s:
         repo.close_submission(s, job_id, first, {"lines_read": 3, "items_added": 0})
@@ -42,7 +44,14 @@ def test_open_creates_then_reopens_and_refuses_another_pipeline(engine: Engine) 
     # When it is opened again with the same pipeline: the same job, a new submission,
     # submitting again and no longer finished
     with sessions.begin() as s:
-        again, created, second = repo.open_submission(s, "nightly", PIPE, "b.jsonl" + "x" * 600)
+        opened = repo.open_submission(s, "nightly", PIPE, "b.jsonl" + "x" * 600, draw=3)
+        again, created, second = opened.job_id, opened.created, opened.submission_id
+        if s.get_bind().dialect.name == "postgresql":  # ids drawn in the same statement
+            row = s.execute(select(func.now(), func.currval("items_id_seq"))).one()
+            assert opened.now == row[0] and len(set(opened.ids)) == 3
+            assert max(opened.ids) == row[1]
+        else:
+            assert (opened.ids, opened.now) == ([], None)
     assert (again, created) == (job_id, False) and second != first
     assert job_row(engine, job_id) == ("submitting", False)
     assert [r[0][:7] for r in submissions(engine, job_id)] == ["a.jsonl", "b.jsonl"]
@@ -61,7 +70,8 @@ def test_close_records_counts_and_leaves_a_job_with_pending_items_running(
 ) -> None:
     sessions = make_sessionmaker(engine)
     with sessions.begin() as s:
-        job_id, _, sub = repo.open_submission(s, "bulk", PIPE, "a.jsonl")
+        opened = repo.open_submission(s, "bulk", PIPE, "a.jsonl")
+        job_id, sub = opened.job_id, opened.submission_id
         added = repo.add_items(s, job_id, sub, [NewItem(i, f"k{i}", "t", {}) for i in (1, 2)])
         # one item settled, one still pending
         pk = added.added[0]
