@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 DbSession = Session  # for type hints outside models/, which does not import sqlalchemy
@@ -20,12 +22,47 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+# A connection back in the pool for less than this is handed out without a ping (as
+# HikariCP's aliveBypassWindowMs, 500 ms by default): the ping is a round trip on every
+# checkout, a third of a one-item submission's. One that died within the window fails
+# its first statement; SQLAlchemy then drops it and the pool's older connections, and
+# the caller's retry (a task's autoretry, a re-run submit) takes a fresh one.
+PING_BYPASS_S = 0.5
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = create_engine(url, pool_size=5, max_overflow=5)
+    event.listen(engine, "connect", _returned)  # new: no ping needed
+    event.listen(engine, "checkin", _returned)
+    event.listen(engine, "checkout", _ping_unless_fresh(engine))
+    return engine
+
+
+def _returned(_dbapi_conn: Any, record: Any) -> None:
+    record.info["returned_at"] = time.monotonic()
+
+
+def _ping_unless_fresh(engine: Engine) -> Any:
+    """A checkout hook: ping a connection that has been idle beyond :data:`PING_BYPASS_S`;
+    a dead one is replaced (the pool retries the checkout on ``DisconnectionError``)."""
+    dialect = engine.dialect
+
+    def checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get("returned_at")
+        if returned is not None and time.monotonic() - returned < PING_BYPASS_S:
+            return
+        try:
+            dialect.do_ping(dbapi_conn)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_conn, None):
+                raise sa_exc.DisconnectionError(str(exc)) from exc
+            raise
+
+    return checkout
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -10,7 +10,7 @@ are keyed by (item, step) and inserted with ON CONFLICT DO NOTHING.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -165,18 +165,28 @@ class Opened:
 
 
 def open_submission(
-    session: Session, name: str, pipeline: dict[str, Any], source: str, *, draw: int = 0
+    session: Session,
+    name: str,
+    pipeline: dict[str, Any],
+    source: str,
+    *,
+    draw: int = 0,
+    begin: bool = False,
 ) -> Opened:
     """:func:`open_job` and :func:`start_submission`.
 
     On Postgres, for a job that exists, one statement does both and draws ``draw``
     item ids (the short path of a one-item submission); a conflicting pipeline raises
-    and the caller rolls back.
+    and the caller rolls back. ``begin``: the session's first statement, which starts
+    its transaction in the same round trip (:func:`begin_with`).
     """
     if session.get_bind().dialect.name == "postgresql":
         params = {"name": name, "source": source[:500], "now": utcnow(), "draw": draw}
-        with driver_connection(session).cursor() as cur:
-            found = cur.execute(_OPEN_SQL, params).fetchone()
+        if begin:
+            cur = begin_with(session, _OPEN_SQL, params)
+        else:
+            cur = driver_connection(session).execute(_OPEN_SQL, params)
+        found = cur.fetchone()
         if found is not None:
             job_id, stored, stored_name, sub_id, ids, now = found
             _same_pipeline(name, stored, stored_name, pipeline)
@@ -188,6 +198,26 @@ def open_submission(
 def driver_connection(session: Session) -> Any:
     """The session's psycopg connection (Postgres), for COPY and pipelined statements."""
     return session.connection().connection.driver_connection
+
+
+def begin_with(session: Session, sql: str, params: Mapping[str, Any]) -> Any:
+    """Start the session's transaction and run ``sql`` in one round trip (Postgres);
+    returns the psycopg cursor holding its result.
+
+    psycopg sends BEGIN on its own and waits for it before the first statement. Here
+    the session's connection is taken in autocommit, so the driver sends no BEGIN,
+    and ``BEGIN`` and ``sql`` go out in one pipeline. Every later statement runs in that
+    transaction; the session's commit or rollback still reaches the server (psycopg
+    sends COMMIT or ROLLBACK whenever the server is in a transaction), and the pool
+    puts the connection back out of autocommit when it is returned. The session must
+    not have used its connection yet (SQLAlchemy refuses the option then).
+    """
+    conn = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    raw: Any = conn.connection.driver_connection
+    with raw.pipeline():
+        raw.execute("BEGIN")
+        cur = raw.execute(sql, params)
+    return cur  # noqa: RET504 (read once the pipeline has synced, on leaving it)
 
 
 # ids: drawn only when the job is found (a scalar subquery runs once per output row)

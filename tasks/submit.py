@@ -72,6 +72,34 @@ def check_models_priced(pipeline: Pipeline, prices: PriceTable) -> list[str]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class _Vetted:
+    pipeline: Pipeline
+    prices: PriceTable
+    problems: list[str]
+    stored: dict[str, Any]  # the pipeline as the job keeps it
+
+
+_VETTED: dict[tuple[int, int], _Vetted] = {}  # holds its pipelines, so ids stay theirs
+
+
+def _vet(pipeline: Pipeline, prices: PriceTable) -> _Vetted:
+    """The price check and the stored form of a pipeline, once per (frozen) pipeline
+    object: a process submitting one item at a time pays for them once."""
+    key = (id(pipeline), id(prices))
+    found = _VETTED.get(key)
+    if found is None or found.pipeline is not pipeline or found.prices is not prices:
+        if len(_VETTED) >= 16:
+            _VETTED.clear()
+        found = _VETTED[key] = _Vetted(
+            pipeline,
+            prices,
+            check_models_priced(pipeline, prices),
+            pipeline.model_dump(mode="json"),
+        )
+    return found
+
+
 class Pipelined(Generic[T]):
     """Runs ``write`` on a background thread, one chunk at a time, in order.
 
@@ -392,7 +420,7 @@ def _open(
     draw = len(head[0].batch) if one and copy and head else 0
     with rt.sessions.begin() as session:
         opened = repo.open_submission(
-            session, job_name, pipeline.model_dump(mode="json"), source, draw=draw
+            session, job_name, _vet(pipeline, rt.prices).stored, source, draw=draw, begin=True
         )
         job_id, created = opened.job_id, opened.created
         if budget_nanos is not None:
@@ -427,9 +455,9 @@ def submit(
     a longer one is read and prepared on this thread while a writer thread commits
     a chunk at a time.
     """
-    problems = check_models_priced(pipeline, rt.prices)
-    if problems:
-        raise SubmitError("; ".join(problems))
+    vetted = _vet(pipeline, rt.prices)
+    if vetted.problems:
+        raise SubmitError("; ".join(vetted.problems))
     # Opening the reader validates the file before anything is written.
     lines = read_items(path, max_text_chars=pipeline.limits.max_text_chars)
     counts = {"lines_read": 0, "items_added": 0, "items_existing": 0, "lines_rejected": 0}

@@ -248,14 +248,16 @@ def test_one_item_into_a_job_that_exists_takes_the_short_path(rt: Runtime, tmp_p
     sent = trace.read().decode()
     trace.close()
 
-    # Then, after the pool's ping, it takes four round trips: BEGIN, the statement that
-    # opens the submission and draws the item's id, one statement for the item, its
-    # attempt and the close, and COMMIT
-    assert sent.count("\tReadyForQuery\t") == 4
-    begin, opening, rows_and_close, commit = sent.split("\tReadyForQuery\t")[:4]
-    assert '"BEGIN"' in begin and "nextval('items_id_seq')" in opening
+    # Then it takes three round trips (the pool's connection came back moments ago: no
+    # ping): BEGIN with the statement that opens the submission and draws the item's id,
+    # one statement for the item, its attempt and the close, and COMMIT
+    assert sent.count("\tReadyForQuery\t") == 3
+    opening, rows_and_close, commit = sent.split("\tReadyForQuery\t")[:3]
+    assert '"BEGIN"' in opening and "nextval('items_id_seq')" in opening
     assert "new_attempts AS (INSERT" in rows_and_close and "UPDATE jobs" in rows_and_close
     assert '"COMMIT"' in commit
+    with rt.db.connect() as conn:  # back in the pool as it left it: not in autocommit
+        assert conn.connection.driver_connection.autocommit is False
     assert again.job_id == first.job_id and again.counts["items_added"] == 1
     items, attempts = rows(rt, again.job_id)
     assert [(r["item_key"], r["status"]) for r in items] == [("a", "done"), ("b", "done")]

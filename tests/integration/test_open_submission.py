@@ -57,10 +57,15 @@ def test_open_creates_then_reopens_and_refuses_another_pipeline(engine: Engine) 
     assert [r[0][:7] for r in submissions(engine, job_id)] == ["a.jsonl", "b.jsonl"]
     assert len(submissions(engine, job_id)[1][0]) == 500  # the source is cut, not refused
 
-    # Then another pipeline under that name is refused, and its transaction leaves nothing
-    with pytest.raises(JobConflictError, match="different pipeline"), sessions.begin() as s:
-        repo.open_submission(s, "nightly", {"name": "q", "tiers": []}, "c.jsonl")
+    # Then another pipeline under that name is refused, and its transaction leaves
+    # nothing, also when the statement began the transaction itself
+    for begin in (False, True):
+        with pytest.raises(JobConflictError, match="different pipeline"), sessions.begin() as s:
+            repo.open_submission(s, "nightly", {"name": "q", "tiers": []}, "c.jsonl", begin=begin)
     assert len(submissions(engine, job_id)) == 2
+    with engine.connect() as conn:  # the pool's connection is back out of autocommit
+        raw = conn.connection.driver_connection
+        assert getattr(raw, "autocommit", False) is False
     with sessions() as s:
         assert s.execute(select(func.count()).select_from(JOBS)).scalar_one() == 1
 

@@ -521,3 +521,19 @@ def test_unpriced_primary_and_fallbacks_are_named_by_their_place(prices: PriceTa
         "tiers[2].model: no price for 'claude-nope-4'; add it to a prices file "
         "(CASCADE_PRICES_FILE)",
     ]
+
+
+def test_a_pipeline_is_vetted_once_per_object_and_prices(prices: PriceTable) -> None:
+    from tasks import submit
+
+    spec = _spec(fallbacks=["bedrock:claude-nope-3"])
+    pipe, same_spec = parse_pipeline(spec), parse_pipeline(spec)
+
+    first = submit._vet(pipe, prices)
+
+    assert submit._vet(pipe, prices) is first  # the same object: checked once
+    assert first.problems == submit.check_models_priced(pipe, prices) != []
+    assert first.stored == pipe.model_dump(mode="json")
+    assert submit._vet(same_spec, prices) is not first  # another object: its own
+    other_prices = PriceTable.load()
+    assert submit._vet(pipe, other_prices) is not first
