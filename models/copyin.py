@@ -359,10 +359,9 @@ def _one_statement(
     INSERTs are common table expressions ahead of ``then``'s own (attempts have no
     foreign key to wait for). Each table's rows are one JSON parameter: one message to
     send, and few enough parameters for the driver to cache the statement's parsing."""
-    params: dict[str, Any] = {
-        "_items": _json_rows(_ITEM_COLS, rows.items),
-        "_attempts": _json_rows(rows.attempt_names, rows.attempts),
-    }
+    params: dict[str, Any] = {"_items": _json_rows(_ITEM_COLS, rows.items)}
+    if rows.attempts:
+        params["_attempts"] = _json_rows(rows.attempt_names, rows.attempts)
     ctes = _insert_ctes(rows.attempt_names if rows.attempts else None)
     if then is None:
         return f"WITH {ctes} SELECT 1", params

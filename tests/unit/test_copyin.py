@@ -50,3 +50,28 @@ def test_copy_fields_escape_everything_copy_would_read_as_syntax(value: object, 
 def test_a_value_copy_cannot_write_is_refused() -> None:
     with pytest.raises(TypeError, match="no COPY text form for bytes"):
         field(b"raw")
+
+
+def test_a_small_chunk_and_what_follows_it_are_one_statement() -> None:
+    from models import copyin
+
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    item = (7, 1, 2, "k", 1, 'a "quoted"\ttext', {"n": [1]}, *([now] * 19))
+    rows = copyin.Rows([item], ("job_id", "item_id", "step"), [(1, 7, 0)])
+    # Given a WITH statement to follow: its expressions join the rows'
+    sql, params = copyin._one_statement(rows, ("WITH a AS (SELECT 1) UPDATE t", {"x": 1}))
+    assert sql.startswith("WITH new_items AS (INSERT INTO items (id, job_id")
+    assert "new_attempts AS (INSERT INTO attempts (job_id, item_id, step)" in sql
+    assert sql.endswith(", a AS (SELECT 1) UPDATE t") and sql.count("WITH") == 1
+    assert params["x"] == 1
+    # the rows are data in JSON parameters, never in the SQL
+    items = json.loads(params["_items"])
+    assert items[0]["text"] == 'a "quoted"\ttext' and items[0]["meta"] == {"n": [1]}
+    assert items[0]["created_at"] == now.isoformat() and "quoted" not in sql
+    assert json.loads(params["_attempts"]) == [{"job_id": 1, "item_id": 7, "step": 0}]
+    # a plain statement goes after them; none at all, a SELECT does
+    assert copyin._one_statement(rows, ("UPDATE t", {}))[0].endswith(") UPDATE t")
+    alone, only = copyin._one_statement(copyin.Rows([item], (), []), None)
+    assert alone.endswith(") SELECT 1") and "attempts" not in alone and set(only) == {"_items"}
+    with pytest.raises(ValueError, match="_items"):
+        copyin._one_statement(rows, ("UPDATE t", {"_items": 1}))
