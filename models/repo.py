@@ -9,6 +9,7 @@ are keyed by (item, step) and inserted with ON CONFLICT DO NOTHING.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,10 +104,14 @@ def open_job(session: Session, name: str, pipeline: dict[str, Any]) -> tuple[int
 
 def _same_pipeline(name: str, stored: Any, stored_name: str, pipeline: dict[str, Any]) -> None:
     if stored != pipeline:  # the caller's transaction rolls the update back
-        raise JobConflictError(
-            f"job {name!r} exists with a different pipeline ({stored_name}); "
-            "use another --job-name or the same pipeline file"
-        )
+        raise _conflict(name, stored_name)
+
+
+def _conflict(name: str, stored_name: str) -> JobConflictError:
+    return JobConflictError(
+        f"job {name!r} exists with a different pipeline ({stored_name}); "
+        "use another --job-name or the same pipeline file"
+    )
 
 
 def list_jobs(session: Session, limit: int = 50) -> list[Job]:
@@ -181,15 +186,22 @@ def open_submission(
     its transaction in the same round trip (:func:`begin_with`).
     """
     if session.get_bind().dialect.name == "postgresql":
-        params = {"name": name, "source": source[:500], "now": utcnow(), "draw": draw}
+        params = {
+            "name": name,
+            "source": source[:500],
+            "now": utcnow(),
+            "draw": draw,
+            "pipeline": json.dumps(pipeline),
+        }
         if begin:
             cur = begin_with(session, _OPEN_SQL, params)
         else:
             cur = driver_connection(session).execute(_OPEN_SQL, params)
         found = cur.fetchone()
         if found is not None:
-            job_id, stored, stored_name, sub_id, ids, now = found
-            _same_pipeline(name, stored, stored_name, pipeline)
+            job_id, same, stored_name, sub_id, ids, now = found
+            if not same:
+                raise _conflict(name, stored_name)
             return Opened(int(job_id), False, int(sub_id), list(ids or []), now)
     job_id, created = open_job(session, name, pipeline)
     return Opened(job_id, created, start_submission(session, job_id, source))
@@ -220,7 +232,8 @@ def begin_with(session: Session, sql: str, params: Mapping[str, Any]) -> Any:
     return cur  # noqa: RET504 (read once the pipeline has synced, on leaving it)
 
 
-# ids: drawn only when the job is found (a scalar subquery runs once per output row)
+# ids: drawn only when the job is found (a scalar subquery runs once per output row);
+# the pipelines are compared as jsonb (keys in any order), not sent back
 _OPEN_SQL = """
     WITH job AS (
         UPDATE jobs SET status = 'submitting', finished_at = NULL, updated_at = %(now)s
@@ -232,7 +245,7 @@ _OPEN_SQL = """
         SELECT id, %(source)s, 0, 0, 0, 0 FROM job
         RETURNING id
     )
-    SELECT job.id, job.pipeline, job.pipeline_name, sub.id,
+    SELECT job.id, job.pipeline::jsonb = %(pipeline)s::jsonb, job.pipeline_name, sub.id,
         (SELECT array_agg(nextval('items_id_seq')) FROM generate_series(1, %(draw)s)),
         now()
     FROM job, sub
