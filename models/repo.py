@@ -177,13 +177,15 @@ def open_submission(
     *,
     draw: int = 0,
     begin: bool = False,
+    pipeline_text: str | None = None,
 ) -> Opened:
     """:func:`open_job` and :func:`start_submission`.
 
     On Postgres, for a job that exists, one statement does both and draws ``draw``
     item ids (the short path of a one-item submission); a conflicting pipeline raises
     and the caller rolls back. ``begin``: the session's first statement, which starts
-    its transaction in the same round trip (:func:`begin_with`).
+    its transaction in the same round trip (:func:`begin_with`). ``pipeline_text``:
+    ``pipeline`` as JSON, when the caller has it already.
     """
     if session.get_bind().dialect.name == "postgresql":
         params = {
@@ -191,7 +193,7 @@ def open_submission(
             "source": source[:500],
             "now": utcnow(),
             "draw": draw,
-            "pipeline": json.dumps(pipeline),
+            "pipeline": pipeline_text or json.dumps(pipeline),
         }
         if begin:
             cur = begin_with(session, _OPEN_SQL, params)

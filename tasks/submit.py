@@ -6,6 +6,7 @@ Memory stays flat: lines are read, inserted and enqueued a chunk at a time.
 from __future__ import annotations
 
 import itertools
+import json
 import queue
 import threading
 from collections import Counter
@@ -78,6 +79,7 @@ class _Vetted:
     prices: PriceTable
     problems: list[str]
     stored: dict[str, Any]  # the pipeline as the job keeps it
+    text: str  # the same as JSON
 
 
 _VETTED: dict[tuple[int, int], _Vetted] = {}  # holds its pipelines, so ids stay theirs
@@ -91,11 +93,9 @@ def _vet(pipeline: Pipeline, prices: PriceTable) -> _Vetted:
     if found is None or found.pipeline is not pipeline or found.prices is not prices:
         if len(_VETTED) >= 16:
             _VETTED.clear()
+        stored = pipeline.model_dump(mode="json")
         found = _VETTED[key] = _Vetted(
-            pipeline,
-            prices,
-            check_models_priced(pipeline, prices),
-            pipeline.model_dump(mode="json"),
+            pipeline, prices, check_models_priced(pipeline, prices), stored, json.dumps(stored)
         )
     return found
 
@@ -419,8 +419,15 @@ def _open(
     # the one chunk's ids are drawn by the statement that opens the submission
     draw = len(head[0].batch) if one and copy and head else 0
     with rt.sessions.begin() as session:
+        vetted = _vet(pipeline, rt.prices)
         opened = repo.open_submission(
-            session, job_name, _vet(pipeline, rt.prices).stored, source, draw=draw, begin=True
+            session,
+            job_name,
+            vetted.stored,
+            source,
+            draw=draw,
+            begin=True,
+            pipeline_text=vetted.text,
         )
         job_id, created = opened.job_id, opened.created
         if budget_nanos is not None:

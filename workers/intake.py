@@ -113,13 +113,13 @@ def count_lines(path: Path) -> int | None:
 
 def _detect(path: Path, fmt: str | None) -> tuple[str, bool]:
     """(format, gzip-compressed) or InputError."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file; check the path")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory; give the input file itself")
-    try:
+    try:  # one open, no stat first: a one-item file is read on the short path
         with path.open("rb") as f:
             head = f.read(2)
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: no such file; check the path") from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"{path}: is a directory; give the input file itself") from exc
     except OSError as exc:
         raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
     if not head:

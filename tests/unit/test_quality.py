@@ -4,6 +4,7 @@ validation, and the engine with a scripted executor."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -533,7 +534,7 @@ def test_a_pipeline_is_vetted_once_per_object_and_prices(prices: PriceTable) -> 
 
     assert submit._vet(pipe, prices) is first  # the same object: checked once
     assert first.problems == submit.check_models_priced(pipe, prices) != []
-    assert first.stored == pipe.model_dump(mode="json")
+    assert first.stored == pipe.model_dump(mode="json") == json.loads(first.text)
     assert submit._vet(same_spec, prices) is not first  # another object: its own
     other_prices = PriceTable.load()
     assert submit._vet(pipe, other_prices) is not first
