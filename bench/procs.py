@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -119,6 +120,15 @@ class Sampler:
                 s = self.seen[pid] = Seen(role, 0.0 if self._thread else c, c, cmd=cmdline(pid))
             s.last_cpu = c
             s.hwm_mb = max(s.hwm_mb, hwm_mb(pid) or 0.0)
+
+    def exited(self, pid: int, usage: resource.struct_rusage) -> None:
+        """A tracked process reaped with ``os.wait4``: its exact peak RSS and CPU (the
+        samples, every ``interval``, miss whatever happened after the last one: for
+        a run of a second or two, its peak)."""
+        s = self.seen.get(pid)
+        if s is not None:
+            s.hwm_mb = max(s.hwm_mb, usage.ru_maxrss / 1024)  # KiB on Linux
+            s.last_cpu = max(s.last_cpu, usage.ru_utime + usage.ru_stime)
 
     def start(self) -> None:
         self.sample()  # baseline of what already runs

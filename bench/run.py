@@ -234,7 +234,11 @@ class Bench:
             [*cmd, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         sampler.track(proc.pid, "cli")
-        out, _ = proc.communicate()
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)  # its own peak RSS and CPU, exactly
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        sampler.exited(proc.pid, usage)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed: {out.decode()[-2000:]}")
         return time.monotonic() - t0
