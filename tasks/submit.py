@@ -301,38 +301,42 @@ class _Submission:
         """
         prepared = chunk.prepared
         if closing and not chunk.savepoint and prepared is not None and prepared.rows is not None:
-            counts = self._rejected(session, chunk.rejected, prepared.duplicates)
-            counts["items_added"] += len(prepared.ids)
+            rejected = self._rejected(session, chunk.rejected, prepared.duplicates)
+            after = dict(self.counts)  # the file is read: no other thread counts now
+            after["items_added"] += len(prepared.ids)
+            after["lines_rejected"] += rejected
             then = repo.close_statement(
-                self.job_id, self.sub_id, counts, adding_unfinished=prepared.unfinished
+                self.job_id, self.sub_id, after, adding_unfinished=prepared.unfinished
             )
             added, decided = write_chunk(
                 self.rt, session, self.door, self.job_id, self.sub_id, chunk, then
             )
-            self.counts.update(counts)  # not before: a Collision redoes the transaction
+            self._count(len(added.added), 0, rejected)  # not before: a Collision redoes it
             return added.added, decided
         added, decided = write_chunk(self.rt, session, self.door, self.job_id, self.sub_id, chunk)
-        counts = self._rejected(session, chunk.rejected, added.duplicates)
-        counts["items_added"] += len(added.added)
-        counts["items_existing"] += added.existing
-        self.counts.update(counts)
+        rejected = self._rejected(session, chunk.rejected, added.duplicates)
+        self._count(len(added.added), added.existing, rejected)
         if closing:
             self.finish(session)
         return added.added, decided
 
     def _rejected(
         self, session: DbSession, rejected: Rejected, duplicates: list[tuple[int, str, int]]
-    ) -> dict[str, int]:
-        """Record the chunk's bad lines and repeated ids; the counts with them (the
-        chunk is left as it is: a redone transaction records them again)."""
+    ) -> int:
+        """Record the chunk's bad lines and repeated ids; how many (the chunk is left as
+        it is: a redone transaction records them again)."""
         rows = rejected + [
             (line_no, f"duplicate_id: {key!r} first seen on line {first_line}", key)
             for line_no, key, first_line in duplicates
         ]
         repo.add_rejected(session, self.job_id, self.sub_id, self.source, rows)
-        counts = dict(self.counts)
-        counts["lines_rejected"] += len(rows)
-        return counts
+        return len(rows)
+
+    def _count(self, added: int, existing: int, rejected: int) -> None:
+        # only these keys: lines_read is the reading thread's, counted as it reads
+        self.counts["items_added"] += added
+        self.counts["items_existing"] += existing
+        self.counts["lines_rejected"] += rejected
 
     def flush(self, chunk: Chunk) -> None:
         """A chunk in its own transaction (the writer thread's work).

@@ -271,3 +271,62 @@ def test_one_item_into_a_job_that_exists_takes_the_short_path(rt: Runtime, tmp_p
         ).all()
     assert status == "done"
     assert [tuple(c) for c in counts] == [(1, True), (1, True)]
+
+
+def test_counts_over_many_chunks_are_exact(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given a file of many chunks: the reading thread counts lines as the writer
+    # thread counts what each chunk added
+    path = tmp_path / "many.jsonl"
+    lines = [json.dumps({"id": f"m{n}", "text": TEXTS[n % len(TEXTS)]}) for n in range(3_000)]
+    for n in range(0, 3_000, 5):  # a bad line in every chunk: each records one, on I/O
+        lines[n] = "{not json"
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(submit_mod, "CHUNK_LINES", 7)
+    result = submit_mod.submit(rt, path, load_pipeline(PIPELINE), "counted")
+    # Then no count is lost
+    assert result.counts == {
+        "lines_read": 3_000,
+        "items_added": 2_400,
+        "items_existing": 0,
+        "lines_rejected": 600,
+    }
+
+
+def test_a_small_file_with_a_repeat_and_a_bad_line_closes_with_its_counts(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    # Given a job that exists, and three lines: an item, its id again, a bad line
+    pipe = load_pipeline(PIPELINE)
+    path = tmp_path / "small.jsonl"
+    path.write_text(json.dumps({"id": "first", "text": TEXTS[0]}) + "\n")
+    job_id = submit_mod.submit(rt, path, pipe, "small").job_id
+    lines = [{"id": "x", "text": TEXTS[1]}, {"id": "x", "text": TEXTS[2]}]
+    path.write_text("\n".join([*map(json.dumps, lines), "{bad"]) + "\n")
+    # When they go in by the short path (one statement for rows and close)
+    again = submit_mod.submit(rt, path, pipe, "small")
+    # Then the counts, the submission's row and the rejected lines agree
+    expected = {"lines_read": 3, "items_added": 1, "items_existing": 0, "lines_rejected": 2}
+    assert again.counts == expected
+    with rt.sessions() as s:
+        sub = s.execute(
+            select(
+                SUBMISSIONS.c.lines_read,
+                SUBMISSIONS.c.items_added,
+                SUBMISSIONS.c.items_existing,
+                SUBMISSIONS.c.lines_rejected,
+            )
+            .where(SUBMISSIONS.c.job_id == job_id)
+            .order_by(SUBMISSIONS.c.id.desc())
+            .limit(1)
+        ).one()
+        reasons = s.scalars(
+            select(REJECTED.c.reason)
+            .where(REJECTED.c.job_id == job_id)
+            .order_by(REJECTED.c.line_no)
+        ).all()
+        status = s.execute(select(JOBS.c.status).where(JOBS.c.id == job_id)).scalar_one()
+    assert tuple(sub) == (3, 1, 0, 2)
+    assert [r.split(":")[0] for r in reasons] == ["duplicate_id", "not_json"]
+    assert status == "done"  # both items settled at the door
