@@ -227,7 +227,7 @@ def sweep(idle: Annotated[int, typer.Option(help="seconds an item may wait unsen
     """Re-send items whose message was lost or whose worker died."""
     setup()
     ensure_schema()
-    from tasks.jobs import sweep_once
+    from tasks.publish import sweep_once
     from tasks.runtime import get_runtime
 
     out.print(f"re-sent {sweep_once(get_runtime(), idle):,} items")

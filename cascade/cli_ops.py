@@ -23,11 +23,12 @@ def resume(
 
     from cascade.cli import wait_for_job
     from cascade.cli_report import print_job_report
+    from common.lifecycle import Phase
     from common.settings import get_settings
     from models import repo
     from tasks.embedded import embedded_worker
-    from tasks.flow import Message, chunks
-    from tasks.jobs import publish, sweep_once
+    from tasks.messages import Message, chunks
+    from tasks.publish import publish, sweep_once
     from tasks.runtime import get_runtime
 
     budget_nanos = parse_usd(budget) if budget is not None else None
@@ -44,7 +45,7 @@ def resume(
         publish(
             rt,
             [
-                Message("tier", job_id, t, c)
+                Message(Phase.TIER, job_id, t, c)
                 for t, ids in groups
                 for c in chunks(ids, rt.batch_size(job_id, t))
             ],

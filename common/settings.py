@@ -34,8 +34,20 @@ class Settings(BaseSettings):
     rules_at_submit: bool = True
     # Concurrent model calls in one worker process.
     concurrency: int = Field(default=64, ge=1, le=2_000)
-    # How long a claimed item is reserved for the worker that claimed it.
-    lease_seconds: int = Field(default=600, ge=10)
+    # How long a claimed item is reserved for the worker that claimed it. A live worker
+    # renews the leases it holds every third of this (its heartbeat), so a dead one's
+    # items are claimable again within a lease plus a sweep.
+    lease_seconds: int = Field(default=30, ge=3)
+    # Items a worker process takes beyond its concurrency, claimed and waiting for a
+    # call slot, so a slot that frees is filled at once: up to concurrency x this.
+    admit_factor: float = Field(default=2.0, ge=1.0, le=10.0)
+    # Each worker process sweeps this often (one at a time, under a database lock):
+    # items whose lease ran out are sent again at once, items whose message was lost
+    # after `sweep_idle_s` unsent. 0 turns the workers' own sweeping off.
+    sweep_every_s: float = Field(default=10.0, ge=0)
+    sweep_idle_s: int = Field(default=600, ge=1)
+    # Most a call's ledger row (and an item's outcome) waits to be committed with others.
+    flush_ms: float = Field(default=10.0, ge=0, le=1000)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     # Workers default to INFO; interactive commands to WARNING, unless this is set.
     log_level: str | None = None
@@ -66,6 +78,9 @@ class Settings(BaseSettings):
     # A worker process reuses a closed breaker's "allowed" this long instead of asking
     # Redis before every call; a breaker another process opens is seen within it.
     breaker_closed_ttl_ms: int = Field(default=100, ge=0, le=10_000)
+    # When the breaker's store (Redis) cannot be reached: "allow" calls (fail open: no
+    # protection meanwhile) or "deny" them (fail closed: the fallback chain, then defer).
+    breaker_store_down: str = Field(default="allow", pattern="^(allow|deny)$")
     # When every fallback link is unavailable: put the item off, at most this many times.
     max_deferrals: int = Field(default=6, ge=0)
     defer_base_s: float = Field(default=15.0, ge=0)

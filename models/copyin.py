@@ -28,10 +28,10 @@ from psycopg import errors as pg_errors
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
+from common.lifecycle import UNFINISHED
 from models.repo import (
     ATTEMPTS,
     ITEMS,
-    UNFINISHED,
     AddResult,
     NewItem,
     driver_connection,
@@ -145,7 +145,7 @@ class Decisions:
     the same attempt rows but for their ids, so each kind is formatted once.
 
     ``describe(n)`` gives item ``n``'s (the first of its kind) columns, as
-    :func:`models.repo.settled_values` gives them, and its attempt rows, whose first
+    :func:`models.ledger.settled_values` gives them, and its attempt rows, whose first
     keys are ``job_id``, ``item_id``, ``step``.
     """
 

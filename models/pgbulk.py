@@ -59,6 +59,33 @@ def insert_rows(
         cur.execute(sql, [[r[n] for r in rows] for n in names])
 
 
+def upsert_rows(
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict: Sequence[str],
+    where: str | None = None,
+) -> None:
+    """INSERT the rows; one that collides on ``conflict`` replaces the stored row's other
+    columns (only where ``where``, SQL over the table's name, holds). One statement.
+
+    The rows must not collide with each other.
+    """
+    if not rows:
+        return
+    names = _columns(rows)
+    arrays = ", ".join(f"%s::{_array_type(table, n)}" for n in names)
+    sets = ", ".join(f"{n} = EXCLUDED.{n}" for n in names if n not in conflict)
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays})"
+        f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}"
+        + (f" WHERE {where}" if where else "")
+    )
+    with _cursor(session) as cur:
+        cur.execute(sql, [[r[n] for r in rows] for n in names])
+
+
 def update_rows(
     session: Session,
     table: Table,

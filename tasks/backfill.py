@@ -23,13 +23,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from common.lifecycle import Phase
 from common.logs import get_logger
 from models import batches_repo, repo
 from models.repo import NewItem
 from models.sources import DbSource, SourceReader
 from tasks.app import app
-from tasks.flow import Message, chunks
-from tasks.jobs import publish
+from tasks.messages import Message, chunks
+from tasks.publish import publish
 from tasks.runtime import Runtime, get_runtime
 from tasks.submit import CHUNK_LINES, SubmitError, check_models_priced
 from workers.intake import EMPTY_TEXT, NO_TEXT, TEXT_NOT_STRING, TEXT_TOO_LONG, read_items
@@ -265,7 +266,7 @@ def _ingest(
         result.items_added += len(added)
         pending.clear()
         publish(
-            rt, [Message("tier", job_id, 0, c) for c in chunks(added, rt.batch_size(job_id, 0))]
+            rt, [Message(Phase.TIER, job_id, 0, c) for c in chunks(added, rt.batch_size(job_id, 0))]
         )
 
     for where, entry in entries:

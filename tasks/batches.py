@@ -25,12 +25,16 @@ from typing import Any, TypeVar, cast
 
 from celery import Task
 
+from common.lifecycle import Phase
 from common.logs import get_logger
 from models import batches_repo
-from models.repo import Claimed, utcnow
+from models.ledger import Claimed
+from models.repo import utcnow
 from tasks.app import app, tier_queue
-from tasks.flow import Message, settle_and_route
-from tasks.jobs import INFRA_RETRY, publish
+from tasks.flow import settle_and_route
+from tasks.jobs import INFRA_RETRY
+from tasks.messages import Message
+from tasks.publish import publish
 from tasks.runtime import Runtime, get_runtime
 from workers.batch import PollPlan, custom_id, match_results, request_bytes, split
 from workers.engine import Engine
@@ -125,7 +129,7 @@ def _submit(
         results = engine.results_from_tries(
             msg.tier_index, items, link, tries, role="primary", is_batch=True
         )
-        sub = Message("tier", msg.job_id, msg.tier_index, [pk for pk, _ in group])
+        sub = Message(Phase.TIER, msg.job_id, msg.tier_index, [pk for pk, _ in group])
         publish(rt, settle_and_route(rt, sub, tier.name, token, results))
         return
     plan = PollPlan(tier.poll_seconds)
@@ -215,7 +219,7 @@ def _collect(rt: Runtime, engine: Engine, row_id: int, provider: BatchProvider) 
     decided = engine.results_from_tries(
         row.tier_index, items, link, tries, role="primary", is_batch=True
     )
-    msg = Message("tier", row.job_id, row.tier_index, [pk for pk, _ in keep])
+    msg = Message(Phase.TIER, row.job_id, row.tier_index, [pk for pk, _ in keep])
     out = settle_and_route(rt, msg, row.tier, row.lease_token, decided)
     publish(rt, out)
     with rt.sessions.begin() as session:
@@ -259,7 +263,7 @@ def recover_once(
                 session, [int(pk) for pk, _ in row.items], row.lease_token
             )
         log.warning("cascade.batch.abandoned", row=r.id, items=len(ids))
-        publish(rt, [Message("tier", r.job_id, r.tier_index, ids)] if ids else [])
+        publish(rt, [Message(Phase.TIER, r.job_id, r.tier_index, ids)] if ids else [])
     return len(rows)
 
 

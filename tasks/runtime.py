@@ -8,12 +8,18 @@ One event loop and one client per provider per process, reused by every task.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from celery.signals import worker_process_init, worker_process_shutdown
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.settings import Settings, get_settings
 from models.db import make_engine, make_sessionmaker
@@ -37,11 +43,34 @@ from workers.stores import BreakerStore, MemoryBreakerStore
 T = TypeVar("T")
 
 
+def worker_name() -> str:
+    """This process, as breaker events and logs name it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def tier_batch_size(settings: Settings, pipeline: Pipeline, tier_index: int, phase: str) -> int:
     tier = pipeline.tiers[tier_index]
     if phase == "tier" and isinstance(tier, RulesTier | LocalTier):
         return settings.free_batch_size
     return settings.batch_size
+
+
+def shared_redis_client(url: str) -> aioredis.Redis:
+    """The client for fleet-wide state (breakers, rate limits).
+
+    Short timeouts, so a Redis that is down costs a call a second at most (the breaker's
+    ``CASCADE_BREAKER_STORE_DOWN`` decides what happens then); a pooled connection that
+    died with a Redis restart is pinged before use and reconnected once at once, so the
+    first commands after Redis is back succeed instead of failing one per connection.
+    """
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=1.0,
+        socket_timeout=1.0,
+        health_check_interval=2,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
 
 
 class Runtime:
@@ -56,6 +85,10 @@ class Runtime:
             cap_s=settings.retry_cap_s,
         )
         self.loop = asyncio.new_event_loop()
+        self._loop_thread: threading.Thread | None = None
+        # per-process parts built on first use by other modules (the worker pool)
+        self.extras: dict[str, object] = {}
+        self._on_close: list[Callable[[], None]] = []
         self._providers: dict[str, Provider] = {}
         self._engines: dict[int, Engine] = {}
         self._executor: RealtimeExecutor | None = None
@@ -63,8 +96,21 @@ class Runtime:
         self._redis: aioredis.Redis | None = None
         self._limiter: RateLimiter | None = None
 
+    def start_loop(self) -> asyncio.AbstractEventLoop:
+        """The process's event loop, running in its own thread from now on."""
+        if self._loop_thread is None:
+            self._loop_thread = threading.Thread(
+                target=self.loop.run_forever, name="cascade-loop", daemon=True
+            )
+            self._loop_thread.start()
+        return self.loop
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coro)
+        """Run a coroutine on the process's loop and wait for it (never from the loop)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.start_loop()).result()
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        self._on_close.append(fn)
 
     def provider(self, name: str) -> Provider:
         found = self._providers.get(name)
@@ -85,7 +131,7 @@ class Runtime:
 
     def _shared_redis(self, url: str) -> aioredis.Redis:
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(url)
+            self._redis = shared_redis_client(url)
         return self._redis
 
     def limiter(self) -> RateLimiter:
@@ -131,6 +177,7 @@ class Runtime:
                 self.policy,
                 self.settings.concurrency,
                 breakers=self.breakers(),
+                allow_when_store_down=self.settings.breaker_store_down == "allow",
             )
         return self._executor
 
@@ -147,7 +194,13 @@ class Runtime:
                     if job is None:
                         raise LookupError(f"job {job_id} does not exist")
                     pipeline = parse_pipeline(job.pipeline, f"job {job_id}")
-            engine = Engine(pipeline, self.prices, self.executor())
+            engine = Engine(
+                pipeline,
+                self.prices,
+                self.executor(),
+                job_id=job_id,
+                tries_per_call=self.settings.max_call_attempts,
+            )
             self._engines[job_id] = engine
         return engine
 
@@ -157,6 +210,10 @@ class Runtime:
         return tier_batch_size(self.settings, pipeline, tier_index, phase)
 
     def close(self) -> None:
+        for fn in self._on_close:
+            fn()
+        self._on_close = []
+
         async def _close() -> None:
             for provider in self._providers.values():
                 await provider.aclose()
@@ -164,7 +221,12 @@ class Runtime:
                 await self._redis.aclose()
 
         if not self.loop.is_closed():
-            self.loop.run_until_complete(_close())
+            if self._loop_thread is not None:
+                self.run(_close())
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self._loop_thread.join(10)
+            else:
+                self.loop.run_until_complete(_close())
             self.loop.close()
         self.db.dispose()
 

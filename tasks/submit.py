@@ -17,13 +17,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from common.lifecycle import Phase
 from common.logs import get_logger
-from models import copyin, repo
+from models import copyin, ledger, repo
 from models.bulk import add_items_fast
-from models.repo import AddResult, NewItem, Settled
+from models.ledger import Settled
+from models.repo import AddResult, NewItem
 from tasks import metrics
-from tasks.flow import Message, attempt_rows, chunks, decide_free, decide_items
-from tasks.jobs import publish
+from tasks.flow import decide_free, decide_items
+from tasks.messages import Message, chunks
+from tasks.publish import publish
+from tasks.rows import attempt_rows
 from tasks.runtime import Runtime, tier_batch_size
 from workers.engine import Engine
 from workers.intake import InputItem, RejectedLine, read_items
@@ -211,7 +215,7 @@ def prepare_chunk(
         def describe(n: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             results, kept = decide_items(engine, 0, [WorkItem(ids[n], items[n].text, 0)])
             decided.names[kinds[n]] = kept[0].decision
-            return repo.settled_values(kept[0], now, drop), attempt_rows(job_id, results)
+            return ledger.settled_values(kept[0], now, drop), attempt_rows(job_id, results)
 
         return copyin.Decisions(kinds, describe)
 
@@ -259,7 +263,7 @@ def door_messages(rt: Runtime, job_id: int, tier: str, decided: Decided) -> list
     metrics.record(tier, (), names)
     log.info("cascade.batch.settled", items=len(names), lost_lease=0, **counts)
     up = [pk for pk, name in zip(decided.ids, names, strict=True) if name == "escalate"]
-    return [Message("tier", job_id, 1, c) for c in chunks(up, rt.batch_size(job_id, 1))]
+    return [Message(Phase.TIER, job_id, 1, c) for c in chunks(up, rt.batch_size(job_id, 1))]
 
 
 class _Submission:
@@ -371,7 +375,7 @@ class _Submission:
         ids, decided = out
         if self.door is not None and decided is not None:
             return door_messages(self.rt, self.job_id, self.door.name, decided)
-        return [Message("tier", self.job_id, 0, c) for c in chunks(ids, self.first_batch)]
+        return [Message(Phase.TIER, self.job_id, 0, c) for c in chunks(ids, self.first_batch)]
 
     def sent(self, messages: list[Message]) -> None:
         publish(self.rt, messages)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
+from common.lifecycle import Verdict
 from workers.answers import Answer, Judged, Malformed, Refused
 from workers.pipeline import AcceptPolicy
 
@@ -20,6 +22,7 @@ class CallFailed:
 
 @dataclass(frozen=True, slots=True)
 class Accept:
+    kind: ClassVar[Verdict] = Verdict.ACCEPT
     label: str
     confidence: float
     reason: str
@@ -27,16 +30,19 @@ class Accept:
 
 @dataclass(frozen=True, slots=True)
 class Escalate:
+    kind: ClassVar[Verdict] = Verdict.ESCALATE
     why: str
 
 
 @dataclass(frozen=True, slots=True)
 class Fallback:
+    kind: ClassVar[Verdict] = Verdict.FALLBACK
     why: str
 
 
 @dataclass(frozen=True, slots=True)
 class GiveUp:
+    kind: ClassVar[Verdict] = Verdict.FAIL
     why: str
 
 
@@ -44,6 +50,7 @@ class GiveUp:
 class Defer:
     """Every link is unavailable for now: try the fallback chain again later."""
 
+    kind: ClassVar[Verdict] = Verdict.DEFER
     why: str
     n: int = 1  # this item's deferral number (1 for the first)
 
@@ -52,6 +59,7 @@ class Defer:
 class Pause:
     """The spend limit is reached: the item waits, unspent, until the job is resumed."""
 
+    kind: ClassVar[Verdict] = Verdict.PAUSE
     why: str
 
 
@@ -59,6 +67,7 @@ class Pause:
 class Capped:
     """The budget is spent: the item keeps its best lower-tier answer, flagged for review."""
 
+    kind: ClassVar[Verdict] = Verdict.CAPPED
     label: str
     confidence: float
     why: str
@@ -69,6 +78,7 @@ class Capped:
 class Hold:
     """The budget is spent and the item has no answer yet: it waits for `cascade resume`."""
 
+    kind: ClassVar[Verdict] = Verdict.HOLD
     why: str
 
 

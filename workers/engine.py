@@ -21,19 +21,15 @@ from typing import Protocol
 
 import structlog
 
+from common.lifecycle import Verdict
 from workers import quality
 from workers.answers import Answer, Malformed
 from workers.breaker import Transition
 from workers.decision import (
     Accept,
-    Capped,
     Decision,
-    Defer,
     Escalate,
-    Fallback,
     GiveUp,
-    Hold,
-    Pause,
     decide,
 )
 from workers.local import LocalModel
@@ -42,6 +38,7 @@ from workers.pricing import PriceTable
 from workers.prompt import system_prompt, user_prompt
 from workers.providers.base import (
     BreakerOpenError,
+    CallTag,
     ClassifyRequest,
     DrillError,
     Mechanism,
@@ -50,28 +47,18 @@ from workers.providers.base import (
     Usage,
 )
 from workers.records import ItemResult, Step, WorkItem
-from workers.retry import RetryPolicy, Sleep, Try, call_with_retry
+from workers.retry import CallJournal, LeaseLost, RetryPolicy, Sleep, Try, call_with_retry
 from workers.rules import CompiledRules
 from workers.stores import BreakerStore
 
 log = structlog.stdlib.get_logger("cascade.engine")
 
-DECISION_NAMES: dict[type, str] = {
-    Accept: "accept",
-    Escalate: "escalate",
-    Fallback: "fallback",
-    GiveUp: "fail",
-    Defer: "defer",
-    Pause: "pause",
-    Capped: "capped",
-    Hold: "hold",
-}
 # Output tokens assumed for the baseline when no model call on the item was seen.
 BASELINE_OUTPUT_TOKENS = 60
 
 
-def decision_name(decision: Decision) -> str:
-    return DECISION_NAMES[type(decision)]
+def decision_name(decision: Decision) -> Verdict:
+    return decision.kind
 
 
 class Executor(Protocol):
@@ -80,6 +67,10 @@ class Executor(Protocol):
     async def execute(
         self, requests: Sequence[ClassifyRequest], *, disabled: Mapping[str, str] | None = None
     ) -> list[list[Try]]: ...
+
+
+def _job_of(request: ClassifyRequest) -> int | None:
+    return request.tag.job_id if request.tag is not None else None
 
 
 def breaker_key(provider: str, model: str) -> str:
@@ -105,15 +96,20 @@ class RealtimeExecutor:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        journal: CallJournal | None = None,
+        allow_when_store_down: bool = True,
     ) -> None:
         self._providers = providers
         self._policy = policy
         self._sem = asyncio.Semaphore(concurrency)
         self._breakers = breakers
+        self._allow_when_store_down = allow_when_store_down
+        self.journal = journal
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
-        self.transitions: list[Transition] = []
+        # breaker transitions this process saw, each with the job whose call caused it
+        self.transitions: list[tuple[Transition, int | None]] = []
 
     async def _one(self, request: ClassifyRequest, disabled: Mapping[str, str]) -> list[Try]:
         key = breaker_key(request.provider, request.model)
@@ -126,11 +122,15 @@ class RealtimeExecutor:
                 try:
                     admission = await self._breakers.admit(key, self._clock())
                 except Exception as exc:
-                    # Fail open: an unreachable breaker store does not stop traffic.
+                    # CASCADE_BREAKER_STORE_DOWN: "allow" lets traffic through (fail open),
+                    # "deny" treats the breaker as open (fail closed: the fallback chain).
                     log.warning("cascade.breaker.store_error", breaker=key, error=repr(exc))
+                    if not self._allow_when_store_down:
+                        error = BreakerOpenError(f"breaker store unreachable for {key}")
+                        return [Try(None, error, 0)]
                 else:
                     if admission.transition is not None:
-                        self.transitions.append(admission.transition)
+                        self.transitions.append((admission.transition, _job_of(request)))
                     if not admission.allowed:
                         error = BreakerOpenError(f"circuit breaker open for {key}")
                         return [Try(None, error, 0)]
@@ -138,8 +138,15 @@ class RealtimeExecutor:
             try:
                 provider = self._providers(request.provider)
                 tries = await call_with_retry(
-                    provider, request, self._policy, sleep=self._sleep, rng=self._rng
+                    provider,
+                    request,
+                    self._policy,
+                    sleep=self._sleep,
+                    rng=self._rng,
+                    journal=self.journal,
                 )
+            except LeaseLost:
+                raise
             except Exception as exc:
                 log.exception("cascade.call.unexpected_error", model=key)
                 return [Try(None, TransientError(f"internal error: {type(exc).__name__}"), 0)]
@@ -153,7 +160,7 @@ class RealtimeExecutor:
                     log.warning("cascade.breaker.store_error", breaker=key, error=repr(exc))
                     change = None
                 if change is not None:
-                    self.transitions.append(change)
+                    self.transitions.append((change, _job_of(request)))
             return tries
 
     async def execute(
@@ -164,10 +171,22 @@ class RealtimeExecutor:
 
 
 class Engine:
-    def __init__(self, pipeline: Pipeline, prices: PriceTable, executor: Executor) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        prices: PriceTable,
+        executor: Executor,
+        *,
+        job_id: int = 0,
+        tries_per_call: int = 3,
+    ) -> None:
         self.pipeline = pipeline
         self.prices = prices
         self.executor = executor
+        self.job_id = job_id
+        # step numbers reserved per call (its retries): calls made side by side for one
+        # item (consistency checks) each take a block, known before they are sent
+        self.tries_per_call = tries_per_call
         self._rules = {
             i: CompiledRules(t) for i, t in enumerate(pipeline.tiers) if isinstance(t, RulesTier)
         }
@@ -349,7 +368,13 @@ class Engine:
         return "tool"
 
     def request(
-        self, tier: ClaudeTier, link: ModelRef, text: str, *, mechanism: Mechanism | None = None
+        self,
+        tier: ClaudeTier,
+        link: ModelRef,
+        text: str,
+        *,
+        mechanism: Mechanism | None = None,
+        tag: CallTag | None = None,
     ) -> ClassifyRequest:
         mechanism = mechanism or self.mechanism(tier, link.model)
         return ClassifyRequest(
@@ -360,7 +385,39 @@ class Engine:
             labels=self._labels,
             max_tokens=tier.max_tokens,
             mechanism=mechanism,
+            tag=tag,
         )
+
+    def tag(
+        self,
+        item: WorkItem,
+        first_step: int,
+        tier_index: int,
+        role: str,
+        model: str,
+        max_tokens: int,
+    ) -> CallTag:
+        """The ledger identity of a call for ``item``, with its cost estimated in advance."""
+        return CallTag(
+            job_id=self.job_id,
+            item_pk=item.pk,
+            first_step=first_step,
+            tier_index=tier_index,
+            tier=self.pipeline.tiers[tier_index].name,
+            role=role,
+            estimate_nanos=self.estimate_nanos(model, len(item.text), max_tokens),
+        )
+
+    def estimate_nanos(self, model: str, text_len: int, max_tokens: int) -> int:
+        """What a call probably cost when its reply was never seen: the prompt at
+        characters / 4 plus its fixed part, and a typical answer's output."""
+        if not self.prices.knows(model):
+            return 0
+        usage = Usage(
+            input_tokens=self._overhead_tokens + math.ceil(text_len / 4),
+            output_tokens=min(max_tokens, BASELINE_OUTPUT_TOKENS),
+        )
+        return self.prices.cost_nanos(model, usage)
 
     async def run_model(
         self,
@@ -374,7 +431,15 @@ class Engine:
         """Call ``link`` once per item (with retries) and decide each item."""
         tier = self.pipeline.tiers[tier_index]
         assert isinstance(tier, ClaudeTier)
-        requests = [self.request(tier, link, item.text) for item in items]
+        requests = [
+            self.request(
+                tier,
+                link,
+                item.text,
+                tag=self.tag(item, item.next_step, tier_index, role, link.model, tier.max_tokens),
+            )
+            for item in items
+        ]
         all_tries = await self.executor.execute(requests, disabled=disabled)
         results = self.results_from_tries(tier_index, items, link, all_tries, role=role)
         # consistency / verifier: extra calls on what the tier would accept
@@ -412,7 +477,7 @@ class Engine:
         is_batch: bool = False,
     ) -> ItemResult:
         steps, outcome = quality.steps_from_tries(
-            self,
+            self.prices,
             item.pk,
             item.next_step,
             tier_index,

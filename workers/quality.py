@@ -34,6 +34,7 @@ from workers.decision import (
     shadow_sampled,
 )
 from workers.pipeline import ClaudeTier, ModelAcceptPolicy, ModelRef, RulesTier
+from workers.pricing import PriceTable
 from workers.prompt import verifier_system_prompt, verifier_user_prompt
 from workers.providers.base import ClassifyRequest
 from workers.records import SHADOW, ItemResult, Step, WorkItem
@@ -46,7 +47,7 @@ CONSISTENCY, VERIFIER = "consistency", "verifier"
 
 
 def steps_from_tries(
-    engine: Engine,
+    prices: PriceTable,
     item_pk: int,
     first_step: int,
     tier_index: int,
@@ -95,7 +96,7 @@ def steps_from_tries(
                 hedged=hedged,
                 usage=usage,
                 is_batch=is_batch,
-                cost_nanos=engine.prices.cost_nanos(link.model, usage, batch=is_batch),
+                cost_nanos=prices.cost_nanos(link.model, usage, batch=is_batch),
                 latency_ms=attempt.latency_ms,
                 http_status=status,
                 error=error,
@@ -106,7 +107,7 @@ def steps_from_tries(
 
 
 def _next_step(item: WorkItem, result: ItemResult) -> int:
-    return max((s.step for s in result.steps), default=item.next_step - 1) + 1
+    return max(item.next_step, *(s.step + 1 for s in result.steps))
 
 
 # -- checks before accepting --------------------------------------------------------
@@ -166,23 +167,36 @@ async def _consistency(
     todo = _accepted(results)
     if not todo:
         return
+    block = engine.tries_per_call  # side by side: each link's tries take their own block
     requests = [
-        engine.request(tier, link, items[r.pk].text, mechanism=engine.auto_mechanism(link.model))
+        engine.request(
+            tier,
+            link,
+            items[r.pk].text,
+            mechanism=engine.auto_mechanism(link.model),
+            tag=engine.tag(
+                items[r.pk],
+                _next_step(items[r.pk], r) + j * block,
+                tier_index,
+                CONSISTENCY,
+                link.model,
+                tier.max_tokens,
+            ),
+        )
         for r in todo
-        for link in links
+        for j, link in enumerate(links)
     ]
     all_tries = await engine.executor.execute(requests, disabled=disabled)
     for i, result in enumerate(todo):
-        step = _next_step(items[result.pk], result)
+        first = _next_step(items[result.pk], result)
         new: list[Step] = []
         outcomes: list[Outcome] = []
         for j, link in enumerate(links):
             tries = all_tries[i * len(links) + j]
             steps, outcome = steps_from_tries(
-                engine, result.pk, step, tier_index, tier.name, CONSISTENCY, link, tries,
-                engine.pipeline.labels,
+                engine.prices, result.pk, first + j * block, tier_index, tier.name, CONSISTENCY,
+                link, tries, engine.pipeline.labels,
             )  # fmt: skip
-            step += len(steps)
             new += steps
             outcomes.append(outcome)
         assert isinstance(result.decision, Accept)
@@ -210,21 +224,25 @@ async def _verifier(
     requests = []
     for r in todo:
         assert isinstance(r.decision, Accept)
+        item = items[r.pk]
         requests.append(
             ClassifyRequest(
                 provider=link.provider,
                 model=link.model,
                 system=system,
-                user=verifier_user_prompt(items[r.pk].text, r.decision.label),
+                user=verifier_user_prompt(item.text, r.decision.label),
                 labels=VERDICT_LABELS,
                 max_tokens=verifier.max_tokens,
                 mechanism=mechanism,
+                tag=engine.tag(
+                    item, _next_step(item, r), tier_index, VERIFIER, link.model, verifier.max_tokens
+                ),
             )
         )
     all_tries = await engine.executor.execute(requests, disabled=disabled)
     for result, tries in zip(todo, all_tries, strict=True):
         steps, verdict = steps_from_tries(
-            engine, result.pk, _next_step(items[result.pk], result), tier_index, tier.name,
+            engine.prices, result.pk, _next_step(items[result.pk], result), tier_index, tier.name,
             VERIFIER, link, tries, VERDICT_LABELS,
         )  # fmt: skip
         assert isinstance(result.decision, Accept)
@@ -269,11 +287,19 @@ async def run_shadows(
     work = [WorkItem(r.pk, by_pk[r.pk].text, _next_step(by_pk[r.pk], r)) for r in samples]
     if isinstance(tier, ClaudeTier):
         link = tier.primary
-        requests = [engine.request(tier, link, w.text) for w in work]
+        requests = [
+            engine.request(
+                tier,
+                link,
+                w.text,
+                tag=engine.tag(w, w.next_step, nxt, SHADOW, link.model, tier.max_tokens),
+            )
+            for w in work
+        ]
         all_tries = await engine.executor.execute(requests, disabled=disabled)
         for result, w, tries in zip(samples, work, all_tries, strict=True):
             steps, _ = steps_from_tries(
-                engine, w.pk, w.next_step, nxt, tier.name, SHADOW, link, tries,
+                engine.prices, w.pk, w.next_step, nxt, tier.name, SHADOW, link, tries,
                 engine.pipeline.labels,
             )  # fmt: skip
             result.steps.extend(steps)

@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from workers.providers.base import (
     ClassifyRequest,
@@ -63,6 +64,22 @@ Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 
 
+class LeaseLost(Exception):
+    """The item this call is for is no longer ours (another worker claimed it): stop."""
+
+
+class CallJournal(Protocol):
+    """Where each try of a tagged call is written as it happens (the ledger is the bill).
+
+    ``sending`` returns once the try is recorded as in flight, before its request
+    leaves, or raises :class:`LeaseLost`; ``returned`` hands over its reply or error.
+    """
+
+    async def sending(self, request: ClassifyRequest, n: int) -> None: ...
+
+    def returned(self, request: ClassifyRequest, n: int, attempt: Try) -> None: ...
+
+
 async def call_with_retry(
     provider: Provider,
     request: ClassifyRequest,
@@ -71,16 +88,27 @@ async def call_with_retry(
     sleep: Sleep,
     rng: random.Random,
     clock: Clock = time.monotonic,
+    journal: CallJournal | None = None,
 ) -> list[Try]:
-    """Call until a reply, a non-transient error, or the policy says stop. Returns every try."""
+    """Call until a reply, a non-transient error, or the policy says stop. Returns every try.
+
+    With a ``journal`` (and a tagged request), each try is written before it is sent
+    and when it returns.
+    """
     tries: list[Try] = []
     started = clock()
+    if request.tag is None:
+        journal = None
     while True:
+        if journal is not None:
+            await journal.sending(request, len(tries))
         t0 = clock()
         try:
             reply = await provider.classify(request)
         except ProviderError as exc:
             tries.append(Try(None, exc, int((clock() - t0) * 1000)))
+            if journal is not None:
+                journal.returned(request, len(tries) - 1, tries[-1])
             if not isinstance(exc, TransientError):
                 return tries
             delay = backoff_delay(policy, len(tries), exc.retry_after_s, rng)
@@ -88,5 +116,13 @@ async def call_with_retry(
                 return tries
             await sleep(delay)
             continue
+        except Exception as exc:  # a bug or an SDK surprise: one failed try, not retried
+            error = TransientError(f"internal error: {type(exc).__name__}: {exc}"[:500])
+            tries.append(Try(None, error, int((clock() - t0) * 1000)))
+            if journal is not None:
+                journal.returned(request, len(tries) - 1, tries[-1])
+            return tries
         tries.append(Try(reply, None, int((clock() - t0) * 1000)))
+        if journal is not None:
+            journal.returned(request, len(tries) - 1, tries[-1])
         return tries

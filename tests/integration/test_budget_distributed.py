@@ -21,7 +21,9 @@ def _wait_paused(c: Cluster, job: str, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         p = c.progress(job)
-        busy = sum(p.get(s, 0) for s in ("pending", "running", "fallback", "fallback_running"))
+        # progress is keyed "status:tier"; every item in flight must have settled
+        waiting = ("pending", "running", "fallback", "fallback_running")
+        busy = sum(n for key, n in p.items() if key.split(":")[0] in waiting)
         if c.job_status(job) == "paused" and not busy:
             return
         time.sleep(0.3)

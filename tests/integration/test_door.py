@@ -23,7 +23,8 @@ from models import copyin, repo
 from models.repo import ATTEMPTS, ITEMS, JOBS, SUBMISSIONS, NewItem
 from models.tables import RejectedLine
 from tasks import submit as submit_mod
-from tasks.flow import Message, process
+from tasks.flow import process
+from tasks.messages import Message
 from tasks.runtime import Runtime
 from workers.pipeline import RulesTier, load_pipeline
 

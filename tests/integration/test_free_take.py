@@ -1,4 +1,4 @@
-"""Free tiers take their items with a row lock instead of a lease (models.repo.take):
+"""Free tiers take their items with a row lock instead of a lease (models.ledger.take):
 a concurrent copy of the message skips them, a rolled-back transaction leaves them
 waiting, and settle with ``taken`` records outcomes without a lease check."""
 
@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, select
 
+from common.lifecycle import Verdict
 from migrations.runner import upgrade
-from models import repo
+from models import ledger, repo
 from models.db import make_engine, make_sessionmaker
-from models.repo import ITEMS, NewItem, Settled
+from models.ledger import Settled
+from models.repo import ITEMS, NewItem
 
 
 def setup_job(engine: Engine, n: int, name: str = "free") -> tuple[int, list[int]]:
@@ -25,7 +27,7 @@ def setup_job(engine: Engine, n: int, name: str = "free") -> tuple[int, list[int
 
 
 def settled(pk: int) -> Settled:
-    return Settled(pk, "accept", 0, "rules", 1, 0, 0, 0, False, 100, "billing", 1.0, "rule 0")
+    return Settled(pk, Verdict.ACCEPT, 0, "rules", 1, 0, 0, 0, False, 100, "billing", 1.0, "rule 0")
 
 
 def statuses(engine: Engine, ids: list[int]) -> dict[int, tuple[str, str | None]]:
@@ -40,22 +42,22 @@ def test_take_then_settle_in_one_transaction(engine: Engine) -> None:
     job_id, ids = setup_job(engine, 3)
     sessions = make_sessionmaker(engine)
     with sessions.begin() as s:
-        taken = repo.take(s, job_id, 0, ids, token="t1")
+        taken = ledger.take(s, job_id, 0, ids, token="t1")
         assert sorted(c.pk for c in taken) == ids
         assert [c.text for c in sorted(taken, key=lambda c: c.pk)] == ["t0", "t1", "t2"]
-        kept = repo.settle(s, "t1", [], [settled(pk) for pk in ids], taken={c.pk for c in taken})
+        kept = ledger.settle(s, "t1", [], [settled(pk) for pk in ids], taken={c.pk for c in taken})
         assert sorted(k.pk for k in kept) == ids
     assert statuses(engine, ids) == dict.fromkeys(ids, ("done", None))
     with sessions.begin() as s:  # a second copy of the message finds nothing to do
-        assert repo.take(s, job_id, 0, ids, token="t2") == []
+        assert ledger.take(s, job_id, 0, ids, token="t2") == []
 
 
 def test_settle_keeps_only_what_this_transaction_took(engine: Engine) -> None:
     job_id, ids = setup_job(engine, 3)
     sessions = make_sessionmaker(engine)
     with sessions.begin() as s:
-        taken = repo.take(s, job_id, 0, ids[:2], token="t1")
-        kept = repo.settle(s, "t1", [], [settled(pk) for pk in ids], taken={c.pk for c in taken})
+        taken = ledger.take(s, job_id, 0, ids[:2], token="t1")
+        kept = ledger.settle(s, "t1", [], [settled(pk) for pk in ids], taken={c.pk for c in taken})
         assert sorted(k.pk for k in kept) == ids[:2]
     assert statuses(engine, ids)[ids[2]] == ("pending", None)
 
@@ -64,7 +66,7 @@ def test_a_rolled_back_take_leaves_the_items_waiting(engine: Engine) -> None:
     job_id, ids = setup_job(engine, 2)
     sessions = make_sessionmaker(engine)
     with pytest.raises(RuntimeError), sessions.begin() as s:
-        assert len(repo.take(s, job_id, 0, ids, token="t1")) == 2
+        assert len(ledger.take(s, job_id, 0, ids, token="t1")) == 2
         raise RuntimeError("worker died")
     assert statuses(engine, ids) == dict.fromkeys(ids, ("pending", None))
 
@@ -77,13 +79,13 @@ def test_a_concurrent_copy_skips_locked_items_on_postgres(pg_url: str) -> None:
         job_id, ids = setup_job(engine, 4)
         sessions = make_sessionmaker(engine)
         with sessions.begin() as a:
-            first = repo.take(a, job_id, 0, ids[:3], token="a")
+            first = ledger.take(a, job_id, 0, ids[:3], token="a")
             assert [c.pk for c in first] == ids[:3]
             # no lease was written: the lock alone keeps the other copy out
             with sessions.begin() as b:
-                second = repo.take(b, job_id, 0, ids, token="b")
+                second = ledger.take(b, job_id, 0, ids, token="b")
                 assert [c.pk for c in second] == [ids[3]]
-            repo.settle(a, "a", [], [settled(pk) for pk in ids[:3]], taken=set(ids[:3]))
+            ledger.settle(a, "a", [], [settled(pk) for pk in ids[:3]], taken=set(ids[:3]))
         assert statuses(engine, ids) == {
             **dict.fromkeys(ids[:3], ("done", None)),
             ids[3]: ("pending", None),
@@ -107,17 +109,17 @@ def test_claim_and_take_check_job_tier_and_status_themselves_on_postgres(pg_url:
             s.execute(ITEMS.update().where(ITEMS.c.id == ids[1]).values(tier_index=1))
             s.execute(ITEMS.update().where(ITEMS.c.id == ids[2]).values(status="done"))
         with sessions.begin() as s:  # ids[3] leased by someone else, lease still running
-            assert [c.pk for c in repo.claim(
+            assert [c.pk for c in ledger.claim(
                 s, job_id, 0, [ids[3]], phase="tier", token="x", lease_s=600
             )] == [ids[3]]  # fmt: skip
         asked = [*ids, *other_ids]
         with sessions.begin() as s:
-            got = repo.claim(s, job_id, 0, asked, phase="tier", token="t", lease_s=600)
+            got = ledger.claim(s, job_id, 0, asked, phase="tier", token="t", lease_s=600)
             assert [c.pk for c in got] == [ids[0], ids[4]]
         with sessions.begin() as s:
-            assert [c.pk for c in repo.take(s, other_job, 0, asked, token="u")] == other_ids
+            assert [c.pk for c in ledger.take(s, other_job, 0, asked, token="u")] == other_ids
             # the rows of the first job are still there for it, untouched by that take
-            assert repo.take(s, job_id, 0, [ids[0], ids[4]], token="u") == []  # leased to "t"
+            assert ledger.take(s, job_id, 0, [ids[0], ids[4]], token="u") == []  # leased to "t"
         assert statuses(engine, [ids[0], ids[4]]) == dict.fromkeys(
             [ids[0], ids[4]], ("running", "t")
         )
@@ -129,7 +131,7 @@ def test_claim_and_take_check_job_tier_and_status_themselves_on_postgres(pg_url:
                 .values(lease_until=datetime.now(UTC) - timedelta(seconds=1))
             )
         with sessions.begin() as s:
-            got = repo.claim(s, job_id, 0, asked, phase="tier", token="v", lease_s=600)
+            got = ledger.claim(s, job_id, 0, asked, phase="tier", token="v", lease_s=600)
             assert [c.pk for c in got] == [ids[3]]
     finally:
         engine.dispose()

@@ -7,9 +7,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine, func, select
 
-from models import repo
+from common.lifecycle import Verdict
+from models import ledger, repo
 from models.db import make_sessionmaker
-from models.repo import JOBS, SUBMISSIONS, JobConflictError, NewItem, Settled
+from models.ledger import Settled
+from models.repo import JOBS, SUBMISSIONS, JobConflictError, NewItem
 
 PIPE = {"name": "p", "tiers": [1, 2]}
 
@@ -80,8 +82,10 @@ def test_close_records_counts_and_leaves_a_job_with_pending_items_running(
         added = repo.add_items(s, job_id, sub, [NewItem(i, f"k{i}", "t", {}) for i in (1, 2)])
         # one item settled, one still pending
         pk = added.added[0]
-        done = Settled(pk, "accept", 0, "rules", 1, 0, 0, 0, False, 1, "billing", 1.0, "rule 0")
-        repo.settle(s, repo.new_token(), [], [done], drop_text=False, taken={pk})
+        done = Settled(
+            pk, Verdict.ACCEPT, 0, "rules", 1, 0, 0, 0, False, 1, "billing", 1.0, "rule 0"
+        )
+        ledger.settle(s, ledger.new_token(), [], [done], drop_text=False, taken={pk})
         repo.close_submission(s, job_id, sub, {"lines_read": 2, "items_added": 2})
     assert job_row(engine, job_id) == ("running", False)
     assert submissions(engine, job_id) == [("a.jsonl", 2, 2, True)]

@@ -295,7 +295,9 @@ def test_consistency_agreement_accepts_and_its_cost_is_the_items(prices: PriceTa
 
     assert isinstance(result.decision, Accept) and result.decision.label == "billing"
     assert [s.role for s in result.steps] == ["primary", "consistency", "consistency"]
-    assert [s.step for s in result.steps] == [2, 3, 4]
+    # side by side, each consistency call takes a block of step numbers (one per try it
+    # may make: 3) known before it is sent, so its ledger row is written first
+    assert [s.step for s in result.steps] == [2, 3, 6]
     assert [s.model for s in result.steps[1:]] == ["claude-haiku-4-5", "claude-haiku-5-5"]
     assert [s.decision for s in result.steps] == ["accept", None, None]
     assert all(s.tier_index == 1 and s.tier == "small" for s in result.steps)

@@ -44,6 +44,25 @@ class ClassifyRequest:
     labels: tuple[str, ...]
     max_tokens: int
     mechanism: Mechanism
+    # Which ledger row this call is (set by the engine for realtime calls); the
+    # provider never reads it.
+    tag: CallTag | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallTag:
+    """The ledger row of a call: its item, its step, and the visit it belongs to.
+
+    Try ``n`` of the call (retries included) is step ``first_step + n``.
+    """
+
+    job_id: int
+    item_pk: int
+    first_step: int
+    tier_index: int
+    tier: str
+    role: str
+    estimate_nanos: int = 0  # its cost while its outcome is unknown (sent, no reply seen)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,262 @@
+"""The worker pool: one event loop per worker process keeps up to CASCADE_CONCURRENCY
+model calls in flight across as many broker messages as it takes, and each item is
+settled as soon as its own calls (and checks) are done.
+
+Why this shape. Model latency is heavy-tailed (median under a second, p99 several
+seconds): a pool that settles a batch when its slowest call returns idles most of its
+slots behind one slow call. Celery's prefork pool runs one task at a time per process,
+so a tier task here does not run its batch: it *admits* it — claims the items under a
+lease and hands each one to the process's event loop — and returns as soon as there
+is room (at most ``CASCADE_CONCURRENCY × CASCADE_ADMIT_FACTOR`` items out per
+process). The process then takes its next message while the tail of the last one is
+still in flight. Keeping prefork (rather than Celery's thread pool, or a consumer of
+our own) keeps ``celery worker -c N`` meaning N processes on N cores, and every
+deployment recipe as it was.
+
+Three threads per worker process:
+- Celery's task thread: claims and admits (blocks while the pool is full);
+- the loop thread: every call, check and decision (:mod:`workers.visit`);
+- the ledger thread (:class:`tasks.writer.Writer`): writes each call as it is sent and
+  as it returns, settles items in small groups, renews the leases of what it holds,
+  sweeps, and hands follow-up messages to the publisher.
+
+A message is acknowledged once its items are claimed and admitted: from then on the
+ledger, not the broker, carries them. A worker killed with -9 leaves its items leased;
+nobody renews the lease, so they are claimable within ``CASCADE_LEASE_SECONDS``, and
+the next sweep (every worker runs one every ``CASCADE_SWEEP_EVERY_S``) sends them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import Any
+
+from common.lifecycle import Outcome, Phase
+from common.logs import get_logger
+from models import ledger
+from models.resilience import active_drills
+from tasks.budget import budget_gate
+from tasks.messages import Message
+from tasks.rows import step_row
+from tasks.runtime import Runtime
+from tasks.shadow import add_shadow
+from tasks.writer import Writer
+from workers.decision import Fallback, GiveUp
+from workers.pipeline import ClaudeTier, ModelRef
+from workers.providers.base import ClassifyRequest
+from workers.quality import steps_from_tries
+from workers.records import ItemResult
+from workers.retry import LeaseLost, Try
+from workers.visit import Visit, serve, serve_fallback, shadowed, step_of_row
+
+log = get_logger("cascade.pool")
+
+
+class Pool:
+    """The process's continuous pool (see the module's docstring)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.loop = rt.start_loop()
+        self._room = threading.Semaphore(
+            max(1, int(rt.settings.concurrency * rt.settings.admit_factor))
+        )
+        self._lock = threading.Condition()
+        self._owner: dict[int, str] = {}  # item -> the lease token it is held under
+        self._out: Counter[str] = Counter()  # lease token -> items not settled yet
+        # what admitted items may still cost, per job (budgets count it until they settle)
+        self._reserved: Counter[int] = Counter()
+        self._reserve: dict[int, tuple[int, int]] = {}  # item -> (job, its worst case)
+        self.writer = Writer(rt, self)
+        rt.executor().journal = Journal(self)
+        self.writer.start()
+
+    # -- what the ledger thread asks ------------------------------------------------
+    def tokens(self) -> list[str]:
+        with self._lock:
+            return [t for t, n in self._out.items() if n > 0]
+
+    def owners(self, pks: set[int]) -> dict[int, str]:
+        with self._lock:
+            return {pk: self._owner[pk] for pk in pks if pk in self._owner}
+
+    def settled(self, pks: list[int]) -> None:
+        """Items whose outcome is committed (or that are no longer ours)."""
+        with self._lock:
+            for pk in pks:
+                job_id, worst = self._reserve.pop(pk, (0, 0))
+                self._reserved[job_id] -= worst
+                token = self._owner.pop(pk, None)
+                if token is not None:
+                    self._out[token] -= 1
+                    if self._out[token] <= 0:
+                        del self._out[token]
+            self._lock.notify_all()
+
+    def busy(self) -> int:
+        with self._lock:
+            return len(self._owner)
+
+    # -- admission (Celery's task thread) --------------------------------------------
+    def admit(self, msg: Message) -> int:
+        """Claim the message's items and hand each to the loop; returns how many."""
+        rt = self.rt
+        engine = rt.engine_for(msg.job_id)
+        tier = engine.pipeline.tiers[msg.tier_index]
+        token = ledger.new_token()
+        with rt.sessions.begin() as session:
+            claimed = ledger.claim(
+                session,
+                msg.job_id,
+                msg.tier_index,
+                msg.ids,
+                phase=msg.phase,
+                token=token,
+                lease_s=rt.settings.lease_seconds,
+            )
+            disabled = active_drills(session) if claimed else {}
+        if not claimed:
+            log.info("cascade.batch.nothing_to_do", job_id=msg.job_id, tier_index=msg.tier_index)
+            return 0
+        held: list[ItemResult] = []
+        worst: dict[int, int] = {}
+        if isinstance(tier, ClaudeTier):
+            with self._lock:  # one admission at a time may spend this process's reserve
+                claimed, held = budget_gate(
+                    rt, engine, msg, tier, claimed, reserved=self._reserved[msg.job_id], worst=worst
+                )
+                self._reserved[msg.job_id] += sum(worst.values())
+        with self._lock:
+            for pk in [c.pk for c in claimed] + [r.pk for r in held]:
+                self._owner[pk] = token
+                self._reserve[pk] = (msg.job_id, worst.get(pk, 0))
+            self._out[token] += len(claimed) + len(held)
+        for result in held:
+            self.writer.settle(msg, tier.name, token, result)
+        for c in claimed:
+            self._room.acquire()
+            visit = Visit(
+                c.pk,
+                c.text,
+                c.steps,
+                tuple(step_of_row(r) for r in c.recorded),
+                c.error,
+                c.deferrals,
+            )
+            future = asyncio.run_coroutine_threadsafe(
+                self._serve(msg, tier.name, token, visit, disabled), self.loop
+            )
+            future.add_done_callback(self._served)
+        return len(claimed)
+
+    def _served(self, future: Future[None]) -> None:
+        self._room.release()
+        if not future.cancelled() and future.exception() is not None:
+            log.error("cascade.item.crashed", error=repr(future.exception()))
+
+    # -- one item (the loop thread) ------------------------------------------------
+    async def _serve(
+        self, msg: Message, tier_name: str, token: str, visit: Visit, disabled: Mapping[str, str]
+    ) -> None:
+        engine = self.rt.engine_for(msg.job_id)
+        try:
+            if msg.phase == Phase.FALLBACK:
+                result = await serve_fallback(
+                    engine, msg.tier_index, visit, disabled, self.rt.settings.max_deferrals
+                )
+            else:
+                result = await serve(engine, msg.tier_index, visit, disabled)
+                if not shadowed(visit):
+                    await add_shadow(
+                        self.rt, msg.job_id, msg.tier_index, visit.work, result, disabled
+                    )
+        except LeaseLost:
+            log.warning("cascade.item.lease_lost", item=visit.pk, job_id=msg.job_id)
+            self.settled([visit.pk])
+            return
+        except Exception as exc:  # a bug: the item leaves this tier with the reason, once
+            log.exception("cascade.item.internal_error", item=visit.pk, job_id=msg.job_id)
+            why = f"internal error: {type(exc).__name__}: {exc}"[:500]
+            decision = GiveUp(why) if msg.phase == Phase.FALLBACK else Fallback(why)
+            result = ItemResult(visit.pk, decision, list(visit.recorded))
+        self.writer.settle(msg, tier_name, token, result)
+
+    # -- shutdown -----------------------------------------------------------------
+    def close(self, timeout: float) -> None:
+        """Let the items out finish and their outcomes commit (at most ``timeout`` s)."""
+        with self._lock:
+            self._lock.wait_for(lambda: not self._owner, timeout)
+            left = len(self._owner)
+        if left:
+            log.warning("cascade.pool.closed_busy", items=left)
+        self.writer.stop(timeout)
+
+
+class Journal:
+    """The executor's call journal: each try is a ledger row before it is sent."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def sending(self, request: ClassifyRequest, n: int) -> None:
+        tag = request.tag
+        assert tag is not None
+        row = {
+            "job_id": tag.job_id,
+            "item_id": tag.item_pk,
+            "step": tag.first_step + n,
+            "tier_index": tag.tier_index,
+            "tier": tag.tier,
+            "role": tag.role,
+            "provider": request.provider,
+            "model": request.model,
+            "outcome": Outcome.IN_FLIGHT,
+            "decision": None,
+            "label": None,
+            "confidence": None,
+            "hedged": False,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cache_write_tokens": 0,
+            "cache_read_tokens": 0,
+            "is_batch": False,
+            "cost_nanos": tag.estimate_nanos,
+            "latency_ms": 0,
+            "http_status": None,
+            "error": None,
+            "request_id": None,
+        }
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pool.writer.journal(row, done)
+        await done
+
+    def returned(self, request: ClassifyRequest, n: int, attempt: Try) -> None:
+        tag = request.tag
+        assert tag is not None
+        link = ModelRef(provider=request.provider, model=request.model)
+        [step], _ = steps_from_tries(
+            self._pool.rt.prices,
+            tag.item_pk,
+            tag.first_step + n,
+            tag.tier_index,
+            tag.tier,
+            tag.role,
+            link,
+            [attempt],
+            request.labels,
+        )
+        self._pool.writer.journal(step_row(tag.job_id, step), None)
+
+
+def pool_of(rt: Runtime) -> Pool:
+    """The process's pool, started on first use."""
+    found: Any = rt.extras.get("pool")
+    if found is None:
+        found = rt.extras["pool"] = Pool(rt)
+        rt.on_close(lambda: found.close(rt.settings.lease_seconds))
+    assert isinstance(found, Pool)
+    return found

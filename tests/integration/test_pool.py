@@ -1,0 +1,234 @@
+"""The worker pool and the call journal, in one process, on both databases.
+
+An item settles when its own call returns (not when its message's slowest does);
+every call is a ledger row before it leaves; a visit cut off by a dead worker is
+continued, its answer reused and its cut-off call kept as ``unknown``; a worker that
+lost an item's lease sends nothing more for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select, text
+
+from cascade.fakeapi.server import FakeServer
+from common.lifecycle import Outcome, Phase, Status
+from common.settings import Settings
+from models import ledger, repo
+from models.db import make_sessionmaker
+from models.repo import ATTEMPTS, ITEMS, NewItem
+from tasks import publish as pub
+from tasks.messages import Message
+from tasks.pool import pool_of
+from tasks.runtime import Runtime
+from workers.pipeline import load_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINE = load_pipeline(ROOT / "examples" / "support_triage.toml")
+SMALL = 1  # the pipeline's small-model tier
+TEXTS = [
+    "I was charged twice for my subscription this month",
+    "The app crashes every time I open the settings page",
+    "Where is my parcel? The tracking number shows nothing",
+    "Please change the email address on my account",
+    "Your support team was wonderful, thank you",
+    "My invoice has the wrong company name on it",
+]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServer]:
+    with FakeServer(latency_ms=400, jitter_ms=380, seed=11) as server:
+        yield server
+
+
+@pytest.fixture
+def runtime(
+    engine: Engine, fake: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Runtime, list[Message]]]:
+    """A worker process's runtime on the test database; follow-ups are collected, not sent."""
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.start())
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key-never-logged-0123456789")
+    url = engine.url.render_as_string(hide_password=False)
+    settings = Settings(
+        database_url=url, broker_url="memory://localhost/", sweep_every_s=0, flush_ms=5
+    )
+    sent: list[Message] = []
+    monkeypatch.setattr(pub, "send", lambda rt, msg: sent.append(msg))
+    rt = Runtime(settings)
+    yield rt, sent
+    rt.close()
+
+
+def small_tier_job(engine: Engine, texts: list[str]) -> tuple[int, list[int]]:
+    """A job whose items all wait at the small tier."""
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as s:
+        job_id, _ = repo.open_job(s, "pool", PIPELINE.model_dump(mode="json"))
+        sub = repo.start_submission(s, job_id, "x.jsonl")
+        items = [NewItem(i, f"k{i}", t, {}) for i, t in enumerate(texts)]
+        ids = repo.add_items(s, job_id, sub, items).added
+        s.execute(ITEMS.update().where(ITEMS.c.id.in_(ids)).values(tier_index=SMALL))
+        repo.job_submitted(s, job_id)
+    return job_id, ids
+
+
+def wait_settled(engine: Engine, ids: list[int], timeout: float = 30) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        with engine.connect() as c:
+            rows = c.execute(select(ITEMS).where(ITEMS.c.id.in_(ids)).order_by(ITEMS.c.id)).all()
+        if all(
+            r.status not in (Status.PENDING, Status.RUNNING) or r.tier_index > SMALL for r in rows
+        ):
+            return rows
+        assert time.monotonic() < deadline, [(r.id, r.status) for r in rows]
+        time.sleep(0.05)
+
+
+def served(fake: FakeServer) -> int:
+    """Requests the fake API answered."""
+    return sum(m["calls"] for m in fake.stats()["by_model"].values())
+
+
+def attempts(engine: Engine, ids: list[int]) -> list[Any]:
+    with engine.connect() as c:
+        return c.execute(
+            select(ATTEMPTS)
+            .where(ATTEMPTS.c.item_id.in_(ids))
+            .order_by(ATTEMPTS.c.item_id, ATTEMPTS.c.step)
+        ).all()
+
+
+def test_each_item_settles_when_its_own_call_returns(
+    engine: Engine, fake: FakeServer, runtime: tuple[Runtime, list[Message]]
+) -> None:
+    rt, sent = runtime
+    job_id, ids = small_tier_job(engine, TEXTS * 4)
+    # When one message of 24 items is admitted (calls of 20 to 780 ms)
+    t0 = time.monotonic()
+    assert pool_of(rt).admit(Message(Phase.TIER, job_id, SMALL, ids)) == len(ids)
+    admitted_s = time.monotonic() - t0
+    rows = wait_settled(engine, ids)
+    # Then admission returned at once, without waiting for the calls ...
+    assert admitted_s < 0.4, admitted_s
+    # ... and items settled one by one as their calls returned, not all at the end
+    settled_at = sorted(r.updated_at for r in rows)
+    spread = (settled_at[-1] - settled_at[0]).total_seconds()
+    assert spread > 0.3, settled_at
+    # every call is one row, decided; the escalated went on (in messages under 24)
+    calls = attempts(engine, ids)
+    assert len(calls) == served(fake) == len(ids)
+    assert all(a.outcome == Outcome.OK and a.decision is not None for a in calls)
+    escalated = [r.id for r in rows if r.status == Status.PENDING]
+    assert sorted(pk for m in sent for pk in m.ids) == sorted(escalated)
+    assert all(m.phase == Phase.TIER and m.tier_index == SMALL + 1 for m in sent)
+
+
+def test_a_cut_off_visit_is_continued_not_redone(
+    engine: Engine, fake: FakeServer, runtime: tuple[Runtime, list[Message]]
+) -> None:
+    rt, _ = runtime
+    job_id, ids = small_tier_job(engine, TEXTS[:2])
+    answered, cut = ids
+    # Given a worker claimed both items and died: one answer had come back and was
+    # journaled, the other call was in flight
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as s:
+        dead = ledger.claim(s, job_id, SMALL, ids, phase=Phase.TIER, token="dead", lease_s=600)
+        assert len(dead) == 2
+        rows = [
+            _row(job_id, answered, outcome=Outcome.OK, label="billing", confidence=0.97,
+                 input_tokens=300, output_tokens=40, cost_nanos=5_000, request_id="req-1"),
+            _row(job_id, cut, outcome=Outcome.IN_FLIGHT, cost_nanos=4_000),
+        ]  # fmt: skip
+        assert ledger.journal(s, rows, {answered: "dead", cut: "dead"}) == set()
+        s.execute(
+            ITEMS.update().where(ITEMS.c.id.in_(ids)).values(lease_until=text("'2000-01-01'"))
+        )
+    # When the items are claimed again (their lease ran out)
+    assert pool_of(rt).admit(Message(Phase.TIER, job_id, SMALL, ids)) == 2
+    rows = {r.id: r for r in wait_settled(engine, ids)}
+    calls = attempts(engine, ids)
+    # Then the recorded answer decided its item, with no new call
+    mine = [a for a in calls if a.item_id == answered]
+    assert [(a.step, a.outcome, a.decision) for a in mine] == [(0, "ok", "accept")]
+    assert rows[answered].status == Status.DONE and rows[answered].label == "billing"
+    assert "recorded" in rows[answered].reason
+    assert rows[answered].cost_nanos == 5_000 and rows[answered].model_calls == 1
+    # And the cut-off call stays in the ledger as unknown, before the new call
+    theirs = [a for a in calls if a.item_id == cut]
+    assert [(a.step, a.outcome) for a in theirs] == [(0, "unknown"), (1, "ok")]
+    assert theirs[0].cost_nanos == 4_000 and theirs[1].decision is not None
+    assert rows[cut].model_calls == 2
+    assert rows[cut].cost_nanos == 4_000 + theirs[1].cost_nanos
+    assert rows[cut].steps == 2
+    assert served(fake) == 1
+
+
+def test_a_lost_lease_stops_the_journal(engine: Engine) -> None:
+    job_id, ids = small_tier_job(engine, TEXTS[:2])
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as s:
+        ledger.claim(s, job_id, SMALL, ids, phase=Phase.TIER, token="ours", lease_s=600)
+        # another worker holds the second item now
+        s.execute(ITEMS.update().where(ITEMS.c.id == ids[1]).values(lease_token="theirs"))
+        owners = {ids[0]: "ours", ids[1]: "ours"}
+        sending = [_row(job_id, pk, outcome=Outcome.IN_FLIGHT) for pk in ids]
+        assert ledger.journal(s, sending, owners) == {ids[1]}
+        back = _row(job_id, ids[1], outcome=Outcome.OK, label="billing", request_id="r9")
+        assert ledger.journal(s, [back], owners) == {ids[1]}
+    rows = [(a.item_id, a.step, a.outcome) for a in attempts(engine, ids)]
+    # the call we may still send is journaled; none is sent for the item we lost; a
+    # reply that came back for it anyway is kept apart (it was billed)
+    assert rows == [(ids[0], 0, "in_flight"), (ids[1], ledger.ORPHAN_STEP_BASE, "ok")]
+
+
+def test_a_heartbeat_renews_only_the_leases_it_holds(engine: Engine) -> None:
+    job_id, ids = small_tier_job(engine, TEXTS[:3])
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as s:
+        ledger.claim(s, job_id, SMALL, ids[:2], phase=Phase.TIER, token="a", lease_s=1)
+        ledger.claim(s, job_id, SMALL, ids[2:], phase=Phase.TIER, token="b", lease_s=1)
+    with sessions.begin() as s:
+        assert ledger.extend_leases(s, ["a"], 600) == 2
+    with engine.connect() as c:
+        until = {r.id: r.lease_until for r in c.execute(select(ITEMS.c.id, ITEMS.c.lease_until))}
+    assert until[ids[0]] == until[ids[1]] and until[ids[0]] > until[ids[2]]
+
+
+@pytest.mark.postgres
+def test_one_sweeper_at_a_time(pg_url: str) -> None:
+    from migrations.runner import upgrade
+    from models.db import make_engine
+
+    upgrade(pg_url)
+    eng = make_engine(pg_url)
+    sessions = make_sessionmaker(eng)
+    try:
+        with sessions.begin() as first:
+            assert ledger.try_sweep_lock(first)
+            with sessions.begin() as second:
+                assert not ledger.try_sweep_lock(second)
+        with sessions.begin() as third:  # released with the first transaction
+            assert ledger.try_sweep_lock(third)
+    finally:
+        eng.dispose()
+
+
+def _row(job_id: int, pk: int, **values: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "job_id": job_id, "item_id": pk, "step": 0, "tier_index": SMALL, "tier": "small",
+        "role": "primary", "provider": "anthropic", "model": "claude-haiku-5-5",
+        "outcome": Outcome.OK, "decision": None, "label": None, "confidence": None,
+        "hedged": False, "input_tokens": 0, "output_tokens": 0, "cache_write_tokens": 0,
+        "cache_read_tokens": 0, "is_batch": False, "cost_nanos": 0, "latency_ms": 0,
+        "http_status": None, "error": None, "request_id": None,
+    }  # fmt: skip
+    return row | values
+
