@@ -604,8 +604,9 @@ _NEXT_STATUS = {
     "pause": "paused",  # the spend limit: waits, unspent, for `cascade resume`
     "capped": "budget_capped",  # final: a lower tier's answer, kept for review
     "hold": "paused_budget",  # the budget: waits for `cascade resume --budget`
+    "review": "review",  # final for the machine: a person decides (`cascade review`)
 }
-FINAL_DECISIONS = ("accept", "fail", "capped")
+FINAL_DECISIONS = ("accept", "fail", "capped", "review")
 
 
 def settle(

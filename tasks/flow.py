@@ -35,6 +35,7 @@ from workers.decision import (
     over_budget,
 )
 from workers.engine import Engine, decision_name
+from workers.moderation import mark_disagreements
 from workers.pipeline import ClaudeTier, LocalTier, ModelRef, RulesTier
 from workers.records import ItemResult, WorkItem
 
@@ -268,6 +269,7 @@ def process(rt: Runtime, msg: Message) -> list[Message]:
             engine.run_model(msg.tier_index, items, tier.primary, role="primary", disabled=disabled)
         )
     add_shadows(rt, msg, items, results, disabled)  # tasks/shadow.py: phase "tier" only
+    mark_disagreements(engine.pipeline, msg.tier_index, {c.pk: c.label for c in claimed}, results)
     _record_breaker_changes(rt, msg.job_id)
     out = settle_and_route(rt, msg, tier.name, token, [*results, *held])
     structlog.contextvars.unbind_contextvars("job_id", "tier", "phase")

@@ -34,6 +34,7 @@ from workers.decision import (
     GiveUp,
     Hold,
     Pause,
+    Review,
     decide,
 )
 from workers.local import LocalModel
@@ -65,6 +66,7 @@ DECISION_NAMES: dict[type, str] = {
     Pause: "pause",
     Capped: "capped",
     Hold: "hold",
+    Review: "review",
 }
 # Output tokens assumed for the baseline when no model call on the item was seen.
 BASELINE_OUTPUT_TOKENS = 60
@@ -424,12 +426,14 @@ class Engine:
             is_batch=is_batch,
         )
         decision: Decision = (
-            decide(tier.accept, outcome, is_last=is_last) if tries else GiveUp("no call was made")
+            decide(tier.accept, outcome, is_last=is_last, on_refusal=tier.on_refusal)
+            if tries
+            else GiveUp("no call was made")
         )
         if steps:  # the last try decides the item
             steps[-1] = replace(steps[-1], decision=decision_name(decision))
         final_usage = next((s.usage for s in reversed(steps) if s.outcome == "ok"), None)
         result = ItemResult(item.pk, decision, steps, served_by_fallback=role == "fallback")
-        if isinstance(decision, Accept | GiveUp):
+        if isinstance(decision, Accept | GiveUp | Review):
             result.baseline_nanos = self.baseline(len(item.text), final_usage)
         return result
