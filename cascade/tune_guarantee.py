@@ -12,6 +12,7 @@ finds, per label, the lowest threshold whose exact error bound meets the target.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +30,7 @@ def _reference(item: Any, tier_index: int, use_gold: bool, job_id: int, rate: fl
     if use_gold:
         return item.gold
     mine = [v for v in item.verdicts if v.tier_index == tier_index][-1]
-    if mine.decision == "accept":
+    if mine.decision != "escalate":  # accepted (or sent to review over a shadow)
         shadow = item.shadows.get(tier_index + 1)
         return None if shadow is None else shadow.label
     if not shadow_sampled(job_id, item.pk, tier_index, rate):
@@ -54,45 +55,48 @@ def judged_answers(
     return found
 
 
-def accepted_counts(items: Sequence[Any], tier_index: int) -> dict[str, int]:
+def answered_counts(items: Sequence[Any], tier_index: int) -> dict[str, int]:
+    """Per label, the tier's answers in this job: each becomes a pair at the shadow rate."""
     counts: dict[str, int] = {}
     for item in items:
-        for v in item.verdicts:
-            if v.tier_index == tier_index and v.decision == "accept":
-                counts[v.label] = counts.get(v.label, 0) + 1
+        mine = [v for v in item.verdicts if v.tier_index == tier_index]
+        if mine:
+            counts[mine[-1].label] = counts.get(mine[-1].label, 0) + 1
     return counts
 
 
-def _explain(label: str, cert: Certificate, accepted: int, rate: float) -> str:
+def _explain(label: str, cert: Certificate, answered: int, rate: float) -> str:
+    """Why a label is not certified, and how many more shadow samples would do it."""
     stop = cert.stopped_at
-    if stop is None or cert.needed is None:
-        return (
-            f"    {label}: the error seen at {stop.threshold:.2f} is "
-            f"{stop.errors}/{stop.n}: no number of samples certifies it"
-            if stop is not None and stop.n
-            else f"    {label}: no judged answers"
-        )
+    if stop is None or not stop.n:
+        return f"    {label}: no judged answers yet"
+    seen = f"{stop.errors}/{stop.n} wrong at >= {stop.threshold:.2f}"
+    if cert.needed is None:
+        return f"    {label}: {seen}: at that error rate no number of samples certifies it"
     more = max(0, cert.needed - stop.n)
+    new_rate = shadow_rate_for(more, answered, rate)
+    jobs = math.ceil(more / answered) if answered and new_rate >= 1.0 else 1
     return (
-        f"    {label}: {more:,} more judged samples at >= {stop.threshold:.2f} would certify "
-        f"it at the error seen; shadow_rate {shadow_rate_for(more, accepted, rate):g} "
-        "gathers them in one more job of this size"
+        f"    {label}: {seen}; {more:,} more judged samples would certify it if the error "
+        f"rate holds: shadow_rate = {new_rate:g} gathers them in "
+        + ("one more job" if jobs == 1 else f"about {jobs} more jobs")
+        + " of this size"
     )
 
 
 def _table(k: int, name: str, certs: dict[str, Certificate], measure: str) -> Table:
     table = Table(title=f"tier {k} {name}: error = {measure}")
-    for col in ("label", "threshold", "pairs", "errors", "upper bound", "tests"):
+    for col in ("label", "threshold", "tested at", "pairs", "errors", "upper bound"):
         table.add_column(col, justify="right")
     for label, c in certs.items():
-        got = c.certified
+        shown = c.certified or c.stopped_at
         table.add_row(
             label,
-            "-" if c.threshold is None else f"{c.threshold:.2f}",
-            str(got.n if got else 0),
-            str(got.errors if got else 0),
-            f"{got.upper:.4f}" if got else "-",
-            str(len(c.tests)),
+            "not certified" if c.threshold is None else f"{c.threshold:.2f}",
+            f">= {shown.threshold:.2f}" if shown else "-",
+            str(shown.n) if shown else "0",
+            str(shown.errors) if shown else "0",
+            f"{shown.upper:.4f}" if shown else "-",
         )
     return table
 
@@ -125,7 +129,7 @@ def tier_thresholds(
             )
             certs = {POOLED: pooled[POOLED]}
         out.print(_table(k, str(tier.get("name")), certs, measure))
-        accepted = accepted_counts(items, k)
+        answered = answered_counts(items, k)
         by_label: dict[str, float | str] = {}
         for label, c in certs.items():
             targets = labels if label == POOLED else [label]
@@ -138,7 +142,7 @@ def tier_thresholds(
                 )
                 by_label.update(dict.fromkeys(targets, c.threshold))
                 continue
-            n_acc = sum(accepted.values()) if label == POOLED else accepted.get(label, 0)
+            n_acc = sum(answered.values()) if label == POOLED else answered.get(label, 0)
             out.print(f"  {label}: NOT certified")
             out.print(_explain(label, c, n_acc, rate))
             if not allow_uncertified:

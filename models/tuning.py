@@ -1,7 +1,7 @@
 """Ledger reads for threshold tuning and for training the local tier. No printing.
 
 Per item of a job: every tier's valid answer (attempt rows with outcome ``ok``
-that ended a tier visit: decision ``accept`` or ``escalate``), what each tier
+that ended a tier visit: decision ``accept``, ``escalate`` or ``review``), what each tier
 spent on it, its final label and its gold label when ``items.meta`` has
 ``"gold"``.
 
@@ -32,7 +32,7 @@ class TierVerdict:
     tier: str
     label: str
     confidence: float
-    decision: str  # accept | escalate
+    decision: str  # accept | escalate | review
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,7 @@ def tuning_items(session: Session, job_id: int) -> list[TuningItem]:
         .where(
             Attempt.job_id == job_id,
             Attempt.outcome == "ok",
-            Attempt.decision.in_(("accept", "escalate")),
+            Attempt.decision.in_(("accept", "escalate", "review")),
             Attempt.label.is_not(None),
             Attempt.confidence.is_not(None),
         )
