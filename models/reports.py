@@ -20,7 +20,7 @@ from models.tables import Attempt, Item, RejectedLine
 NANO = Decimal("0.000000001")
 
 # Every item status, in lifecycle order; counts are reported for each, zero or not.
-STATUSES: tuple[str, ...] = ("pending", "running", "fallback", "done", "review", "failed")
+STATUSES: tuple[str, ...] = ("pending", "running", "fallback", "done", "failed")
 # progress() also counts these per tier, under the key f"{status}:{tier_index}".
 IN_FLIGHT: tuple[str, ...] = ("pending", "running")
 

@@ -117,3 +117,43 @@ def test_escalate_decision_is_unchanged_by_review_disagreement() -> None:
     results = [ItemResult(1, Escalate("low"), [_step(1, "primary", "spam", "escalate")])]
     mark_disagreements(pipe, 1, {}, results)
     assert isinstance(results[0].decision, Escalate)
+
+
+def _spec(rate: float) -> dict[str, object]:
+    tiers = [
+        {"name": "rules", "kind": "rules"},  # skipped: a rule's confidence is set by hand
+        {"name": "small", "kind": "claude", "shadow_rate": rate},
+        {"name": "large", "kind": "claude"},
+    ]
+    return {"labels": ["safe", "spam"], "tiers": tiers}
+
+
+def _ledger() -> list[TuningItem]:
+    """small: 300 "safe" answers, sure and right (shadowed: the large tier agreed);
+    40 "spam" answers, 8 of them overruled above."""
+    items = [_item(pk, "accept", "safe", 0.97, "safe") for pk in range(300)]
+    items += [_item(300 + i, "accept", "spam", 0.9, "safe" if i < 8 else "spam") for i in range(40)]
+    return items
+
+
+def test_tier_thresholds_certify_what_the_pairs_support() -> None:
+    from cascade.tune_guarantee import tier_thresholds
+
+    got = tier_thresholds(
+        _ledger(), _spec(1.0), 7, max_error=0.02, confidence=0.95, per_label=True,
+        allow_uncertified=False, use_gold=False,
+    )  # fmt: skip
+    # "safe": 0 of 300 wrong at >= 0.97 (bound 1 - 0.05^(1/300) = 0.00994), so every
+    # lower threshold down to 0.5 adds nothing and passes; "spam": 20 % wrong: never
+    assert got == {1: {"safe": 0.5, "spam": "never"}}
+    kept = tier_thresholds(
+        _ledger(), _spec(1.0), 7, max_error=0.02, confidence=0.95, per_label=True,
+        allow_uncertified=True, use_gold=False,
+    )  # fmt: skip
+    assert kept == {1: {"safe": 0.5}}  # spam keeps the tier's min_confidence
+    pooled = tier_thresholds(
+        _ledger(), _spec(1.0), 7, max_error=0.05, confidence=0.95, per_label=False,
+        allow_uncertified=False, use_gold=False,
+    )  # fmt: skip
+    # pooled, 8 of 340 wrong at >= 0.9 (2.4 %, bound under 5 %): one threshold for both
+    assert pooled == {1: {"safe": 0.5, "spam": 0.5}}
