@@ -148,6 +148,11 @@ def tier_thresholds(
             if not allow_uncertified:
                 by_label.update(dict.fromkeys(targets, "never"))
         chosen[k] = by_label
+        if by_label and set(by_label.values()) == {"never"}:
+            out.print(
+                f"  tier {tier.get('name')} certifies no label: every call to it is spent for "
+                "nothing until it does; gather samples (shadow_rate) or drop the tier"
+            )
     if not allow_uncertified and any("never" in m.values() for m in chosen.values()):
         out.print(
             'uncertified labels are written "never" (nothing accepted there; the next tier '

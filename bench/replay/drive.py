@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bench.replay.data import LABELS
 from workers.answers import Answer
 from workers.decision import Accept, Escalate, Fallback, decide
 from workers.engine import Engine, RealtimeExecutor
-from workers.local import LocalModel
 from workers.pipeline import AcceptPolicy, ClaudeTier, Pipeline, parse_pipeline
 from workers.pricing import PriceTable
 from workers.providers.anthropic import AnthropicProvider
@@ -29,6 +28,12 @@ from workers.records import WorkItem
 from workers.retry import RetryPolicy
 
 INSTRUCTIONS = "Is the legal sentence overruling a precedent? Answer yes or no."
+
+
+class Predictor(Protocol):
+    """A local tier: :class:`workers.local.LocalModel`, or the cross-fitted fold models."""
+
+    def predict(self, texts: Sequence[str]) -> list[tuple[str, float]]: ...
 
 
 @dataclass(slots=True)
@@ -84,7 +89,7 @@ async def run(
     prices: PriceTable,
     pipe: Pipeline,
     texts: Sequence[str],
-    local: LocalModel | None = None,
+    local: Predictor | None = None,
     local_min_confidence: Threshold = 1.01,
 ) -> RunResult:
     result = RunResult()

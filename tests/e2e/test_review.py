@@ -35,12 +35,13 @@ def _tickets(tmp_path: Path, n: int = 80) -> Path:
 
 def _pipeline(tmp_path: Path) -> Path:
     """support_triage.toml: small shadows everything and sends refusals to review; the
-    last tier sends answers below 0.9 to review."""
+    last tier sends answers below 0.9 to review; so do tiers that disagree."""
     src = PIPELINE.read_text()
     src = src.replace(
         "max_tokens = 200", 'max_tokens = 200\nshadow_rate = 1.0\non_refusal = "review"'
     )
     src = src.replace("min_confidence = 0.0", "min_confidence = 0.0\nreview_below = 0.9", 1)
+    src = src.replace('name = "support-triage"', 'name = "mod"\nreview_on_disagreement = true', 1)
     path = tmp_path / "moderated.toml"
     path.write_text(src)
     return path
@@ -62,6 +63,7 @@ def _ok(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.timeout(300)  # eleven CLI runs, each a fresh Python process
 def test_review_round_trip(env: dict[str, str], fake: FakeServer, tmp_path: Path) -> None:
     # Given the small model refuses posts about passwords, and the last tier is unsure of some
     fake.set_faults("claude-haiku-5-5", refuse_pattern="(?i)password")
@@ -78,6 +80,21 @@ def test_review_round_trip(env: dict[str, str], fake: FakeServer, tmp_path: Path
     assert any(items[k].final_tier == "small" for k in waiting)  # a refusal sent it
     assert any(items[k].final_tier == "large" for k in waiting)  # unsure last tier
     assert "in review" in _ok(env, "report", "--job", "mod")
+    # And no item was settled over a disagreement: the small tier's escalated answer or its
+    # shadow sample, where it has one, is the final label of every item done by the machine
+    engine = create_engine(env["CASCADE_DATABASE_URL"])
+    with engine.connect() as conn:
+        others = conn.execute(
+            text(
+                "SELECT i.item_key, a.label FROM attempts a JOIN items i ON i.id = a.item_id"
+                " WHERE i.status = 'done' AND a.label IS NOT NULL AND a.outcome = 'ok' AND"
+                " ((a.tier_index = 1 AND a.decision = 'escalate') OR"
+                " (a.tier_index = 2 AND a.role = 'shadow'))"
+            )
+        ).all()
+    engine.dispose()
+    assert others
+    assert all(items[key].label == label for key, label in others)
 
     # When the queue is exported, a reviewer labels every item "other" but one, and imports it
     listed = _ok(env, "review", "list", "--job", "mod")
