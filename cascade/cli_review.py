@@ -193,3 +193,40 @@ def stats(job: JobOpt) -> None:
             f"  tier {t.tier_index} {t.tier}: {t.agreed}/{t.judged} answers match the "
             f"reviewers ({t.agreed / t.judged:.1%})"
         )
+
+
+def add_reviews(report: dict[str, Any], session: Any, job: Any) -> None:
+    """The report's ``reviews`` section (one job): the queue and each tier against reviewers."""
+    from models.reviews import counts, tier_accuracy
+
+    if job is None:
+        return
+    waiting_n, reviewed = counts(session, int(job.id))
+    report["reviews"] = {
+        "waiting": waiting_n,
+        "reviewed": reviewed,
+        "tiers": [
+            {
+                "tier_index": t.tier_index,
+                "tier": t.tier,
+                "judged": t.judged,
+                "agreed": t.agreed,
+                "accuracy": round(t.agreed / t.judged, 4),
+            }
+            for t in tier_accuracy(session, int(job.id))
+        ],
+    }
+
+
+def print_reviews(console: Any, report: dict[str, Any]) -> None:
+    """One line per tier under the report's table, when people have reviewed items."""
+    reviews = report.get("reviews")
+    if not reviews or not (reviews["waiting"] or reviews["reviewed"]):
+        return
+    console.print(
+        f"human review: {reviews['waiting']:,} waiting, {reviews['reviewed']:,} reviewed"
+        + "".join(
+            f"; {t['tier']} {t['agreed']}/{t['judged']} agree with reviewers"
+            for t in reviews["tiers"]
+        )
+    )

@@ -117,6 +117,9 @@ def test_review_round_trip(env: dict[str, str], fake: FakeServer, tmp_path: Path
         assert (got.status, got.label, got.final_tier) == ("done", r["label"], "review")
     report = json.loads(_ok(env, "report", "--job", "mod", "-f", "json"))
     assert report["items_review"] == 0
+    assert report["reviews"]["reviewed"] == len(rows) and report["reviews"]["waiting"] == 0
+    assert {t["tier"] for t in report["reviews"]["tiers"]} >= {"large"}
+    assert "agree with reviewers" in _ok(env, "report", "--job", "mod")
     # And a second import replaces, never duplicates
     again = _ok(env, "review", "import", str(queue), "--job", "mod", "--reviewer", "ana")
     assert f"0 verdicts imported, {len(rows)} replaced" in again
