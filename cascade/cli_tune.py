@@ -105,8 +105,10 @@ def tune(
 
     setup()
     given = [x for x in (target_agreement, target_accuracy, budget_per_item) if x is not None]
-    if len(given) > 1 or (given and max_error is not None):
+    if len(given) > 1:
         raise fail("give one of --target-agreement, --target-accuracy, --budget-per-item")
+    if given and max_error is not None:
+        raise fail("--max-error is a target of its own: give it without the other targets")
     if max_error is not None and not (0 < max_error < 1 and 0 < confidence < 1):
         raise fail("--max-error and --confidence must be within (0, 1)")
     if not given:
