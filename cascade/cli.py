@@ -243,6 +243,13 @@ def demo() -> None:
 
 def main() -> None:
     # Each module registers its commands on the shared app.
-    from cascade import cli_backfill, cli_chaos, cli_ops, cli_report, cli_tune  # noqa: F401
+    from cascade import (  # noqa: F401
+        cli_backfill,
+        cli_chaos,
+        cli_ops,
+        cli_report,
+        cli_review,
+        cli_tune,
+    )
 
     app()

@@ -26,6 +26,7 @@ def build_report(session: Any, job: Any, scope: Any, prices: Any) -> dict[str, A
     ``report_tiers`` view), exactly as before; with an item-level filter or no
     single job, from the scoped analytics queries.
     """
+    from cascade.cli_review import add_reviews
     from cascade.render import add_sections, job_report
     from models import analytics as an
     from models.reports import job_totals, tier_rows
@@ -50,6 +51,7 @@ def build_report(session: Any, job: Any, scope: Any, prices: Any) -> dict[str, A
         prices,
     )
     add_calibration(report, an.calibration_spend(session, scope))
+    add_reviews(report, session, job)
     return report
 
 
@@ -100,6 +102,7 @@ def print_job_report(
     html: Path | None = None,
 ) -> None:
     """Print one report. ``full=False`` (after a submit) prints only the tier table."""
+    from cascade.cli_review import print_reviews
     from cascade.render import print_report, print_sections, write_report_csv
     from models.analytics import Scope
     from tasks.runtime import get_runtime
@@ -134,6 +137,7 @@ def print_job_report(
         write_report_csv(report)
     else:
         print_report(out, report)
+        print_reviews(out, report)
         if full:
             print_sections(out, report)
 

@@ -82,15 +82,35 @@ def tune(
     pipeline: Annotated[
         Path | None, typer.Option("--pipeline", "-p", help="pipeline TOML to update (--write)")
     ] = None,
+    max_error: Annotated[
+        float | None,
+        typer.Option(help="guarantee mode: the error among accepted answers to stay within"),
+    ] = None,
+    confidence: Annotated[
+        float, typer.Option(help="guarantee mode: how sure (exact binomial bound)")
+    ] = 0.95,
+    per_label: Annotated[
+        bool, typer.Option("--per-label", help="guarantee mode: one threshold per label")
+    ] = False,
+    allow_uncertified: Annotated[
+        bool,
+        typer.Option(
+            "--allow-uncertified", help="keep min_confidence where no threshold is certified"
+        ),
+    ] = False,
 ) -> None:
     """Per tier, the threshold trade-off curve from the ledger, and the cheapest threshold
-    that meets the target."""
+    that meets the target; with --max-error, thresholds with a stated guarantee."""
     from workers.tuning import curve, recommend, set_min_confidence
 
     setup()
     given = [x for x in (target_agreement, target_accuracy, budget_per_item) if x is not None]
     if len(given) > 1:
         raise fail("give one of --target-agreement, --target-accuracy, --budget-per-item")
+    if given and max_error is not None:
+        raise fail("--max-error is a target of its own: give it without the other targets")
+    if max_error is not None and not (0 < max_error < 1 and 0 < confidence < 1):
+        raise fail("--max-error and --confidence must be within (0, 1)")
     if not given:
         target_agreement = 0.98
     if write and pipeline is None:
@@ -108,6 +128,19 @@ def tune(
     if target_accuracy is not None and not has_gold:
         raise fail('--target-accuracy needs gold labels ("gold" in the items\' metadata)')
     use_gold = target_accuracy is not None or (budget_per_item is not None and has_gold)
+    if max_error is not None:
+        _guarantee(
+            items,
+            spec,
+            job_id,
+            max_error,
+            confidence,
+            per_label,
+            allow_uncertified,
+            has_gold,
+            pipeline if write else None,
+        )
+        return
     measure = "accuracy" if use_gold else "agreement"
     target = target_accuracy if target_accuracy is not None else target_agreement
     budget = budget_per_item * 1e9 if budget_per_item is not None else None
@@ -163,6 +196,46 @@ def tune(
             raise fail(f"{pipeline}: {exc}") from None
         pipeline.write_text(text, encoding="utf-8")
         out.print(f"wrote {len(chosen)} threshold(s) to {pipeline}")
+
+
+def _guarantee(
+    items: Sequence[Any],
+    spec: dict[str, Any],
+    job_id: int,
+    max_error: float,
+    confidence: float,
+    per_label: bool,
+    allow_uncertified: bool,
+    use_gold: bool,
+    pipeline: Path | None,
+) -> None:
+    from cascade.tune_guarantee import tier_thresholds
+    from workers.tuning import set_by_label
+
+    out.print(
+        f"job {job_id}: {len(items):,} items; guarantee: error <= {max_error:.1%} with "
+        f"{confidence:.0%} confidence, " + ("per label" if per_label else "labels pooled")
+    )
+    chosen = tier_thresholds(
+        items,
+        spec,
+        job_id,
+        max_error=max_error,
+        confidence=confidence,
+        per_label=per_label,
+        allow_uncertified=allow_uncertified,
+        use_gold=use_gold,
+    )
+    if pipeline is None:
+        return
+    try:
+        text = pipeline.read_text(encoding="utf-8")
+        for k, by_label in chosen.items():
+            text = set_by_label(text, k, by_label)
+    except (OSError, ValueError) as exc:
+        raise fail(f"{pipeline}: {exc}") from None
+    pipeline.write_text(text, encoding="utf-8")
+    out.print(f"wrote min_confidence_by_label for {len(chosen)} tier(s) to {pipeline}")
 
 
 @app.command("train-local")

@@ -56,10 +56,12 @@ def job_report(job: Any, totals: JobTotals, tiers: list[TierRow]) -> dict[str, A
         "items_failed": totals.items_failed,
         "items_budget_capped": totals.by_status.get("budget_capped", 0),
         "items_paused_budget": totals.by_status.get("paused_budget", 0),
+        "items_review": totals.by_status.get("review", 0),  # final for the machine
         "items_unfinished": totals.items_total
         - totals.items_done
         - totals.items_failed
-        - totals.by_status.get("budget_capped", 0),
+        - totals.by_status.get("budget_capped", 0)
+        - totals.by_status.get("review", 0),
         "budget_usd": _plain(nanos_to_usd(job.budget_nanos))
         if job is not None and job.budget_nanos is not None
         else None,
@@ -132,7 +134,8 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
     console.print(table)
     console.print(
         f"items {report['items_total']:,}: done {report['items_done']:,}, "
-        f"failed {report['items_failed']:,}, unfinished {report['items_unfinished']:,}; "
+        f"failed {report['items_failed']:,}, in review {report.get('items_review', 0):,}, "
+        f"unfinished {report['items_unfinished']:,}; "
         f"rejected input lines {report['lines_rejected']:,}"
     )
     console.print(

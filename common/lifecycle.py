@@ -28,6 +28,7 @@ class Status(StrEnum):
     DONE = "done"
     FAILED = "failed"
     BUDGET_CAPPED = "budget_capped"  # final: a lower tier's answer, kept for review
+    REVIEW = "review"  # final for the machine: a person decides (`cascade review`)
 
 
 class Phase(StrEnum):
@@ -48,6 +49,7 @@ class Verdict(StrEnum):
     PAUSE = "pause"
     CAPPED = "capped"
     HOLD = "hold"
+    REVIEW = "review"
 
 
 class Outcome(StrEnum):
@@ -103,6 +105,8 @@ TRANSITIONS: dict[Verdict, Transition] = {
     Verdict.CAPPED: Transition(Status.BUDGET_CAPPED, final=True),
     # the budget is spent and there is no answer yet: waits for a larger budget
     Verdict.HOLD: Transition(Status.PAUSED_BUDGET, keeps_error=True),
+    # unsure, refused or contradicted where the pipeline says so: a person decides
+    Verdict.REVIEW: Transition(Status.REVIEW, final=True),
 }
 
 FINAL_VERDICTS = frozenset(v for v, t in TRANSITIONS.items() if t.final)

@@ -5,7 +5,14 @@ Alembic (env.py, the drift check) imports this, not a single table module.
 
 from __future__ import annotations
 
-from models import tables, tables_batches, tables_ops, tables_resilience, tables_rollup
+from models import (
+    tables,
+    tables_batches,
+    tables_ops,
+    tables_resilience,
+    tables_review,
+    tables_rollup,
+)
 from models.tables import Base
 
 __all__ = [
@@ -14,5 +21,6 @@ __all__ = [
     "tables_batches",
     "tables_ops",
     "tables_resilience",
+    "tables_review",
     "tables_rollup",
 ]

@@ -1,7 +1,7 @@
 """Ledger reads for threshold tuning and for training the local tier. No printing.
 
 Per item of a job: every tier's valid answer (attempt rows with outcome ``ok``
-that ended a tier visit: decision ``accept`` or ``escalate``), what each tier
+that ended a tier visit: decision ``accept``, ``escalate`` or ``review``), what each tier
 spent on it, its final label and its gold label when ``items.meta`` has
 ``"gold"``.
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from models.reviews import gold_labels
 from models.tables import Attempt, Item
 
 GOLD_KEY = "gold"
@@ -31,7 +32,7 @@ class TierVerdict:
     tier: str
     label: str
     confidence: float
-    decision: str  # accept | escalate
+    decision: str  # accept | escalate | review
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,7 @@ def tuning_items(session: Session, job_id: int) -> list[TuningItem]:
         .where(
             Attempt.job_id == job_id,
             Attempt.outcome == "ok",
-            Attempt.decision.in_(("accept", "escalate")),
+            Attempt.decision.in_(("accept", "escalate", "review")),
             Attempt.label.is_not(None),
             Attempt.confidence.is_not(None),
         )
@@ -110,6 +111,9 @@ def tuning_items(session: Session, job_id: int) -> list[TuningItem]:
         if found is not None:
             found.cost_by_tier[int(tier_index)] = int(cost or 0)
     _add_shadows(session, job_id, items)
+    for pk, label in gold_labels(session, job_id).items():  # a reviewer's verdict is gold
+        if pk in items:
+            items[pk].gold = label
     return list(items.values())
 
 
@@ -146,24 +150,26 @@ def _add_shadows(session: Session, job_id: int, items: dict[int, TuningItem]) ->
 def training_examples(
     session: Session, job_id: int, *, source: str, exclude_tiers: Sequence[str] = ()
 ) -> list[tuple[str, str]]:
-    """(text, label) pairs: gold labels (``source="gold"``) or accepted outcomes ("outcomes").
+    """(text, label) pairs: gold labels (``source="gold"``: a reviewer's verdict, else
+    ``items.meta.gold``) or accepted outcomes ("outcomes").
 
     Outcomes settled by a tier in ``exclude_tiers`` (the local tier itself) are left
     out, so the model never learns from its own answers.
     """
     if source not in ("gold", "outcomes"):
         raise ValueError(f"source must be gold or outcomes, got {source!r}")
+    reviewed = gold_labels(session, job_id)
     rows = session.execute(
-        select(Item.text, Item.label, Item.final_tier, Item.meta, Item.status)
+        select(Item.id, Item.text, Item.label, Item.final_tier, Item.meta, Item.status)
         .where(Item.job_id == job_id)
         .order_by(Item.id)
     )
     out = []
-    for text, label, final_tier, meta, status in rows:
+    for pk, text, label, final_tier, meta, status in rows:
         if not text:
             continue
         if source == "gold":
-            gold = _gold(meta)
+            gold = reviewed.get(pk) or _gold(meta)
             if gold is not None:
                 out.append((text, gold))
         elif status == "done" and label and final_tier not in exclude_tiers:

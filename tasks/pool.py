@@ -46,6 +46,7 @@ from tasks.runtime import Runtime
 from tasks.shadow import add_shadow
 from tasks.writer import Writer
 from workers.decision import Fallback, GiveUp
+from workers.moderation import mark_disagreements
 from workers.pipeline import ClaudeTier, ModelRef
 from workers.providers.base import ClassifyRequest
 from workers.quality import steps_from_tries
@@ -146,6 +147,7 @@ class Pool:
                 tuple(step_of_row(r) for r in c.recorded),
                 c.error,
                 c.deferrals,
+                c.label,
             )
             future = asyncio.run_coroutine_threadsafe(
                 self._serve(msg, tier.name, token, visit, disabled), self.loop
@@ -174,6 +176,8 @@ class Pool:
                     await add_shadow(
                         self.rt, msg.job_id, msg.tier_index, visit.work, result, disabled
                     )
+            # a contradicted answer goes to a person, where the pipeline asks for it
+            mark_disagreements(engine.pipeline, msg.tier_index, {visit.pk: visit.label}, [result])
         except LeaseLost:
             log.warning("cascade.item.lease_lost", item=visit.pk, job_id=msg.job_id)
             self.settled([visit.pk])

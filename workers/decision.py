@@ -82,17 +82,36 @@ class Hold:
     why: str
 
 
-Decision = Accept | Escalate | Fallback | GiveUp | Defer | Pause | Capped | Hold
+@dataclass(frozen=True, slots=True)
+class Review:
+    """Final for the machine: a person decides. The machine's best answer, if any, rides along."""
+
+    kind: ClassVar[Verdict] = Verdict.REVIEW
+    label: str | None
+    confidence: float | None
+    why: str
+
+    @property
+    def reason(self) -> str:
+        return self.why
+
+
+Decision = Accept | Escalate | Fallback | GiveUp | Defer | Pause | Capped | Hold | Review
 # Failures that may pass with time (a retry later can succeed); the rest are permanent.
 TEMPORARY_KINDS = frozenset({"transient", "breaker_open", "drill"})
 Outcome = Judged | CallFailed
 
 
-def decide(policy: AcceptPolicy, outcome: Outcome, *, is_last: bool) -> Decision:
-    """Accept, escalate to the next tier, hand to the fallback chain, or give up.
+def decide(
+    policy: AcceptPolicy, outcome: Outcome, *, is_last: bool, on_refusal: str = "fallback"
+) -> Decision:
+    """Accept, escalate to the next tier, hand to the fallback chain, review, or give up.
 
     The last tier always answers: a valid answer there is accepted whatever its
-    confidence; anything it cannot answer goes to its fallback chain.
+    confidence, unless it is below the policy's ``review_below`` (then a person
+    decides); anything it cannot answer goes to its fallback chain. A lower tier
+    keeps an answer at or above its label's threshold (``min_confidence_by_label``,
+    else ``min_confidence``). A refusal follows ``on_refusal`` (see :func:`refusal`).
     """
     match outcome:
         case CallFailed(kind="spend_limit", detail=detail):
@@ -100,18 +119,53 @@ def decide(policy: AcceptPolicy, outcome: Outcome, *, is_last: bool) -> Decision
         case CallFailed(kind=kind, detail=detail):
             return Fallback(f"{kind}: {detail}")
         case Refused(detail=detail):
-            return Fallback(detail)
+            return refusal(on_refusal, detail, is_last=is_last)
         case Malformed(detail=detail):
             return Fallback(detail) if is_last else Escalate(f"malformed answer: {detail}")
         case Answer() as answer:
-            if is_last:
-                return Accept(answer.label, answer.confidence, answer.reason)
-            if answer.confidence < policy.min_confidence:
-                return Escalate(f"confidence {answer.confidence:.2f} < {policy.min_confidence:.2f}")
-            if policy.reject_hedging and answer.hedged:
-                return Escalate("the answer hedges")
-            return Accept(answer.label, answer.confidence, answer.reason)
+            return _judge(policy, answer, is_last)
     raise AssertionError(f"unknown outcome {outcome!r}")  # pragma: no cover
+
+
+def _judge(policy: AcceptPolicy, answer: Answer, is_last: bool) -> Decision:
+    if is_last:
+        floor = policy.review_below
+        if floor is not None and answer.confidence < floor:
+            why = f"last tier's confidence {answer.confidence:.2f} < review_below {floor:.2f}"
+            return Review(answer.label, answer.confidence, why)
+        return Accept(answer.label, answer.confidence, answer.reason)
+    needed = policy.threshold(answer.label)
+    if needed is None:
+        return Escalate(f"label {answer.label!r} is never accepted at this tier")
+    if answer.confidence < needed:
+        return Escalate(f"confidence {answer.confidence:.2f} < {needed:.2f}")
+    if policy.reject_hedging and answer.hedged:
+        return Escalate("the answer hedges")
+    return Accept(answer.label, answer.confidence, answer.reason)
+
+
+def refusal(policy: str, detail: str, *, is_last: bool) -> Decision:
+    """A model refused: its fallback chain (the default), the next tier, review, or a label.
+
+    ``label:NAME`` makes the refusal itself the answer (a moderation signal), with
+    confidence 1.0; ``escalate`` on the last tier (no next tier) goes to review.
+    """
+    why = f"refused: {detail}"
+    if policy == "review" or (policy == "escalate" and is_last):
+        return Review(None, None, why)
+    if policy == "escalate":
+        return Escalate(why)
+    if policy.startswith("label:"):
+        return Accept(policy.removeprefix("label:"), 1.0, f"{why} [on_refusal = {policy}]")
+    return Fallback(detail)
+
+
+def review_disagreement(decision: Decision, other: str | None, whose: str) -> Decision:
+    """An accepted answer that another tier's answer (``other``) contradicts goes to review."""
+    if isinstance(decision, Accept) and other is not None and other != decision.label:
+        why = f"tiers disagree: {decision.label!r} here, {other!r} from {whose}"
+        return Review(decision.label, decision.confidence, why)
+    return decision
 
 
 def after_chain(

@@ -21,7 +21,6 @@ from typing import Protocol
 
 import structlog
 
-from common.lifecycle import Verdict
 from workers import quality
 from workers.answers import Answer, Malformed
 from workers.breaker import Transition
@@ -30,6 +29,7 @@ from workers.decision import (
     Decision,
     Escalate,
     GiveUp,
+    Review,
     decide,
 )
 from workers.local import LocalModel
@@ -55,10 +55,6 @@ log = structlog.stdlib.get_logger("cascade.engine")
 
 # Output tokens assumed for the baseline when no model call on the item was seen.
 BASELINE_OUTPUT_TOKENS = 60
-
-
-def decision_name(decision: Decision) -> Verdict:
-    return decision.kind
 
 
 class Executor(Protocol):
@@ -313,7 +309,7 @@ class Engine:
                 if rule.confidence >= tier.accept.min_confidence
                 else Escalate("no rule matched")
             )
-            name = decision_name(decision)
+            name = decision.kind
             out.append((decision, name, f"rule:{i}", "rule_match", rule.label, rule.confidence))
         out.append((Escalate("no rule matched"), "escalate", "rules", "rule_miss", None, None))
         return out
@@ -343,7 +339,7 @@ class Engine:
                 provider="local",
                 model=f"local:{model.version}",
                 outcome="ok" if isinstance(judged, Answer) else "malformed",
-                decision=decision_name(decision),
+                decision=decision.kind,
                 label=label,
                 confidence=confidence,
             )
@@ -489,12 +485,14 @@ class Engine:
             is_batch=is_batch,
         )
         decision: Decision = (
-            decide(tier.accept, outcome, is_last=is_last) if tries else GiveUp("no call was made")
+            decide(tier.accept, outcome, is_last=is_last, on_refusal=tier.on_refusal)
+            if tries
+            else GiveUp("no call was made")
         )
         if steps:  # the last try decides the item
-            steps[-1] = replace(steps[-1], decision=decision_name(decision))
+            steps[-1] = replace(steps[-1], decision=decision.kind)
         final_usage = next((s.usage for s in reversed(steps) if s.outcome == "ok"), None)
         result = ItemResult(item.pk, decision, steps, served_by_fallback=role == "fallback")
-        if isinstance(decision, Accept | GiveUp):
+        if isinstance(decision, Accept | GiveUp | Review):
             result.baseline_nanos = self.baseline(len(item.text), final_usage)
         return result

@@ -56,9 +56,26 @@ class Rule(_Strict):
         return value
 
 
+NEVER = "never"  # a label's threshold that no answer reaches: never accepted at this tier
+LabelThreshold = Annotated[float, Field(ge=0.0, le=1.0)] | Literal["never"]
+# What a model tier does with a refusal: its fallback chain (as before), the next tier,
+# the human review queue, or a label ("label:unsafe": the refusal is the signal).
+REFUSAL_RE = re.compile(r"^(fallback|escalate|review|label:[a-z0-9][a-z0-9_\-]{0,63})$")
+
+
 class AcceptPolicy(_Strict):
     min_confidence: float = Field(default=0.8, ge=0.0, le=1.0)
     reject_hedging: bool = True
+    # per label, instead of min_confidence (`cascade tune --max-error` writes it); "never":
+    # an answer with that label always escalates (no threshold could be certified)
+    min_confidence_by_label: dict[str, LabelThreshold] = {}
+    # last tier only: an answer below this confidence goes to human review
+    review_below: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    def threshold(self, label: str) -> float | None:
+        """The confidence an answer with ``label`` needs to be kept; None: never kept."""
+        value = self.min_confidence_by_label.get(label, self.min_confidence)
+        return None if value == NEVER else float(value)
 
 
 class ModelRef(_Strict):
@@ -154,6 +171,8 @@ class ClaudeTier(_Strict):
     # Shadow sampling: this share of the items the tier accepts is also sent to the next
     # tier's primary, recorded as role "shadow" (calibration spend; never changes an item).
     shadow_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    # fallback | escalate | review | label:NAME (see REFUSAL_RE)
+    on_refusal: str = "fallback"
     # "batch": this tier's calls go through the Message Batches API (half price, results
     # within 24 h); the items wait under a long lease while a poll task collects them.
     mode: Literal["realtime", "batch"] = "realtime"
@@ -164,6 +183,13 @@ class ClaudeTier(_Strict):
     @classmethod
     def _refs(cls, value: Any) -> Any:
         return [_model_ref(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("on_refusal")
+    @classmethod
+    def _refusal(cls, value: str) -> str:
+        if not REFUSAL_RE.match(value):
+            raise ValueError('use "fallback", "escalate", "review" or "label:NAME"')
+        return value
 
     @property
     def primary(self) -> ModelRef:
@@ -188,6 +214,9 @@ class Pipeline(_Strict):
     store_text: bool = True
     # Spend cap for this pipeline per UTC day, across all its jobs (nightly backfills).
     daily_budget_usd: Decimal | None = Field(default=None, ge=0)
+    # Send an item to human review when two tiers disagree on it: the last tier's answer
+    # against the lower tier's, or an accepted answer against its shadow sample.
+    review_on_disagreement: bool = False
 
     @field_validator("name")
     @classmethod
@@ -261,6 +290,7 @@ def _cross_checks(data: dict[str, Any]) -> list[str]:
                         f"tiers[{i}].rules[{j}].label: {label!r} is not one of the labels"
                     )
     problems += _quality_checks(tiers)
+    problems += _moderation_checks(tiers, labels)
     if tiers and isinstance(tiers[-1], dict) and tiers[-1].get("kind") in ("rules", "local"):
         problems.append(
             f"tiers[{len(tiers) - 1}]: the last tier must be a model tier (it always answers)"
@@ -295,6 +325,36 @@ def _quality_checks(tiers: list[Any]) -> list[str]:
                 )
             elif batch:
                 problems.append(f'tiers[{i}].accept.{check}: needs mode = "realtime"')
+    return problems
+
+
+def _moderation_checks(tiers: list[Any], labels: set[str] | None) -> list[str]:
+    """Per-label thresholds name labels; review_below and escalating refusals need a place."""
+    problems: list[str] = []
+    last = len(tiers) - 1
+    for i, tier in enumerate(tiers):
+        if not isinstance(tier, dict):
+            continue
+        accept = tier.get("accept")
+        accept = accept if isinstance(accept, dict) else {}
+        by_label = accept.get("min_confidence_by_label")
+        if isinstance(by_label, dict) and by_label:
+            where = f"tiers[{i}].accept.min_confidence_by_label"
+            if i == last:
+                problems.append(f"{where}: not allowed on the last tier (use review_below)")
+            elif tier.get("kind") == "rules":
+                problems.append(f"{where}: a rules tier sets each rule's confidence instead")
+            unknown = sorted(k for k in by_label if labels is not None and k not in labels)
+            if unknown:
+                problems.append(f"{where}: {unknown} are not among the labels")
+        if accept.get("review_below") is not None and i != last:
+            problems.append(f"tiers[{i}].accept.review_below: only on the last tier")
+        refusal = tier.get("on_refusal")
+        if refusal == "escalate" and i == last:
+            problems.append(f"tiers[{i}].on_refusal: the last tier has no next tier")
+        named = refusal.removeprefix("label:") if isinstance(refusal, str) else None
+        if named != refusal and labels is not None and named not in labels:
+            problems.append(f"tiers[{i}].on_refusal: {refusal!r} names no label")
     return problems
 
 

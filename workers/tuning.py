@@ -247,3 +247,52 @@ def set_min_confidence(toml_text: str, tier_index: int, value: float) -> str:
     if got is None or abs(float(got) - float(new)) > 1e-12:
         raise ValueError("could not set min_confidence without rewriting the file")
     return out
+
+
+_BY_LABEL = re.compile(r"^\s*min_confidence_by_label\s*=")
+_BY_LABEL_TABLE = re.compile(r"^\s*\[\s*tiers\s*\.\s*accept\s*\.\s*min_confidence_by_label\s*\]")
+
+
+def _inline(by_label: dict[str, float | str]) -> str:
+    cells = ", ".join(
+        f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {_number(v)}"
+        for k, v in sorted(by_label.items())
+    )
+    return f"min_confidence_by_label = {{ {cells} }}\n".replace("{  }", "{}")
+
+
+def set_by_label(toml_text: str, tier_index: int, by_label: dict[str, float | str]) -> str:
+    """The pipeline file's text with ``tiers[i].accept.min_confidence_by_label`` set.
+
+    Written as one inline-table line in the tier's ``[tiers.accept]`` table (replacing
+    the line if there is one, else after ``min_confidence``); every other line stays.
+    """
+    text = set_min_confidence(toml_text, tier_index, _current(toml_text, tier_index))
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if _TIERS_HEADER.match(line)]
+    begin = starts[tier_index]
+    end = starts[tier_index + 1] if tier_index + 1 < len(starts) else len(lines)
+    if any(_BY_LABEL_TABLE.match(lines[i]) for i in range(begin, end)):
+        raise ValueError("write min_confidence_by_label inline, in [tiers.accept]")
+    accept = next((i for i in range(begin, end) if _ACCEPT_HEADER.match(lines[i])), None)
+    if accept is None:
+        raise ValueError(f"write tiers[{tier_index}].accept as a [tiers.accept] table")
+    j = accept + 1
+    while j < end and not _ANY_HEADER.match(lines[j]) and not _BY_LABEL.match(lines[j]):
+        j += 1
+    if j < end and _BY_LABEL.match(lines[j]):
+        lines[j] = _inline(by_label)
+    else:
+        at = next(i for i in range(accept + 1, end) if _MIN_CONF.match(lines[i])) + 1
+        lines.insert(at, _inline(by_label))
+    out = "".join(lines)
+    got = tomllib.loads(out)["tiers"][tier_index]["accept"].get("min_confidence_by_label")
+    if got != by_label:
+        raise ValueError("could not set min_confidence_by_label without rewriting the file")
+    return out
+
+
+def _current(toml_text: str, tier_index: int) -> float:
+    """The tier's min_confidence as written (0.8, the default, when absent)."""
+    tier = tomllib.loads(toml_text)["tiers"][tier_index]
+    return float(tier.get("accept", {}).get("min_confidence", 0.8))

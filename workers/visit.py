@@ -35,6 +35,7 @@ class Visit:
     recorded: tuple[Step, ...] = ()
     error: str | None = None  # why the item was handed to the fallback chain
     deferrals: int = 0
+    label: str | None = None  # the answer of the tier below, if it escalated with one
 
     @property
     def work(self) -> WorkItem:

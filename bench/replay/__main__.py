@@ -175,18 +175,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__)
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument(
+        "--guarantee", action="store_true", help="per-label thresholds certified on the train half"
+    )
+    parser.add_argument("--max-error", type=float, nargs="+", default=[0.03])
+    parser.add_argument("--confidence", type=float, default=0.95)
+    parser.add_argument(
+        "--pooled", action="store_true", help="one threshold per tier, not per label"
+    )
     args = parser.parse_args(argv)
     rows = load(args.csv)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "replay_prices.toml"
         path.write_text(replay_prices_toml([SMALL, LARGE, BACKUP]))
         prices = PriceTable.load(path)
+    if args.guarantee:
+        per_label = not args.pooled
+        return guaranteed(rows, args.seeds, prices, args.max_error, args.confidence, per_label)
     results = []
     for seed in args.seeds:
         started = time.monotonic()
         results.append(one_seed(rows, seed, prices))
         print(f"seed {seed} done in {time.monotonic() - started:.1f} s", flush=True)
     return 0 if report(results) else 1
+
+
+def guaranteed(
+    rows: list[Row],
+    seeds: Sequence[int],
+    prices: PriceTable,
+    targets: list[float],
+    conf: float,
+    per_label: bool,
+) -> int:
+    from bench.replay import guarantee
+
+    results = []
+    for seed in seeds:
+        started = time.monotonic()
+        results.append(guarantee.one_seed(rows, seed, prices, targets, conf, per_label))
+        print(f"seed {seed} done in {time.monotonic() - started:.1f} s", flush=True)
+    return 0 if guarantee.report(results, targets, conf, per_label) else 1
 
 
 if __name__ == "__main__":

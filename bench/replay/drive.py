@@ -13,15 +13,14 @@ Celery and no database (the ledger is not needed to count cost and accuracy).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bench.replay.data import LABELS
 from workers.answers import Answer
 from workers.decision import Accept, Escalate, Fallback, decide
 from workers.engine import Engine, RealtimeExecutor
-from workers.local import LocalModel
 from workers.pipeline import AcceptPolicy, ClaudeTier, Pipeline, parse_pipeline
 from workers.pricing import PriceTable
 from workers.providers.anthropic import AnthropicProvider
@@ -29,6 +28,12 @@ from workers.records import WorkItem
 from workers.retry import RetryPolicy
 
 INSTRUCTIONS = "Is the legal sentence overruling a precedent? Answer yes or no."
+
+
+class Predictor(Protocol):
+    """A local tier: :class:`workers.local.LocalModel`, or the cross-fitted fold models."""
+
+    def predict(self, texts: Sequence[str]) -> list[tuple[str, float]]: ...
 
 
 @dataclass(slots=True)
@@ -45,8 +50,20 @@ class RunResult:
         return sum(1 for t in self.tier.values() if t == tier)
 
 
-def pipeline(tiers: Sequence[tuple[str, str, float, Sequence[str]]]) -> Pipeline:
-    """Model tiers as (name, recorded model, min_confidence, fallbacks)."""
+Threshold = float | Mapping[str, float | str]  # one for every label, or per label
+
+
+def accept_table(threshold: Threshold) -> dict[str, Any]:
+    """``[tiers.accept]`` for one threshold or per-label thresholds ("never" allowed)."""
+    if isinstance(threshold, Mapping):
+        by_label = dict(threshold)
+        return {"min_confidence": 1.0, "reject_hedging": False, "min_confidence_by_label": by_label}
+    return {"min_confidence": threshold, "reject_hedging": False}
+
+
+def pipeline(tiers: Sequence[tuple[str, str, Threshold, Sequence[str]]]) -> Pipeline:
+    """Model tiers as (name, recorded model, min_confidence or per label, fallbacks)."""
+    last = accept_table(float(tiers[-1][2]) if not isinstance(tiers[-1][2], Mapping) else 0.0)
     return parse_pipeline(
         {
             "name": "overruling-replay",
@@ -58,9 +75,9 @@ def pipeline(tiers: Sequence[tuple[str, str, float, Sequence[str]]]) -> Pipeline
                     "kind": "claude",
                     "model": model,
                     "fallbacks": list(fallbacks),
-                    "accept": {"min_confidence": min_confidence, "reject_hedging": False},
+                    "accept": accept_table(threshold) if i < len(tiers) - 1 else last,
                 }
-                for name, model, min_confidence, fallbacks in tiers
+                for i, (name, model, threshold, fallbacks) in enumerate(tiers)
             ],
         },
         "bench.replay",
@@ -72,17 +89,18 @@ async def run(
     prices: PriceTable,
     pipe: Pipeline,
     texts: Sequence[str],
-    local: LocalModel | None = None,
-    local_min_confidence: float = 1.01,
+    local: Predictor | None = None,
+    local_min_confidence: Threshold = 1.01,
 ) -> RunResult:
     result = RunResult()
     waiting = [WorkItem(pk, text, 1) for pk, text in enumerate(texts)]
     if local is not None:
-        policy = AcceptPolicy(min_confidence=min(local_min_confidence, 1.0), reject_hedging=False)
+        never = not isinstance(local_min_confidence, Mapping) and local_min_confidence > 1.0
+        policy = AcceptPolicy.model_validate(accept_table(1.0 if never else local_min_confidence))
         still = []
         for item, (label, conf) in zip(waiting, local.predict(texts), strict=True):
             decision = decide(policy, Answer(label, conf, "local", False), is_last=False)
-            if isinstance(decision, Accept) and local_min_confidence <= 1.0:
+            if isinstance(decision, Accept) and not never:
                 result.labels[item.pk], result.tier[item.pk] = label, "local"
             else:
                 still.append(WorkItem(item.pk, item.text, 2))

@@ -231,4 +231,3 @@ def _row(job_id: int, pk: int, **values: Any) -> dict[str, Any]:
         "http_status": None, "error": None, "request_id": None,
     }  # fmt: skip
     return row | values
-

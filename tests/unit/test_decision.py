@@ -163,3 +163,74 @@ def test_after_chain(kinds: list[str], deferrals: int, expected: type, n: int | 
 )
 def test_defer_delay(n: int, expected: float) -> None:
     assert defer_delay(n, 15.0, 300.0) == expected
+
+
+# -- moderation: per-label thresholds, review, refusal policy ---------------------------
+from workers.decision import Review, refusal, review_disagreement  # noqa: E402
+
+BY_LABEL = AcceptPolicy(
+    min_confidence=0.8,
+    reject_hedging=False,
+    min_confidence_by_label={"harassment": 0.97, "spam": "never"},
+)
+REVIEW_LOW = AcceptPolicy(min_confidence=0.8, review_below=0.6)
+
+# (policy, outcome, is_last, on_refusal, expected decision type)
+MODERATION: list[tuple[AcceptPolicy, Outcome, bool, str, type]] = [
+    # a label with its own threshold: 0.95 is enough for the default but not for it
+    (BY_LABEL, answer(0.95, label="harassment"), False, "fallback", Escalate),
+    # at or above its own threshold it is kept
+    (BY_LABEL, answer(0.97, label="harassment"), False, "fallback", Accept),
+    # a label without an entry uses min_confidence
+    (BY_LABEL, answer(0.85, label="billing"), False, "fallback", Accept),
+    # "never": a label that could not be certified is not kept at this tier, even at 1.0
+    (BY_LABEL, answer(1.0, label="spam"), False, "fallback", Escalate),
+    # the last tier below review_below: a person decides
+    (REVIEW_LOW, answer(0.59), True, "fallback", Review),
+    # the last tier at review_below is accepted as before
+    (REVIEW_LOW, answer(0.6), True, "fallback", Accept),
+    # review_below means nothing below the last tier (validation forbids it there)
+    (REVIEW_LOW, answer(0.59), False, "fallback", Escalate),
+    # a refusal under the default policy still goes to the fallback chain
+    (STRICT, Refused("declined"), False, "fallback", Fallback),
+    # on_refusal = "escalate": the next tier tries instead of another provider
+    (STRICT, Refused("declined"), False, "escalate", Escalate),
+    # "escalate" at the last tier has nowhere to go: review
+    (STRICT, Refused("declined"), True, "escalate", Review),
+    # on_refusal = "review": straight to a person
+    (STRICT, Refused("declined"), False, "review", Review),
+    # on_refusal = "label:unsafe": the refusal is the answer
+    (STRICT, Refused("declined"), True, "label:unsafe", Accept),
+    # the refusal policy never touches a valid answer
+    (STRICT, answer(0.5), False, "review", Escalate),
+]
+
+
+@pytest.mark.parametrize(("policy", "outcome", "is_last", "on_refusal", "expected"), MODERATION)
+def test_decide_moderation(
+    policy: AcceptPolicy, outcome: Outcome, is_last: bool, on_refusal: str, expected: type
+) -> None:
+    assert type(decide(policy, outcome, is_last=is_last, on_refusal=on_refusal)) is expected
+
+
+def test_a_refusal_as_a_label_keeps_the_reason() -> None:
+    got = refusal("label:unsafe", "policy violation", is_last=False)
+    assert isinstance(got, Accept)
+    assert (got.label, got.confidence) == ("unsafe", 1.0)
+    assert "policy violation" in got.reason
+
+
+@pytest.mark.parametrize(
+    ("decision", "other", "expected"),
+    [
+        (Accept("spam", 0.9, ""), "ham", Review),  # another tier said otherwise
+        (Accept("spam", 0.9, ""), "spam", Accept),  # they agree
+        (Accept("spam", 0.9, ""), None, Accept),  # no other answer to compare
+        (Escalate("low"), "ham", Escalate),  # only accepted answers are contested
+    ],
+)
+def test_review_disagreement(decision: Decision, other: str | None, expected: type) -> None:
+    got = review_disagreement(decision, other, "small")
+    assert type(got) is expected
+    if isinstance(got, Review):
+        assert (got.label, got.confidence) == ("spam", 0.9)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from workers.decision import Accept, Escalate, Fallback, GiveUp, Pause
-from workers.engine import Engine, RealtimeExecutor, decision_name
+from workers.engine import Engine, RealtimeExecutor
 from workers.pipeline import ClaudeTier, ModelRef, Pipeline, load_pipeline, parse_pipeline
 from workers.pricing import PriceTable
 from workers.prompt import escape, system_prompt
@@ -531,6 +531,9 @@ def test_concurrency_one_runs_calls_one_at_a_time(pipeline: Pipeline, prices: Pr
 
 
 def test_decision_names() -> None:
-    assert [
-        decision_name(d) for d in (Accept("a", 1.0, "r"), Escalate("w"), Fallback("w"), GiveUp("w"))
-    ] == ["accept", "escalate", "fallback", "fail"]
+    assert [d.kind for d in (Accept("a", 1.0, "r"), Escalate("w"), Fallback("w"), GiveUp("w"))] == [
+        "accept",
+        "escalate",
+        "fallback",
+        "fail",
+    ]

@@ -453,3 +453,63 @@ def test_file_problems_carry_the_file_path(tmp_path: Path) -> None:
     assert caught.value.source == str(path)
     assert caught.value.problems == ["colour: unknown key"]
     assert str(path) in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------
+# Moderation: per-label thresholds, review_below, on_refusal
+# ---------------------------------------------------------------------------------------
+
+
+def test_moderation_keys_load() -> None:
+    data = triage_data()
+    data["tiers"][1]["accept"]["min_confidence_by_label"] = {"billing": 0.95, "other": "never"}
+    data["tiers"][1]["on_refusal"] = "label:other"
+    data["tiers"][2]["accept"]["review_below"] = 0.5
+    data["tiers"][2]["on_refusal"] = "review"
+    data["review_on_disagreement"] = True
+    pipeline = parse_pipeline(data)
+    small, large = pipeline.tiers[1], pipeline.tiers[2]
+    assert isinstance(small, ClaudeTier) and isinstance(large, ClaudeTier)
+    assert small.accept.threshold("billing") == 0.95
+    assert small.accept.threshold("other") is None
+    assert small.accept.threshold("account") == small.accept.min_confidence
+    assert large.accept.review_below == 0.5
+    assert (small.on_refusal, large.on_refusal) == ("label:other", "review")
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        # a threshold for a label the pipeline does not have
+        (
+            lambda d: d["tiers"][1]["accept"].update(min_confidence_by_label={"nope": 0.9}),
+            "tiers[1].accept.min_confidence_by_label: ['nope'] are not among the labels",
+        ),
+        # the last tier always answers: its floor is review_below, not a threshold
+        (
+            lambda d: d["tiers"][2]["accept"].update(min_confidence_by_label={"billing": 0.9}),
+            "tiers[2].accept.min_confidence_by_label: not allowed on the last tier",
+        ),
+        # review_below below the last tier would never be read
+        (
+            lambda d: d["tiers"][1]["accept"].update(review_below=0.5),
+            "tiers[1].accept.review_below: only on the last tier",
+        ),
+        # the last tier cannot escalate a refusal
+        (
+            lambda d: d["tiers"][2].update(on_refusal="escalate"),
+            "tiers[2].on_refusal: the last tier has no next tier",
+        ),
+        # a refusal label must be one of the labels
+        (
+            lambda d: d["tiers"][1].update(on_refusal="label:unsafe"),
+            "tiers[1].on_refusal: 'label:unsafe' names no label",
+        ),
+        # an unknown policy
+        (lambda d: d["tiers"][1].update(on_refusal="ignore"), "tiers[1].on_refusal: use"),
+    ],
+)
+def test_moderation_keys_are_checked(edit: Callable[[Data], Any], problem: str) -> None:
+    data = triage_data()
+    edit(data)
+    assert any(p.startswith(problem) for p in problems_of(data)), problems_of(data)
