@@ -24,6 +24,7 @@ import structlog
 from workers import quality
 from workers.answers import Answer, Malformed
 from workers.breaker import Transition
+from workers.caching import CachePlan, CacheWarmer, MemoryWarmStore
 from workers.decision import (
     Accept,
     Capped,
@@ -105,8 +106,11 @@ class RealtimeExecutor:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        warmer: CacheWarmer | None = None,
     ) -> None:
         self._providers = providers
+        # one call goes first on a cold cached prefix (in memory unless the fleet shares one)
+        self._warmer = warmer if warmer is not None else CacheWarmer(MemoryWarmStore())
         self._policy = policy
         self._sem = asyncio.Semaphore(concurrency)
         self._breakers = breakers
@@ -135,14 +139,17 @@ class RealtimeExecutor:
                         error = BreakerOpenError(f"circuit breaker open for {key}")
                         return [Try(None, error, 0)]
                     probe = admission.probe
+            ticket = await self._warmer.before_call(request)
             try:
                 provider = self._providers(request.provider)
                 tries = await call_with_retry(
                     provider, request, self._policy, sleep=self._sleep, rng=self._rng
                 )
             except Exception as exc:
+                await self._warmer.after_call(ticket, False)
                 log.exception("cascade.call.unexpected_error", model=key)
                 return [Try(None, TransientError(f"internal error: {type(exc).__name__}"), 0)]
+            await self._warmer.after_call(ticket, tries[-1].reply is not None)
             if self._breakers is not None:
                 # Only provider failures count: a refusal or a malformed answer arrived fine.
                 last = tries[-1].error
@@ -190,6 +197,9 @@ class Engine:
         )
         self._overhead_tokens = math.ceil(overhead_chars / 4)
         self._estimates: dict[int, int] = {}  # prompt tokens -> estimated baseline nano-USD
+        self.cache = CachePlan(
+            lambda m: system_prompt(pipeline, m), self._labels, prices.cache_min_tokens
+        )
         self._rule_outcomes: dict[
             int, list[tuple[Decision, str, str, str, str | None, float | None]]
         ] = {}
@@ -202,9 +212,25 @@ class Engine:
         tokens = self._overhead_tokens + math.ceil(text_len / 4)
         cost = self._estimates.get(tokens)
         if cost is None:  # a pure function of the token count: computed once per count
-            estimate = Usage(input_tokens=tokens, output_tokens=BASELINE_OUTPUT_TOKENS)
+            # priced with the same caching as the job: the last tier's prefix read from
+            # the cache when it caches, so the saving against it is not inflated
+            cached = min(self._baseline_cached_tokens(), self._overhead_tokens)
+            estimate = Usage(
+                input_tokens=tokens - cached,
+                output_tokens=BASELINE_OUTPUT_TOKENS,
+                cache_read_tokens=cached,
+            )
             cost = self._estimates[tokens] = self.prices.cost_nanos(self._baseline_model, estimate)
         return cost
+
+    def _baseline_cached_tokens(self) -> int:
+        """The prefix tokens a call to the last tier's primary reads from the cache (0: none)."""
+        last = self.pipeline.tiers[-1]
+        assert isinstance(last, ClaudeTier)
+        mechanism = self.mechanism(last, last.model)
+        if self.cache.ttl(last, last.model, mechanism) is None:
+            return 0
+        return self.cache.check(last.model, mechanism).tokens
 
     def worst_case_nanos(self, tier: ClaudeTier, links: Sequence[ModelRef], text: str) -> int:
         """The most one call for this item at this tier can cost (budgets check it first).
@@ -360,6 +386,7 @@ class Engine:
             labels=self._labels,
             max_tokens=tier.max_tokens,
             mechanism=mechanism,
+            cache_ttl=self.cache.ttl(tier, link.model, mechanism),
         )
 
     async def run_model(
