@@ -41,6 +41,7 @@ SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
 DAILY: Table = DailySpend.__table__  # type: ignore[assignment]
 UNFINISHED = (
     "pending",
+    "reuse_wait",  # a repeat of a text in flight, waiting for its decision (models.reuse)
     "running",
     "fallback",
     "fallback_running",
@@ -326,6 +327,7 @@ class NewItem:
     key: str
     text: str
     meta: dict[str, Any]
+    text_hash: int | None = None  # models.reuse.text_hash: repeats of a text share it
 
 
 @dataclass(slots=True)
@@ -367,6 +369,7 @@ def add_items(
             "line_no": it.line_no,
             "text": it.text,
             "meta": it.meta,
+            "text_hash": it.text_hash,
         }
         for it in unique
     ]
@@ -648,6 +651,12 @@ def settle(
         groups.setdefault(tuple(sorted(row)), []).append(row | {"id": s.pk})
     for rows in groups.values():
         _update_items(session, rows)
+    from models.reuse import settle_dependents  # models.reuse imports this module
+
+    finals = [s.pk for s in kept if s.decision in FINAL_DECISIONS]
+    session.info.setdefault("cascade.reuse.released", []).extend(
+        settle_dependents(session, finals, drop_text=drop_text)
+    )
     return kept
 
 

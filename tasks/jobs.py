@@ -7,7 +7,7 @@ from typing import Any
 from celery import Task
 
 from common.logs import get_logger
-from models import repo
+from models import repo, reuse
 from models.errors import DB_TRANSIENT
 from tasks.app import FALLBACK_QUEUE, app, tier_queue
 from tasks.flow import Message, chunks, process
@@ -63,6 +63,7 @@ def sweep_once(rt: Runtime, idle_s: int = 120) -> int:
     with rt.sessions.begin() as session:
         # A deferred item waits in 'fallback' for its countdown: leave it that long.
         fallback_idle = max(idle_s, int(rt.settings.defer_cap_s) + 60)
+        reuse.rescue(session)  # repeats whose source settled without handing its decision on
         strays = repo.strays(session, idle_s=idle_s, fallback_idle_s=fallback_idle)
     messages = [
         Message(s.phase, s.job_id, s.tier_index, chunk)

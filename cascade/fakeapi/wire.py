@@ -92,12 +92,16 @@ class ModelStats:
     dropped: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "calls": self.calls, "ok": self.ok, "errors": dict(self.errors),
             "refusals": self.refusals, "dropped": self.dropped,
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
         }  # fmt: skip
 
 
@@ -154,6 +158,8 @@ class FakeState:
         usage = outcome.body.get("usage", {})
         stats.input_tokens += usage.get("input_tokens", 0)
         stats.output_tokens += usage.get("output_tokens", 0)
+        stats.cache_write_tokens += usage.get("cache_creation_input_tokens", 0)
+        stats.cache_read_tokens += usage.get("cache_read_input_tokens", 0)
         if outcome.refusal:
             stats.refusals += 1
         else:
