@@ -283,3 +283,15 @@ def test_example_labels_must_be_labels(tmp_path: Path) -> None:
     )
     with pytest.raises(PipelineError, match=r"examples\[0\].label"):
         load_pipeline(tmp_path / "p.toml")
+
+
+def test_doctor_says_which_models_cache_the_prefix_and_by_how_much_one_falls_short() -> None:
+    from cascade.doctor import _prompt_cache
+    from common.settings import Settings
+
+    root = Path(__file__).resolve().parents[2]
+    check = _prompt_cache(root / "examples" / "moderation.toml", Settings())
+    assert check.ok
+    assert "small/claude-haiku-5-5: cached, 5m" in check.detail
+    assert "small/claude-haiku-4-5: NOT cached" in check.detail
+    assert "short of the 4096 this model caches" in check.detail
