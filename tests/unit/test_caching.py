@@ -295,3 +295,36 @@ def test_doctor_says_which_models_cache_the_prefix_and_by_how_much_one_falls_sho
     assert "small/claude-haiku-5-5: cached, 5m" in check.detail
     assert "small/claude-haiku-4-5: NOT cached" in check.detail
     assert "short of the 4096 this model caches" in check.detail
+
+
+# -- the SDK against the fake: a Message Batch with a 1-hour prefix ------------------
+def test_a_batch_writes_the_prefix_once_for_an_hour_and_reads_it_after() -> None:
+    from cascade.fakeapi.batches import BATCHES_KEY, BatchConfig
+
+    now = [0.0]
+    with FakeServer() as fake:
+        store = fake.app[BATCHES_KEY]
+        store.clock = lambda: now[0]
+        store.config = BatchConfig(delay_s=1)
+        provider = AnthropicProvider(api_key="k", base_url=fake.start())
+
+        async def run() -> list[Usage]:
+            batches = provider.batches
+            bid = await batches.create_batch([(f"r{n}", req(ttl="1h")) for n in range(3)])
+            now[0] = 2.0
+            assert (await batches.retrieve_batch(bid)).ended
+            results = await batches.batch_results(bid, "forced_tool")
+            await provider.aclose()
+            return [r.usage for r in (results[f"r{n}"] for n in range(3))]  # type: ignore[union-attr]
+
+        first, *rest = asyncio.run(run())
+    assert first.cache_write_tokens == first.cache_write_1h_tokens > 0
+    assert all(u.cache_read_tokens == first.cache_write_tokens for u in rest)
+    prices = PriceTable.load()
+    # the batch price of the read calls: the discount stacks on the cache read price
+    read_cost = prices.cost_nanos("claude-haiku-5-5", rest[0], batch=True)
+    plain = prices.cost_nanos(
+        "claude-haiku-5-5",
+        Usage(rest[0].input_tokens + rest[0].cache_read_tokens, rest[0].output_tokens),
+    )
+    assert read_cost < plain / 2
