@@ -241,7 +241,10 @@ def test_two_batch_tiers_escalate_like_realtime_at_half_price(
         assert {s for (s,) in conn.execute(text("SELECT DISTINCT status FROM items"))} == {"done"}
         # And every model call went through a batch, one batch row per tier visit
         assert not conn.execute(
-            text("SELECT count(*) FROM attempts WHERE role NOT IN ('rules', 'reuse') AND NOT is_batch")
+            text(
+                "SELECT count(*) FROM attempts"
+                " WHERE role NOT IN ('rules', 'reuse') AND NOT is_batch"
+            )
         ).scalar()
         tiers = dict(
             conn.execute(text("SELECT tier, count(*) FROM message_batches GROUP BY tier")).all()

@@ -116,7 +116,10 @@ def test_metrics_match_the_ledger(
     with engine.connect() as conn:
         calls = dict(
             conn.execute(
-                text("SELECT model, count(*) FROM attempts WHERE role NOT IN ('rules', 'reuse') GROUP BY model")
+                text(
+                    "SELECT model, count(*) FROM attempts"
+                    " WHERE role NOT IN ('rules', 'reuse') GROUP BY model"
+                )
             ).all()
         )
         # with rules at submit, `cascade submit` decides the rules tier: its decisions
