@@ -161,6 +161,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--repeat-share", type=float, default=0.3)
     parser.add_argument("--latency-ms", type=float, default=20)
+    parser.add_argument("--order", default="off,auto", help="which run goes first")
+    parser.add_argument("--no-reuse", action="store_true", help="skip the repeats runs")
     args = parser.parse_args()
     prices = PriceTable.load()
     out: dict[str, Any] = {"items": args.items}
@@ -178,7 +180,7 @@ def main() -> None:
         }
         distinct = tmp / "distinct.jsonl"
         items(distinct, args.items, 0.0)
-        for cache in ("off", "auto"):
+        for cache in args.order.split(","):
             fake.reset()
             t0 = time.monotonic()
             run(env, "submit", str(distinct), "--pipeline", str(pipeline(tmp, cache)),
@@ -195,6 +197,9 @@ def main() -> None:
         off, on = out["cache_off"], out["cache_auto"]
         out["input_cost_saving_pct"] = round(100 * (1 - on["input_nanos"] / off["input_nanos"]), 2)
         out["throughput_change_pct"] = round(100 * (on["items_per_s"] / off["items_per_s"] - 1), 1)
+        if args.no_reuse:
+            json.dump(out, sys.stdout, indent=2)
+            return
         # repeats: the same number of distinct texts, a share of lines repeating them
         repeated = tmp / "repeated.jsonl"
         n_distinct = items(repeated, args.items, args.repeat_share, seed=2)

@@ -328,3 +328,20 @@ def test_a_batch_writes_the_prefix_once_for_an_hour_and_reads_it_after() -> None
         Usage(rest[0].input_tokens + rest[0].cache_read_tokens, rest[0].output_tokens),
     )
     assert read_cost < plain / 2
+
+
+def test_report_sections_price_cache_savings_and_render() -> None:
+    from cascade.render_cache import add_cache_sections, cache_sections_html
+    from models.cache_report import Reuse, TierCache
+
+    # 1 write of 1,000 tokens and 99 reads of 1,000 on Sonnet 5.5 (input 2, 5m write 2.5,
+    # read 0.2 USD/MTok): plain input 100,000 x 2 = 200,000 micro-USD; cached 2,500 +
+    # 19,800 = 22,300; saved 177,700 micro-USD
+    tier = TierCache(2, "large", "claude-sonnet-5-5", False, 100, 100, 99, 1, 5000, 1000, 99000, 0)
+    report: dict[str, object] = {}
+    add_cache_sections(report, [tier], Reuse(30, 0, 123_000_000), PriceTable.load())
+    row = report["cache"]["tiers"][0]  # type: ignore[index]
+    assert row["saved_usd"] == "0.177700000" and row["hit_rate"] == 0.99
+    assert report["reuse"] == {"items": 30, "waiting": 0, "saved_usd": "0.123000000"}
+    html = "".join(cache_sections_html(report))
+    assert "Prompt cache" in html and "99.0%" in html and "Reused decisions" in html
