@@ -243,8 +243,10 @@ class Engine:
             self.prices.max_cost_nanos(link.model, prompt + 20, tier.max_tokens)
             for link in tier.accept.check_links
         )
+        ttl = tier.ttl if tier.cache == "auto" else None  # a first call writes the prefix
         return checks + max(
-            self.prices.max_cost_nanos(link.model, prompt, tier.max_tokens) for link in links
+            self.prices.max_cost_nanos(link.model, prompt, tier.max_tokens, cache_ttl=ttl)
+            for link in links
         )
 
     # -- rules --------------------------------------------------------------------
