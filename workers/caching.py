@@ -174,6 +174,7 @@ class CacheWarmer:
         lease_s: float = 30.0,
         poll_s: float = 0.02,
         margin_s: float = 5.0,
+        bypass_s: float = 30.0,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -183,6 +184,10 @@ class CacheWarmer:
         self._margin_s = margin_s
         self._local_warm: dict[str, float] = {}  # key -> until: no store round trip then
         self._pending: dict[str, asyncio.Event] = {}  # key -> set when its first call ends
+        # after a store error, calls go without warming until then: a hung store costs
+        # one timeout per this long, not one per call
+        self._bypass_until = 0.0
+        self._bypass_s = bypass_s
 
     async def before_call(self, request: ClassifyRequest) -> Ticket | None:
         """Return when this request may go; a ticket if it must report back."""
@@ -192,7 +197,8 @@ class CacheWarmer:
         ttl_s = max(TTL_SECONDS[request.cache_ttl] - self._margin_s, 1.0)
         give_up = self._clock() + self._lease_s
         while True:
-            if self._local_warm.get(key, 0.0) > self._clock():
+            now = self._clock()
+            if self._local_warm.get(key, 0.0) > now or self._bypass_until > now:
                 return None
             pending = self._pending.get(key)
             if pending is None:
@@ -218,6 +224,7 @@ class CacheWarmer:
                 claim = await self._store.claim(key, now, self._lease_s)
             except Exception as exc:  # fail open: caching is an optimisation
                 log.warning("cascade.cache.store_error", key=key, error=repr(exc))
+                self._bypass_until = self._clock() + self._bypass_s
                 return None
             if claim == "warm":
                 # seen warm: this process skips the store for a while (a tenth of the TTL)
@@ -243,6 +250,7 @@ class CacheWarmer:
             await self._store.done(ticket.key, now, replied, ticket.ttl_s)
         except Exception as exc:
             log.warning("cascade.cache.store_error", key=ticket.key, error=repr(exc))
+            self._bypass_until = self._clock() + self._bypass_s
         else:
             if replied:
                 self._local_warm[ticket.key] = now + ticket.ttl_s / 10

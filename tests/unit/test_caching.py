@@ -345,3 +345,22 @@ def test_report_sections_price_cache_savings_and_render() -> None:
     assert report["reuse"] == {"items": 30, "waiting": 0, "saved_usd": "0.123000000"}
     html = "".join(cache_sections_html(report))
     assert "Prompt cache" in html and "99.0%" in html and "Reused decisions" in html
+
+
+def test_a_hung_store_costs_one_error_then_calls_go_unwarmed() -> None:
+    class Broken:
+        calls = 0
+
+        async def claim(self, key: str, now: float, lease_s: float) -> str:
+            Broken.calls += 1
+            raise TimeoutError("no answer")
+
+        async def done(self, key: str, now: float, ok: bool, ttl_s: float) -> None:
+            raise TimeoutError("no answer")
+
+    async def main() -> list[object]:
+        warmer = CacheWarmer(Broken())  # type: ignore[arg-type]
+        return list(await asyncio.gather(*(warmer.before_call(req()) for _ in range(10))))
+
+    assert asyncio.run(main()) == [None] * 10
+    assert Broken.calls == 1
