@@ -20,8 +20,8 @@ The executor wraps each request::
     ...the call (with its retries)...
     await warmer.after_call(ticket, replied)      # the first call reports the write
 
-A warmer never stops traffic: a store error, or a first call that takes longer than
-``lease_s``, lets the waiting calls go.
+A warmer never stops traffic for long: a store error, a first call that fails, or one
+that takes longer than ``lease_s`` lets the waiting calls go.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ class CacheWarmer:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        lease_s: float = 30.0,
+        lease_s: float = 15.0,
         poll_s: float = 0.02,
         margin_s: float = 5.0,
         bypass_s: float = 30.0,
@@ -255,6 +255,10 @@ class CacheWarmer:
             if replied:
                 self._local_warm[ticket.key] = now + ticket.ttl_s / 10
                 log.info("cascade.cache.warmed", key=ticket.key)
+            else:
+                # The first call failed (after its retries): the model is in trouble, so the
+                # waiting calls go now rather than fail one after another behind a new leader.
+                self._local_warm[ticket.key] = now + self._bypass_s
         event = self._pending.get(ticket.key)
         if event is not None:
             self._release(ticket.key, event)
