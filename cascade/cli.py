@@ -137,7 +137,15 @@ def status(job: Annotated[str, typer.Argument(help="job id or name")]) -> None:
         p = progress(session, j.id)
     out.print(f"job {j.id} ({j.name}) · {j.pipeline_name} · [bold]{j.status}[/bold]")
     out.print(f"finished {p['done'] + p['failed']:,} of {p['total']:,}")
-    for name in ("pending", "running", "fallback", "fallback_running", "done", "failed"):
+    for name in (
+        "pending",
+        "reuse_wait",
+        "running",
+        "fallback",
+        "fallback_running",
+        "done",
+        "failed",
+    ):
         if p.get(name):
             out.print(f"  {name:<20}{p[name]:>10,}")
     for tier, count in _waiting_by_tier(p, _tier_names(j)).items():

@@ -36,6 +36,13 @@ def print_batch_report(report: BatchReport) -> None:
             f"vs {_usd(report.realtime_nanos)} at realtime price "
             f"(saved {_usd(saved)}, {pct:.1f}%)"
         )
+        if report.uncached_nanos > report.realtime_nanos:  # the prompt cache served them too
+            both = report.uncached_nanos - report.cost_nanos
+            out.print(
+                f"with prompt caching: {_usd(report.uncached_nanos)} at realtime price without "
+                f"it (batch and cache together saved {_usd(both)}, "
+                f"{100 * both / report.uncached_nanos:.1f}%)"
+            )
 
 
 def _list() -> None:

@@ -52,6 +52,10 @@ def build_report(session: Any, job: Any, scope: Any, prices: Any) -> dict[str, A
     )
     add_calibration(report, an.calibration_spend(session, scope))
     add_reviews(report, session, job)
+    from cascade.render_cache import add_cache_sections
+    from models.cache_report import cache_by_tier, reuse_summary
+
+    add_cache_sections(report, cache_by_tier(session, scope), reuse_summary(session, scope), prices)
     return report
 
 
@@ -139,7 +143,10 @@ def print_job_report(
         print_report(out, report)
         print_reviews(out, report)
         if full:
+            from cascade.render_cache import print_cache_sections
+
             print_sections(out, report)
+            print_cache_sections(out, report)
 
 
 def print_compare(ref_a: str, ref_b: str, fmt: str) -> None:

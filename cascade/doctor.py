@@ -70,6 +70,44 @@ def _pipeline(path: Path, settings: Settings) -> Check:
     return _safe(f"pipeline {path}", "fix the problems listed (each has its path)", probe)
 
 
+def _prompt_cache(path: Path, settings: Settings) -> Check:
+    """Per model tier and model: is the stable prefix long enough to be cached, or by how
+    much it falls short (advice, not a failure: a short prefix is simply not cached)."""
+    from workers.caching import CachePlan
+    from workers.pipeline import ClaudeTier, load_pipeline
+    from workers.pricing import PriceTable
+    from workers.prompt import system_prompt
+
+    def probe() -> str:
+        pipe = load_pipeline(path)
+        prices = PriceTable.load(settings.prices_file)
+        plan = CachePlan(
+            lambda m: system_prompt(pipe, m), tuple(pipe.labels), prices.cache_min_tokens
+        )
+        notes = []
+        for tier in pipe.tiers:
+            if not isinstance(tier, ClaudeTier):
+                continue
+            for link in tier.chain:
+                mech = tier.structured if tier.structured != "auto" else "tool"
+                if tier.structured == "auto" and prices.knows(link.model):
+                    mech = prices.structured(link.model)
+                c = plan.check(link.model, mech)
+                where = f"{tier.name}/{link.model}"
+                if tier.cache == "off":
+                    notes.append(f'{where}: off (cache = "off")')
+                elif c.cacheable:
+                    notes.append(f"{where}: cached, {tier.ttl} (~{c.tokens} tokens)")
+                else:
+                    notes.append(
+                        f"{where}: NOT cached, prefix ~{c.tokens} tokens is {c.short_by} short "
+                        f"of the {c.min_tokens} this model caches"
+                    )
+        return "; ".join(notes) or "no model tiers"
+
+    return _safe(f"prompt cache {path}", "fix the pipeline first", probe)
+
+
 def _api_key(settings: Settings, model: str) -> Check:
     key = settings.anthropic_api_key
     if key is None:
@@ -124,6 +162,9 @@ def run_checks(pipelines: list[Path], model: str) -> list[Check]:
             "start Redis or fix CASCADE_REDIS_URL",
         )
     )
-    checks += [_pipeline(p, settings) for p in pipelines]
+    for path in pipelines:
+        checks.append(_pipeline(path, settings))
+        if checks[-1].ok:  # a broken pipeline is reported once, above
+            checks.append(_prompt_cache(path, settings))
     checks.append(_api_key(settings, model))
     return checks

@@ -316,6 +316,9 @@ def render_html(r: dict[str, Any]) -> str:
             ],
         ),
     ]
+    from cascade.render_cache import cache_sections_html  # prompt cache and reuse sections
+
+    sections += cache_sections_html(r)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"

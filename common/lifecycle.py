@@ -20,6 +20,7 @@ class Status(StrEnum):
     """Where an item is. ``running`` statuses are held under a lease by one worker."""
 
     PENDING = "pending"  # waiting at its tier (on that tier's queue)
+    REUSE_WAIT = "reuse_wait"  # a repeat of a text in flight: waits for its decision
     RUNNING = "running"
     FALLBACK = "fallback"  # waiting for its tier's fallback chain (maybe deferred)
     FALLBACK_RUNNING = "fallback_running"
@@ -68,10 +69,13 @@ class Outcome(StrEnum):
     RULE_MISS = "rule_miss"
     IN_FLIGHT = "in_flight"  # the request is being sent; its row is replaced by its reply
     UNKNOWN = "unknown"  # sent, and the worker died before the reply was recorded
+    REUSED = "reused"  # no request: the decision of an item with the same text
 
 
 # Outcomes of a step that sent no request to any API.
-NOT_SENT = frozenset({Outcome.BREAKER_OPEN, Outcome.DRILL, Outcome.RULE_MATCH, Outcome.RULE_MISS})
+NOT_SENT = frozenset(
+    {Outcome.BREAKER_OPEN, Outcome.DRILL, Outcome.RULE_MATCH, Outcome.RULE_MISS, Outcome.REUSED}
+)
 # Outcomes that carry a model's answer (good or bad): it arrived, it can be reused.
 ANSWERED = frozenset({Outcome.OK, Outcome.REFUSAL, Outcome.MALFORMED})
 

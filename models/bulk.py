@@ -29,10 +29,10 @@ from models.repo import (
     split_duplicates,
 )
 
-TEMP_TABLE = "cascade_items_in"
+TEMP_TABLE = "cascade_items_in_v2"  # v2: with text_hash (a pooled session may hold v1)
 # Columns the items table fills from Python-side defaults (not server defaults): an
 # INSERT … SELECT must write them itself. Read from the table so they never drift.
-_FROM_INPUT = ("job_id", "submission_id", "item_key", "line_no", "text", "meta")
+_FROM_INPUT = ("job_id", "submission_id", "item_key", "line_no", "text", "meta", "text_hash")
 
 
 def _python_defaults(table: Table) -> dict[str, Any]:
@@ -50,14 +50,14 @@ _DEFAULTS = _python_defaults(ITEMS)
 _CREATE = (
     f"CREATE TEMP TABLE IF NOT EXISTS {TEMP_TABLE} ("
     "ord integer NOT NULL, item_key text NOT NULL, line_no integer NOT NULL, "
-    "text text NOT NULL, meta text NOT NULL) ON COMMIT DELETE ROWS"
+    "text text NOT NULL, meta text NOT NULL, text_hash bigint) ON COMMIT DELETE ROWS"
 )
-_COPY = f"COPY {TEMP_TABLE} (ord, item_key, line_no, text, meta) FROM STDIN"
+_COPY = f"COPY {TEMP_TABLE} (ord, item_key, line_no, text, meta, text_hash) FROM STDIN"
 _DEFAULT_COLS = list(_DEFAULTS)
 _INSERT = (
-    "INSERT INTO items (job_id, submission_id, item_key, line_no, text, meta"
+    "INSERT INTO items (job_id, submission_id, item_key, line_no, text, meta, text_hash"
     + "".join(f", {c}" for c in _DEFAULT_COLS)
-    + ") SELECT %(job_id)s, %(submission_id)s, item_key, line_no, text, meta::json"
+    + ") SELECT %(job_id)s, %(submission_id)s, item_key, line_no, text, meta::json, text_hash"
     + "".join(f", %(d_{c})s" for c in _DEFAULT_COLS)
     + f" FROM {TEMP_TABLE} ORDER BY ord"
     " ON CONFLICT (job_id, item_key) DO NOTHING RETURNING id, item_key"
@@ -82,7 +82,7 @@ def add_items_copy(
         cur.execute(f"TRUNCATE {TEMP_TABLE}")  # a batch never sees a previous one's rows
         with cur.copy(_COPY) as copy:
             for n, it in enumerate(unique):
-                copy.write_row((n, it.key, it.line_no, it.text, json.dumps(it.meta)))
+                copy.write_row((n, it.key, it.line_no, it.text, json.dumps(it.meta), it.text_hash))
         cur.execute(_INSERT, params)
         inserted = cur.fetchall()
     ids = {key: pk for pk, key in inserted}

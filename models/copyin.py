@@ -89,7 +89,7 @@ def _tail(values: tuple[object, ...]) -> str:
 
 
 # Written per row; every column after ``meta`` is in the cached tail.
-_ITEM_HEAD = ("id", "job_id", "submission_id", "item_key", "line_no", "text", "meta")
+_ITEM_HEAD = ("id", "job_id", "submission_id", "item_key", "line_no", "text", "meta", "text_hash")
 
 
 def _tail_defaults(table: Table, head: Sequence[str]) -> dict[str, Any]:
@@ -262,7 +262,17 @@ def prepare(
             keep = None if kind.no_text else it.text
             values = tuple(now if v is _NOW else v for v in kind.tail)
             rows.items.append(
-                (pk, job_id, submission_id, it.key, it.line_no, keep, it.meta, *values)
+                (
+                    pk,
+                    job_id,
+                    submission_id,
+                    it.key,
+                    it.line_no,
+                    keep,
+                    it.meta,
+                    it.text_hash,
+                    *values,
+                )
             )
             rows.attempts += [(job_id, pk, step, *rest) for step, rest in kind.steps]
         rows.attempt_names = names
@@ -274,9 +284,10 @@ def prepare(
         pk, kind = ids[n], kind_of(n)
         tail, steps = kind.formatted(now)
         text = "\\N" if kind.no_text else field(it.text)
+        h = "\\N" if it.text_hash is None else it.text_hash
         parts.append(
             f"{pk}\t{head}{field(it.key)}\t{it.line_no}\t{text}\t"
-            f"{field(json_text(it.meta))}\t{tail}\n"
+            f"{field(json_text(it.meta))}\t{h}\t{tail}\n"
         )
         for step, rest in steps:
             tries.append(f"{job_id}\t{pk}\t{step}\t{rest}\n")

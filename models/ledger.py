@@ -34,7 +34,7 @@ from common.lifecycle import (
     Verdict,
     phase_of,
 )
-from models import pgbulk
+from models import pgbulk, reuse
 from models.db import as_utc
 from models.repo import ATTEMPTS, ITEMS, _insert, utcnow
 from models.tables import Attempt
@@ -45,6 +45,7 @@ from models.tables import Attempt
 ORPHAN_STEP_BASE = 1_000_000
 # One lock for the fleet's sweeper: whoever takes it sweeps, the others skip.
 SWEEP_LOCK_KEY = 0x63617363  # "casc"
+RELEASED = "cascade.reuse.released"
 
 
 def new_token() -> str:
@@ -354,7 +355,18 @@ def settle(
         groups.setdefault(tuple(sorted(row)), []).append(row | {"id": s.pk})
     for rows in groups.values():
         _update_items(session, rows)
+    # repeats of a finished item's text take its decision now (models.reuse)
+    finals = [s.pk for s in kept if TRANSITIONS[s.decision].final]
+    session.info.setdefault(RELEASED, []).extend(
+        reuse.settle_dependents(session, finals, drop_text=drop_text)
+    )
     return kept
+
+
+def released(session: Session) -> list[reuse.Released]:
+    """Repeats this transaction's settles put back on a tier (their source failed)."""
+    found: list[reuse.Released] = session.info.pop(RELEASED, [])
+    return found
 
 
 def _upsert_attempts(

@@ -315,6 +315,7 @@ class NewItem:
     key: str
     text: str
     meta: dict[str, Any]
+    text_hash: int | None = None  # models.reuse.text_hash: repeats of a text share it
 
 
 @dataclass(slots=True)
@@ -356,6 +357,7 @@ def add_items(
             "line_no": it.line_no,
             "text": it.text,
             "meta": it.meta,
+            "text_hash": it.text_hash,
         }
         for it in unique
     ]

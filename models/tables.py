@@ -87,6 +87,8 @@ class Item(Base):
         UniqueConstraint("job_id", "item_key"),
         Index("ix_items_job_status_tier", "job_id", "status", "tier_index"),
         Index("ix_items_status_lease", "status", "lease_until"),
+        Index("ix_items_text_hash", "text_hash"),  # repeats of a decided text (0010)
+        Index("ix_items_reuse_of", "reuse_of"),  # repeats waiting on an item (0010)
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -98,7 +100,7 @@ class Item(Base):
     line_no: Mapped[int] = mapped_column(Integer)
     text: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any]]
-    # pending | running | fallback | done | failed
+    # pending | running | fallback | done | failed | reuse_wait (a repeat waiting on reuse_of)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     tier_index: Mapped[int] = mapped_column(SmallInteger, default=0)
     label: Mapped[str | None] = mapped_column(String(64))
@@ -119,6 +121,10 @@ class Item(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     finished_at: Mapped[datetime | None]
+    # models.reuse: the normalised text's hash (with the pipeline's version), and the
+    # item whose decision this one waits on or took (a repeat of the same text)
+    text_hash: Mapped[int | None] = mapped_column(BigInteger)
+    reuse_of: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Attempt(Base):
@@ -137,7 +143,8 @@ class Attempt(Base):
     step: Mapped[int] = mapped_column(Integer)
     tier_index: Mapped[int] = mapped_column(SmallInteger)
     tier: Mapped[str] = mapped_column(String(40))
-    # primary | fallback | rules
+    # primary | fallback | rules | local | consistency | verifier | shadow
+    # | reuse (no call: the decision of ``reuse_of``, an item with the same text)
     role: Mapped[str] = mapped_column(String(12))
     provider: Mapped[str] = mapped_column(String(20))
     model: Mapped[str] = mapped_column(String(100))
@@ -161,6 +168,7 @@ class Attempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    reuse_of: Mapped[int | None] = mapped_column(BigInteger)  # role 'reuse': the source item
 
 
 class RejectedLine(Base):

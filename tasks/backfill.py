@@ -341,6 +341,9 @@ class BatchReport:
     batch_calls: int
     cost_nanos: int  # what the batch calls cost (batch price)
     realtime_nanos: int  # the same calls' tokens at the realtime price
+    # the same calls at the realtime price with no prompt caching (every prompt token
+    # at the input price): what batching and caching save together
+    uncached_nanos: int = 0
 
 
 def batch_report(rt: Runtime, job_id: int) -> BatchReport:
@@ -356,13 +359,28 @@ def batch_report(rt: Runtime, job_id: int) -> BatchReport:
         for k, v in (r.counts or {}).items():
             if k != "processing":
                 requests[k] = requests.get(k, 0) + int(v)
+    # batch tiers write the cache for an hour (workers.pipeline.ClaudeTier.ttl)
     realtime = sum(
         rt.prices.cost_nanos(
             c.model,
             Usage(c.input_tokens, c.output_tokens, c.cache_write_tokens, c.cache_read_tokens),
+            cache_ttl="1h",
+        )
+        for c in calls
+    )
+    uncached = sum(
+        rt.prices.cost_nanos(
+            c.model,
+            Usage(c.input_tokens + c.cache_write_tokens + c.cache_read_tokens, c.output_tokens),
         )
         for c in calls
     )
     return BatchReport(
-        len(rows), by_status, requests, len(calls), sum(c.cost_nanos for c in calls), realtime
+        len(rows),
+        by_status,
+        requests,
+        len(calls),
+        sum(c.cost_nanos for c in calls),
+        realtime,
+        uncached,
     )

@@ -26,7 +26,7 @@ from models.errors import with_db_retry
 from models.ledger import Settled
 from tasks import metrics
 from tasks.budget import budget_gate
-from tasks.messages import Message, follow_ups
+from tasks.messages import Message, follow_ups, released_messages
 from tasks.pool import pool_of
 from tasks.rows import attempt_rows, settled_of
 from tasks.runtime import Runtime
@@ -149,7 +149,7 @@ def settle_and_route(
     pipeline = rt.engine_for(msg.job_id).pipeline
     rows = attempt_rows(msg.job_id, results)
 
-    def write() -> list[Settled]:
+    def write() -> tuple[list[Settled], list[Message]]:
         with rt.sessions.begin() as session:
             kept = ledger.settle(session, token, rows, settled, drop_text=not pipeline.store_text)
             spent = sum(s.cost_nanos + s.calibration_nanos for s in kept)
@@ -157,12 +157,12 @@ def settle_and_route(
             stopped = [s for s in kept if s.decision in STOPS_JOB]
             if stopped:
                 repo.pause_job(session, msg.job_id, stopped[0].error or "spend limit reached")
-            return kept
+            return kept, released_messages(ledger.released(session))
 
     # The calls are made and paid for: keep trying to record them while the database
     # is away (a restart, a dropped connection) rather than lose them with the task.
-    kept = with_db_retry(write)
-    return route(rt, msg, tier_name, results, kept)
+    kept, freed = with_db_retry(write)
+    return route(rt, msg, tier_name, results, kept) + freed
 
 
 def route(

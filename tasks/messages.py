@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from common.lifecycle import TRANSITIONS, Phase, Verdict
 from common.settings import Settings
 from models.ledger import Settled
+from models.reuse import Released
 from workers.decision import Decision, Defer, defer_delay
 
 
@@ -60,3 +61,8 @@ def follow_ups(
             for c in chunks(ids, size(tier_index, phase))
         ]
     return out
+
+
+def released_messages(released: Sequence[Released]) -> list[Message]:
+    """Messages for repeats put back on a tier because the item they waited on failed."""
+    return [Message(Phase.TIER, r.job_id, r.tier_index, r.ids) for r in released if r.ids]

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 
 from common.lifecycle import Phase
 from common.logs import get_logger
-from models import ledger
+from models import ledger, reuse
 from tasks.app import FALLBACK_QUEUE, app, tier_queue
-from tasks.messages import Message, chunks
+from tasks.messages import Message, chunks, released_messages
 from tasks.runtime import Runtime
 
 log = get_logger("cascade.publish")
@@ -98,8 +98,10 @@ def sweep_once(rt: Runtime, idle_s: int = 120, *, shared: bool = False) -> int:
             return 0
         # A deferred item waits in 'fallback' for its countdown: leave it that long.
         fallback_idle = max(idle_s, int(rt.settings.defer_cap_s) + 60)
+        # repeats whose source settled without handing its decision on (models.reuse)
+        freed = released_messages(reuse.rescue(session))
         strays = ledger.strays(session, idle_s=idle_s, fallback_idle_s=fallback_idle)
-    messages = [
+    messages = freed + [
         Message(s.phase, s.job_id, s.tier_index, chunk)
         for s in strays
         for chunk in chunks(s.ids, rt.batch_size(s.job_id, s.tier_index, s.phase))

@@ -25,6 +25,7 @@ from common.settings import Settings, get_settings
 from models.db import make_engine, make_sessionmaker
 from models.repo import job_by_ref
 from tasks import metrics
+from tasks.redis_cache_warm import cache_warmer
 from workers.breaker import BreakerPolicy
 from workers.engine import Engine, RealtimeExecutor
 from workers.pipeline import LocalTier, Pipeline, RulesTier, parse_pipeline
@@ -178,6 +179,7 @@ class Runtime:
                 self.settings.concurrency,
                 breakers=self.breakers(),
                 allow_when_store_down=self.settings.breaker_store_down == "allow",
+                warmer=cache_warmer(self),
             )
         return self._executor
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from common.lifecycle import Phase
 from common.logs import get_logger
-from models import copyin, ledger, repo
+from models import copyin, ledger, repo, reuse
 from models.bulk import add_items_fast
 from models.ledger import Settled
 from models.repo import AddResult, NewItem
@@ -283,6 +283,13 @@ class _Submission:
         self.source, self.on_progress = source, on_progress
         self.door = door_tier(rt, engine)
         self.first_batch = tier_batch_size(rt.settings, engine.pipeline, 0, "tier")
+        # repeats of a text take its decision (models.reuse): every item gets its hash
+        pipeline = engine.pipeline
+        self.hasher = (
+            reuse.Hasher(reuse.pipeline_version(pipeline.model_dump(mode="json")))
+            if pipeline.reuse
+            else None
+        )
         self.counts = counts  # lines_read is counted by the reader (_chunks) as it goes
         self.outbox: queue.SimpleQueue[list[Message]] = queue.SimpleQueue()
 
@@ -292,6 +299,8 @@ class _Submission:
         session: DbSession | None = None,
         drawn: tuple[list[int], datetime] | None = None,
     ) -> None:
+        if self.hasher is not None:
+            self.hasher.stamp(chunk.batch)
         prepare_chunk(
             self.rt, self.engine, self.door, self.job_id, self.sub_id, chunk, session, drawn
         )
@@ -316,13 +325,49 @@ class _Submission:
                 self.rt, session, self.door, self.job_id, self.sub_id, chunk, then
             )
             self._count(len(added.added), 0, rejected)  # not before: a Collision redoes it
-            return added.added, decided
+            return self._hold(session, added.added, decided)
         added, decided = write_chunk(self.rt, session, self.door, self.job_id, self.sub_id, chunk)
         rejected = self._rejected(session, chunk.rejected, added.duplicates)
         self._count(len(added.added), added.existing, rejected)
+        out = self._hold(session, added.added, decided)
         if closing:
             self.finish(session)
-        return added.added, decided
+        return out
+
+    def _hold(self, session: DbSession, ids: list[int], decided: Decided | None) -> Outgoing:
+        """Repeats of a text already decided or in flight: decided now, or waiting on it;
+        either way they are not enqueued (what goes out is the rest)."""
+        if self.hasher is None or not ids:
+            return ids, decided
+        candidates = ids  # the items still to classify: at the door, the escalated ones
+        if decided is not None:
+            names = decided.names
+            candidates = [
+                pk
+                for pk, kind in zip(decided.ids, decided.kinds, strict=True)
+                if names[kind] != "accept"
+            ]
+            if not candidates:  # all decided at the door: no round trip
+                return ids, decided
+        pipeline = self.engine.pipeline
+        held = reuse.hold_repeats(
+            session,
+            self.job_id,
+            candidates,
+            reuse_days=pipeline.reuse_days,
+            drop_text=not pipeline.store_text,
+        )
+        skip = held.skip
+        if not skip:
+            return ids, decided
+        if held.taken:
+            repo.finish_job_if_done(session, self.job_id)  # every item may be decided now
+        if decided is not None:
+            keep = [n for n, pk in enumerate(decided.ids) if pk not in skip]
+            decided = Decided(
+                [decided.ids[n] for n in keep], [decided.kinds[n] for n in keep], decided.names
+            )
+        return [pk for pk in ids if pk not in skip], decided
 
     def _rejected(
         self, session: DbSession, rejected: Rejected, duplicates: list[tuple[int, str, int]]

@@ -30,8 +30,9 @@ from common.logs import get_logger
 from models import ledger, repo
 from models.errors import with_db_retry
 from models.resilience import BreakerChange, add_breaker_events
+from models.reuse import Released
 from tasks import metrics
-from tasks.messages import Message, chunks, countdown, destination
+from tasks.messages import Message, chunks, countdown, destination, released_messages
 from tasks.publish import publish, sweep_once
 from tasks.rows import attempt_rows, settled_of
 from tasks.runtime import Runtime, worker_name
@@ -137,7 +138,7 @@ class Writer:
         settles = [e for e in entries if isinstance(e, _Settle)]
         owners = self.pool.owners({e.row["item_id"] for e in journal})
         try:
-            lost, kept = with_db_retry(lambda: self._write(journal, settles, owners))
+            lost, kept, freed = with_db_retry(lambda: self._write(journal, settles, owners))
         except Exception as exc:
             log.error("cascade.ledger.write_failed", entries=len(entries), error=repr(exc))
             for e in journal:
@@ -149,13 +150,15 @@ class Writer:
         self.pool.settled([e.result.pk for e in settles])
         for job_id, group, done in kept:
             self._route(job_id, group, done)
+        if freed:
+            self._outbox.put(released_messages(freed))
 
     def _write(
         self,
         journal: Sequence[_Journal],
         settles: Sequence[_Settle],
         owners: dict[int, str],
-    ) -> tuple[set[int], list[tuple[int, list[_Settle], list[ledger.Settled]]]]:
+    ) -> tuple[set[int], list[tuple[int, list[_Settle], list[ledger.Settled]]], list[Released]]:
         by_job: dict[int, list[_Settle]] = {}
         for e in settles:
             by_job.setdefault(e.msg.job_id, []).append(e)
@@ -177,7 +180,8 @@ class Writer:
                 if stop:
                     repo.pause_job(session, job_id, stop[0].error or "spend limit reached")
                 kept.append((job_id, group, done))
-        return lost, kept
+            freed = ledger.released(session)
+        return lost, kept, freed
 
     # -- follow-ups ----------------------------------------------------------------
     def _route(self, job_id: int, group: list[_Settle], done: list[ledger.Settled]) -> None:

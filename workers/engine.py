@@ -24,6 +24,7 @@ import structlog
 from workers import quality
 from workers.answers import Answer, Malformed
 from workers.breaker import Transition
+from workers.caching import CachePlan, CacheWarmer, MemoryWarmStore
 from workers.decision import (
     Accept,
     Decision,
@@ -94,8 +95,11 @@ class RealtimeExecutor:
         rng: random.Random | None = None,
         journal: CallJournal | None = None,
         allow_when_store_down: bool = True,
+        warmer: CacheWarmer | None = None,
     ) -> None:
         self._providers = providers
+        # one call goes first on a cold cached prefix (in memory unless the fleet shares one)
+        self._warmer = warmer if warmer is not None else CacheWarmer(MemoryWarmStore())
         self._policy = policy
         self._sem = asyncio.Semaphore(concurrency)
         self._breakers = breakers
@@ -131,6 +135,7 @@ class RealtimeExecutor:
                         error = BreakerOpenError(f"circuit breaker open for {key}")
                         return [Try(None, error, 0)]
                     probe = admission.probe
+            ticket = await self._warmer.before_call(request)
             try:
                 provider = self._providers(request.provider)
                 tries = await call_with_retry(
@@ -141,11 +146,14 @@ class RealtimeExecutor:
                     rng=self._rng,
                     journal=self.journal,
                 )
-            except LeaseLost:
+            except LeaseLost:  # the item is another worker's now: send nothing more for it
+                await self._warmer.after_call(ticket, False)
                 raise
             except Exception as exc:
+                await self._warmer.after_call(ticket, False)
                 log.exception("cascade.call.unexpected_error", model=key)
                 return [Try(None, TransientError(f"internal error: {type(exc).__name__}"), 0)]
+            await self._warmer.after_call(ticket, tries[-1].reply is not None)
             if self._breakers is not None:
                 # Only provider failures count: a refusal or a malformed answer arrived fine.
                 last = tries[-1].error
@@ -205,6 +213,9 @@ class Engine:
         )
         self._overhead_tokens = math.ceil(overhead_chars / 4)
         self._estimates: dict[int, int] = {}  # prompt tokens -> estimated baseline nano-USD
+        self.cache = CachePlan(
+            lambda m: system_prompt(pipeline, m), self._labels, prices.cache_min_tokens
+        )
         self._rule_outcomes: dict[
             int, list[tuple[Decision, str, str, str, str | None, float | None]]
         ] = {}
@@ -217,9 +228,25 @@ class Engine:
         tokens = self._overhead_tokens + math.ceil(text_len / 4)
         cost = self._estimates.get(tokens)
         if cost is None:  # a pure function of the token count: computed once per count
-            estimate = Usage(input_tokens=tokens, output_tokens=BASELINE_OUTPUT_TOKENS)
+            # priced with the same caching as the job: the last tier's prefix read from
+            # the cache when it caches, so the saving against it is not inflated
+            cached = min(self._baseline_cached_tokens(), self._overhead_tokens)
+            estimate = Usage(
+                input_tokens=tokens - cached,
+                output_tokens=BASELINE_OUTPUT_TOKENS,
+                cache_read_tokens=cached,
+            )
             cost = self._estimates[tokens] = self.prices.cost_nanos(self._baseline_model, estimate)
         return cost
+
+    def _baseline_cached_tokens(self) -> int:
+        """The prefix tokens a call to the last tier's primary reads from the cache (0: none)."""
+        last = self.pipeline.tiers[-1]
+        assert isinstance(last, ClaudeTier)
+        mechanism = self.mechanism(last, last.model)
+        if self.cache.ttl(last, last.model, mechanism) is None:
+            return 0
+        return self.cache.check(last.model, mechanism).tokens
 
     def worst_case_nanos(self, tier: ClaudeTier, links: Sequence[ModelRef], text: str) -> int:
         """The most one call for this item at this tier can cost (budgets check it first).
@@ -232,8 +259,10 @@ class Engine:
             self.prices.max_cost_nanos(link.model, prompt + 20, tier.max_tokens)
             for link in tier.accept.check_links
         )
+        ttl = tier.ttl if tier.cache == "auto" else None  # a first call writes the prefix
         return checks + max(
-            self.prices.max_cost_nanos(link.model, prompt, tier.max_tokens) for link in links
+            self.prices.max_cost_nanos(link.model, prompt, tier.max_tokens, cache_ttl=ttl)
+            for link in links
         )
 
     # -- rules --------------------------------------------------------------------
@@ -382,6 +411,7 @@ class Engine:
             max_tokens=tier.max_tokens,
             mechanism=mechanism,
             tag=tag,
+            cache_ttl=self.cache.ttl(tier, link.model, mechanism),
         )
 
     def tag(

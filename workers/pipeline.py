@@ -178,6 +178,11 @@ class ClaudeTier(_Strict):
     mode: Literal["realtime", "batch"] = "realtime"
     # first poll of a submitted batch after this many seconds; later polls back off
     poll_seconds: float = Field(default=30.0, gt=0, le=1800)
+    # Prompt caching of the stable prefix (answer tool, system prompt): "auto" marks it
+    # when it reaches the model's minimum cacheable length; "off" never marks it.
+    cache: Literal["auto", "off"] = "auto"
+    # How long a written prefix lives; unset: "5m" on a realtime tier, "1h" on a batch tier.
+    cache_ttl: Literal["5m", "1h"] | None = None
 
     @field_validator("fallbacks", mode="before")
     @classmethod
@@ -196,12 +201,27 @@ class ClaudeTier(_Strict):
         return ModelRef(provider=self.provider, model=self.model)
 
     @property
+    def ttl(self) -> Literal["5m", "1h"]:
+        """The cache TTL this tier writes with: its own, else 1h for batch, 5m for realtime."""
+        if self.cache_ttl is not None:
+            return self.cache_ttl
+        return "1h" if self.mode == "batch" else "5m"
+
+    @property
     def chain(self) -> list[ModelRef]:
         """The primary, then every fallback, in order."""
         return [self.primary, *self.fallbacks]
 
 
 Tier = Annotated[RulesTier | LocalTier | ClaudeTier, Field(discriminator="kind")]
+
+
+class Example(_Strict):
+    """A worked example, rendered into the stable (cached) part of the prompt."""
+
+    text: str = Field(min_length=1, max_length=20_000)
+    label: str
+    why: str | None = Field(default=None, max_length=2_000)
 
 
 class Pipeline(_Strict):
@@ -217,6 +237,12 @@ class Pipeline(_Strict):
     # Send an item to human review when two tiers disagree on it: the last tier's answer
     # against the lower tier's, or an accepted answer against its shadow sample.
     review_on_disagreement: bool = False
+    # Worked examples, rendered after the instructions (part of the cached prefix).
+    examples: list[Example] = Field(default=[], max_length=200)
+    # A text is classified once per pipeline version: a repeat takes the decision of the
+    # item it repeats (in this job; in earlier jobs too within ``reuse_days`` days).
+    reuse: bool = True
+    reuse_days: int = Field(default=0, ge=0, le=3650)
 
     @field_validator("name")
     @classmethod
@@ -289,6 +315,12 @@ def _cross_checks(data: dict[str, Any]) -> list[str]:
                     problems.append(
                         f"tiers[{i}].rules[{j}].label: {label!r} is not one of the labels"
                     )
+    examples = data.get("examples")
+    if labels is not None and isinstance(examples, list):
+        for j, example in enumerate(examples):
+            label = example.get("label") if isinstance(example, dict) else None
+            if isinstance(label, str) and label not in labels:
+                problems.append(f"examples[{j}].label: {label!r} is not one of the labels")
     problems += _quality_checks(tiers)
     problems += _moderation_checks(tiers, labels)
     if tiers and isinstance(tiers[-1], dict) and tiers[-1].get("kind") in ("rules", "local"):
@@ -381,6 +413,31 @@ def parse_pipeline(data: dict[str, Any], source: str = "<pipeline>") -> Pipeline
     return pipeline
 
 
+def _read_instructions(path: Path, data: dict[str, Any]) -> list[str]:
+    """Resolve ``instructions_file`` (relative to the pipeline file) into ``instructions``.
+
+    The file's text is appended to any inline ``instructions``, so the job stores the
+    whole policy and a worker on another machine never needs the file.
+    """
+    name = data.pop("instructions_file", None)
+    if name is None:
+        return []
+    if not isinstance(name, str) or not name.strip():
+        return ["instructions_file: must be a file name"]
+    where = path.parent / name
+    try:
+        text = where.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        return [f"instructions_file: cannot read {where}: {reason}"]
+    if not text:
+        return [f"instructions_file: {where} is empty"]
+    inline = data.get("instructions")
+    head = inline.strip() if isinstance(inline, str) else ""
+    data["instructions"] = f"{head}\n\n{text}" if head else text
+    return []
+
+
 def load_pipeline(path: Path) -> Pipeline:
     """Read and validate a pipeline TOML file; raise :class:`PipelineError` on any problem."""
     try:
@@ -391,4 +448,7 @@ def load_pipeline(path: Path) -> Pipeline:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise PipelineError(str(path), [f"not valid TOML: {exc}"]) from None
+    problems = _read_instructions(path, data)
+    if problems:
+        raise PipelineError(str(path), problems)
     return parse_pipeline(data, str(path))

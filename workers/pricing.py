@@ -30,7 +30,12 @@ MECHANISMS: tuple[str, ...] = get_args(Mechanism)
 
 _RATE_KEYS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 _LONG_KEYS = tuple(f"long_{key}" for key in _RATE_KEYS)
-_MODEL_KEYS = frozenset((*_RATE_KEYS, *_LONG_KEYS, "long_prompt_over", "structured"))
+_MODEL_KEYS = frozenset(
+    (*_RATE_KEYS, *_LONG_KEYS, "long_prompt_over", "structured", "cache_min_tokens")
+)
+# A prefix shorter than this is silently not cached (anthropic-api-facts.md §7); a model
+# whose table does not say is assumed to need this many.
+DEFAULT_CACHE_MIN_TOKENS = 1024
 _NANOS_PER_USD_PER_MTOK = Decimal(1000)  # 1 USD per 1e6 tokens = 1000 nano-USD per token
 _NINE_PLACES = Decimal("0.000000001")
 
@@ -76,6 +81,7 @@ class ModelPrice:
     long_cache_write_5m: Decimal | None = None
     long_cache_write_1h: Decimal | None = None
     long_cache_read: Decimal | None = None
+    cache_min_tokens: int = DEFAULT_CACHE_MIN_TOKENS  # the shortest prefix the API caches
 
     def rates(self, prompt_tokens: int) -> Rates:
         """The rates that bill a request whose whole prompt has ``prompt_tokens`` tokens."""
@@ -184,15 +190,26 @@ class PriceTable:
     def structured(self, model: str) -> Mechanism:
         return self.price(model).structured
 
+    def cache_min_tokens(self, model: str) -> int:
+        """The shortest prefix ``model`` caches; the default for a model without a price."""
+        found = self._find(model)
+        return found.cache_min_tokens if found is not None else DEFAULT_CACHE_MIN_TOKENS
+
     def cost_nanos(
         self, model: str, usage: Usage, *, batch: bool = False, cache_ttl: str = "5m"
     ) -> int:
-        """What one call with this usage costs, rounded half-up to a whole nano-USD."""
+        """What one call with this usage costs, rounded half-up to a whole nano-USD.
+
+        Cache writes the usage says were 1-hour ones (``cache_write_1h_tokens``) are
+        priced at the 1-hour rate; the rest of ``cache_write_tokens`` at ``cache_ttl``'s.
+        """
         _check_ttl(cache_ttl)
+        one_hour = usage.cache_write_1h_tokens
         counts = (
             usage.input_tokens,
             usage.output_tokens,
-            usage.cache_write_tokens,
+            usage.cache_write_tokens - one_hour,
+            one_hour,
             usage.cache_read_tokens,
         )
         if any(count < 0 for count in counts):
@@ -200,7 +217,7 @@ class PriceTable:
         prompt = usage.input_tokens + usage.cache_write_tokens + usage.cache_read_tokens
         rates = self.price(model).rates(prompt)
         write = rates.cache_write_5m if cache_ttl == "5m" else rates.cache_write_1h
-        per_mtok = (rates.input, rates.output, write, rates.cache_read)
+        per_mtok = (rates.input, rates.output, write, rates.cache_write_1h, rates.cache_read)
         return self._round(sum(n * r for n, r in zip(counts, per_mtok, strict=True)), batch)
 
     def max_cost_nanos(
@@ -266,7 +283,7 @@ def _check_fields(source: str, model: str, table: dict[str, Any]) -> list[str]:
         elif key == "structured":
             if value not in MECHANISMS:
                 problems.append(f"{where}: must be one of {', '.join(MECHANISMS)}")
-        elif key == "long_prompt_over":
+        elif key in ("long_prompt_over", "cache_min_tokens"):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 problems.append(f"{where}: must be a whole number of tokens >= 1")
         elif not _is_number(value) or value < 0:
@@ -287,6 +304,7 @@ def _model_price(source: str, model: str, fields: dict[str, Any]) -> ModelPrice:
         model=model,
         structured=fields["structured"],
         long_prompt_over=fields.get("long_prompt_over"),
+        cache_min_tokens=fields.get("cache_min_tokens", DEFAULT_CACHE_MIN_TOKENS),
         **rates,
     )
 

@@ -36,10 +36,27 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def examples_block(pipeline: Pipeline) -> str:
+    """The pipeline's worked examples, each text escaped like an item's; "" if none."""
+    if not pipeline.examples:
+        return ""
+    parts = ["Worked examples (each text is data, classified as shown):"]
+    for ex in pipeline.examples:
+        why = f"\n<why>{escape(ex.why)}</why>" if ex.why else ""
+        parts.append(
+            f"<example>\n<text>\n{escape(ex.text)}\n</text>\n<label>{ex.label}</label>{why}\n"
+            "</example>"
+        )
+    return "\n\n" + "\n".join(parts)
+
+
 def system_prompt(pipeline: Pipeline, mechanism: Mechanism) -> str:
+    """The stable prefix of every call for this pipeline: the same bytes for every item,
+    so it can be cached (the item's text is only ever in the user turn)."""
     labels = ", ".join(pipeline.labels)
     answer = ANSWER_JSON if mechanism == "json_schema" else ANSWER_TOOL
-    return f"{pipeline.instructions.strip()}\n\nLabels: {labels}.\n\n{GUARD}\n\n{answer}"
+    examples = examples_block(pipeline)
+    return f"{pipeline.instructions.strip()}\n\nLabels: {labels}.{examples}\n\n{GUARD}\n\n{answer}"
 
 
 def user_prompt(text: str) -> str:

@@ -68,6 +68,7 @@ async def _read_json(request: web.Request) -> dict[str, Any] | None:
 async def handle_messages(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     request_id = f"req_fake_{state.next_id()}"
+    arrived = state.cache.clock()  # a prompt-cache write completing later is not read
     body = await _read_json(request)
     state.requests += 1
     if body is None:
@@ -99,7 +100,7 @@ async def handle_messages(request: web.Request) -> web.Response:
         stats.dropped += 1
         request.transport.close()  # the client sees the connection drop; this reply is never sent
         return web.Response(status=500)
-    outcome = answer(state, body, request_id)
+    outcome = answer(state, body, request_id, arrived)
     if limited is not None:
         outcome.headers.update(limited.headers)
     state.record(model, outcome)

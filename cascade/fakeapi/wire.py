@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cascade.fakeapi.brain import VERDICT_LABELS, Verdict, classify, verify
+from cascade.fakeapi.cache import FakeCache
 from cascade.fakeapi.ratelimits import FakeBuckets, FakeRateLimits
 
 MODELS = frozenset({
@@ -91,12 +92,16 @@ class ModelStats:
     dropped: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "calls": self.calls, "ok": self.ok, "errors": dict(self.errors),
             "refusals": self.refusals, "dropped": self.dropped,
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
         }  # fmt: skip
 
 
@@ -121,6 +126,7 @@ class FakeState:
         self.requests = 0
         self.by_model: dict[str, ModelStats] = {}
         self.buckets = _buckets(config)
+        self.cache = FakeCache()  # prompt caching (cascade.fakeapi.cache)
 
     def next_id(self) -> int:
         self.counter += 1
@@ -133,10 +139,15 @@ class FakeState:
         self.requests = 0
         self.by_model = {}
         self.buckets = _buckets(self.config)
+        self.cache.reset()
 
     def stats(self) -> dict[str, Any]:
         by_model = {m: s.as_dict() for m, s in self.by_model.items()}
-        return {"requests": self.requests, "by_model": by_model}
+        out: dict[str, Any] = {"requests": self.requests, "by_model": by_model}
+        cache = self.cache.stats()
+        if cache:  # only once a marked prefix long enough to cache was seen
+            out["cache"] = cache
+        return out
 
     def record(self, model: str, outcome: Outcome) -> None:
         stats = self.by_model.setdefault(model, ModelStats())
@@ -147,6 +158,8 @@ class FakeState:
         usage = outcome.body.get("usage", {})
         stats.input_tokens += usage.get("input_tokens", 0)
         stats.output_tokens += usage.get("output_tokens", 0)
+        stats.cache_write_tokens += usage.get("cache_creation_input_tokens", 0)
+        stats.cache_read_tokens += usage.get("cache_read_input_tokens", 0)
         if outcome.refusal:
             stats.refusals += 1
         else:
@@ -251,7 +264,11 @@ def check_rules(model: str, body: Mapping[str, Any]) -> str | None:
 
 
 def _envelope(
-    state: FakeState, model: str, content: list[dict[str, Any]], stop: str, tokens: tuple[int, int]
+    state: FakeState,
+    model: str,
+    content: list[dict[str, Any]],
+    stop: str,
+    tokens: tuple[dict[str, Any], int],
 ) -> dict[str, Any]:
     return {
         "id": f"msg_fake_{state.next_id()}",
@@ -261,17 +278,18 @@ def _envelope(
         "content": content,
         "stop_reason": stop,
         "stop_sequence": None,
-        "usage": {
-            "input_tokens": tokens[0],
-            "output_tokens": tokens[1],
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        },
+        "usage": {**tokens[0], "output_tokens": tokens[1]},
     }
 
 
-def answer(state: FakeState, body: Mapping[str, Any], request_id: str) -> Outcome:
-    """One Messages request -> outcome. Model-level faults and rules apply; no I/O."""
+def answer(
+    state: FakeState, body: Mapping[str, Any], request_id: str, arrived: float | None = None
+) -> Outcome:
+    """One Messages request -> outcome. Model-level faults and rules apply; no I/O.
+
+    ``arrived``: when the request came in (``state.cache.clock``), so a prefix written
+    by a request still running at that time is not read (see :mod:`.cache`).
+    """
     model = str(body.get("model"))
     if model not in MODELS:
         return error_outcome(404, f"model: {model}", request_id)
@@ -291,7 +309,7 @@ def answer(state: FakeState, body: Mapping[str, Any], request_id: str) -> Outcom
         return error_outcome(400, problem, request_id)
 
     item = item_text(user_text(body))
-    tokens_in = input_tokens(body)
+    tokens_in = state.cache.usage(model, body, input_tokens(body), arrived)
     if fault is not None and fault.refuse_pattern and re.search(fault.refuse_pattern, item):
         message = _envelope(state, model, [], "refusal", (tokens_in, 0))
         return Outcome(200, message, refusal=True)

@@ -41,10 +41,16 @@ def test_submit_wait_report_matches_fake_server_and_prices(
     assert by_tier["small"]["calls"] == stats["claude-haiku-5-5"]["calls"]
     assert by_tier["large"]["calls"] == stats["claude-sonnet-5-5"]["calls"]
     # And the cost is what the pricing table says those tokens cost, to the nano-dollar
-    # (every prompt here is short, so the per-token rates are linear in the totals)
+    # (every prompt here is short, so the per-token rates are linear in the totals;
+    # the shared prefix is cached, written for 5 minutes and read after)
     prices = PriceTable.load()
     expected = sum(
-        (prices.price(m).input * s["input_tokens"] + prices.price(m).output * s["output_tokens"])
+        (
+            prices.price(m).input * s["input_tokens"]
+            + prices.price(m).output * s["output_tokens"]
+            + prices.price(m).cache_write_5m * s["cache_write_tokens"]
+            + prices.price(m).cache_read * s["cache_read_tokens"]
+        )
         / Decimal(10**6)
         for m, s in stats.items()
     )

@@ -38,6 +38,9 @@ def _pipeline(tmp_path: Path, name: str, small_accept: str = "", **rates: float)
     """support_triage.toml with shadow rates and extra [tiers.accept] lines for small."""
     src = PIPELINE.read_text()
     src = src.replace('name = "support-triage"', f'name = "{name}"')
+    # prompt caching off: a later job would read the prefix an earlier one cached, and
+    # cost less for a reason that is not the one compared here
+    src = src.replace('kind = "claude"\n', 'kind = "claude"\ncache = "off"\n')
     if "rules" in rates:
         src = src.replace('kind = "rules"\n', f'kind = "rules"\nshadow_rate = {rates["rules"]}\n')
     if "small" in rates:

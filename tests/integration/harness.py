@@ -378,7 +378,7 @@ class Cluster:
         assert {r[0] for r in self.sql("SELECT status FROM jobs")} == {"done"}
 
         rows = self.sql(
-            "SELECT model, outcome, count(*) FROM attempts WHERE role <> 'rules' "
+            "SELECT model, outcome, count(*) FROM attempts WHERE role NOT IN ('rules', 'reuse') "
             "GROUP BY model, outcome"
         )
         attempts: dict[str, dict[str, int]] = {}

@@ -46,6 +46,8 @@ def batch_pipeline(tmp_path: Path, poll_seconds: float = 0.5) -> Path:
     assert out.count('mode = "batch"') == 2
     path = tmp_path / "moderation-batch.toml"
     path.write_text(out)
+    policy = MODERATION.parent / "moderation_policy.md"  # its instructions_file, beside it
+    (tmp_path / policy.name).write_text(policy.read_text())
     return path
 
 
@@ -204,14 +206,15 @@ def check_batch_prices(engine: Engine) -> tuple[int, int]:
     with engine.connect() as conn:
         rows = conn.execute(
             text(
-                "SELECT model, input_tokens, output_tokens, cost_nanos FROM attempts "
-                "WHERE is_batch AND outcome = 'ok'"
+                "SELECT model, input_tokens, output_tokens, cache_write_tokens, "
+                "cache_read_tokens, cost_nanos FROM attempts WHERE is_batch AND outcome = 'ok'"
             )
         ).all()
     assert rows
     realtime = 0
-    for model, i, o, cost in rows:
-        usage = Usage(input_tokens=i, output_tokens=o)
+    for model, i, o, w, r, cost in rows:
+        # batch tiers write the cached prefix for an hour
+        usage = Usage(i, o, cache_write_tokens=w, cache_read_tokens=r, cache_write_1h_tokens=w)
         assert cost == prices.cost_nanos(model, usage, batch=True)
         realtime += prices.cost_nanos(model, usage)
     total = sum(r.cost_nanos for r in rows)
@@ -238,7 +241,10 @@ def test_two_batch_tiers_escalate_like_realtime_at_half_price(
         assert {s for (s,) in conn.execute(text("SELECT DISTINCT status FROM items"))} == {"done"}
         # And every model call went through a batch, one batch row per tier visit
         assert not conn.execute(
-            text("SELECT count(*) FROM attempts WHERE role <> 'rules' AND NOT is_batch")
+            text(
+                "SELECT count(*) FROM attempts"
+                " WHERE role NOT IN ('rules', 'reuse') AND NOT is_batch"
+            )
         ).scalar()
         tiers = dict(
             conn.execute(text("SELECT tier, count(*) FROM message_batches GROUP BY tier")).all()

@@ -84,9 +84,10 @@ Rows = list[dict[str, Any]]
 
 
 def rows(rt: Runtime, job_id: int) -> tuple[Rows, Rows]:
-    skip = {"id", "job_id", "submission_id", "created_at", "updated_at", "finished_at"}
+    # reuse_of is an item id (the repeat's source): it differs from job to job like ids
+    skip = {"id", "job_id", "submission_id", "created_at", "updated_at", "finished_at", "reuse_of"}
     item_cols = [c for c in ITEMS.c if c.name not in skip]
-    own = {"id", "job_id", "item_id", "created_at"}
+    own = {"id", "job_id", "item_id", "created_at", "reuse_of"}
     attempt_cols = [c for c in ATTEMPTS.c if c.name not in own]
     with rt.sessions() as s:
         items = s.execute(

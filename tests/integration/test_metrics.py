@@ -116,7 +116,10 @@ def test_metrics_match_the_ledger(
     with engine.connect() as conn:
         calls = dict(
             conn.execute(
-                text("SELECT model, count(*) FROM attempts WHERE role <> 'rules' GROUP BY model")
+                text(
+                    "SELECT model, count(*) FROM attempts"
+                    " WHERE role NOT IN ('rules', 'reuse') GROUP BY model"
+                )
             ).all()
         )
         # with rules at submit, `cascade submit` decides the rules tier: its decisions
@@ -125,6 +128,7 @@ def test_metrics_match_the_ledger(
             conn.execute(
                 text(
                     "SELECT decision, count(*) FROM attempts WHERE decision IS NOT NULL"
+                    " AND role <> 'reuse'"  # repeats took a decision: no tier made one
                     " AND (role <> 'rules' OR NOT :at_submit) GROUP BY decision"
                 ),
                 {"at_submit": at_submit},

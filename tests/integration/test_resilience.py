@@ -634,7 +634,7 @@ def test_batch_outliving_its_lease_keeps_a_consistent_ledger(
     ids = [r[0] for r in cluster.sql("SELECT id FROM items WHERE status = 'running'")]
     job_id = cluster.scalar("SELECT id FROM jobs WHERE name = 'outlived'")
     first_calls = fake.stats()["by_model"][PRIMARY]["calls"]
-    assert ids and first_calls == len(ids)
+    assert ids and 0 < first_calls <= len(ids)  # a cold cached prefix: one call goes first
     # When the lease is over while the calls are still running, the batch is sent again
     # (what the sweeper does for items whose lease expired, or a broker redelivery)
     time.sleep(max(0.0, t_calls + lease + 0.5 - time.monotonic()))

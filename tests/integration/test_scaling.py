@@ -73,7 +73,8 @@ def test_two_workers_per_queue_and_two_concurrent_jobs(
         report = json.loads(cluster.cli("report", "--job", job, "--format", "json").stdout)
         own = cluster.sql(
             "SELECT count(*), coalesce(sum(a.cost_nanos), 0) FROM attempts a "
-            "JOIN jobs j ON j.id = a.job_id WHERE j.name = :job AND a.role <> 'rules'",
+            "JOIN jobs j ON j.id = a.job_id WHERE j.name = :job"
+            " AND a.role NOT IN ('rules', 'reuse')",
             job=job,
         )[0]
         assert report["status"] == "done"

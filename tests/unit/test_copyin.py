@@ -56,7 +56,16 @@ def test_a_small_chunk_and_what_follows_it_are_one_statement() -> None:
     from models import copyin
 
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    item = (7, 1, 2, "k", 1, 'a "quoted"\ttext', {"n": [1]}, *([now] * 19))
+    item = (
+        7,
+        1,
+        2,
+        "k",
+        1,
+        'a "quoted"\ttext',
+        {"n": [1]},
+        *([now] * (len(copyin._ITEM_COLS) - 7)),
+    )
     rows = copyin.Rows([item], ("job_id", "item_id", "step"), [(1, 7, 0)])
     # Given a WITH statement to follow: its expressions join the rows'
     sql, params = copyin._one_statement(rows, ("WITH a AS (SELECT 1) UPDATE t", {"x": 1}))

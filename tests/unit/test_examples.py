@@ -95,8 +95,12 @@ def test_moderation_pipeline(moderation: Pipeline) -> None:
     assert isinstance(small, ClaudeTier) and isinstance(large, ClaudeTier)
     assert small.accept.min_confidence == 0.85
     assert large.accept.min_confidence == 0.0
-    for label in moderation.labels:
-        assert f"{label}:" in moderation.instructions, f"instructions do not define {label}"
+    for label in moderation.labels:  # the policy file, read into the instructions
+        heading = re.compile(rf"^### 2\.\d+ {label}$", re.MULTILINE)
+        assert heading.search(moderation.instructions), f"instructions do not define {label}"
+    # a real prefix: the policy and worked examples, long enough to cache on every model
+    assert len(moderation.instructions) > 8_000 and len(moderation.examples) >= 5
+    assert moderation.reuse_days == 7
 
 
 def test_good_ticket_lines_are_valid(triage: Pipeline) -> None:

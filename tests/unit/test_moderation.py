@@ -3,6 +3,7 @@ thresholds into the pipeline file, and the pairs `tune --max-error` judges."""
 
 from __future__ import annotations
 
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from models.tuning import ShadowAnswer, TierVerdict, TuningItem
 from workers.decision import Accept, Escalate, Review, shadow_sampled
 from workers.guarantee import Judged
 from workers.moderation import mark_disagreements
-from workers.pipeline import Pipeline, parse_pipeline
+from workers.pipeline import Pipeline, load_pipeline
 from workers.records import ItemResult, Step
 from workers.tuning import set_by_label
 
@@ -21,9 +22,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "moderation.toml"
 
 
 def _pipeline(review: bool) -> Pipeline:
-    data = tomllib.loads(EXAMPLE.read_text())
-    data["review_on_disagreement"] = review
-    return parse_pipeline(data)
+    return load_pipeline(EXAMPLE).model_copy(update={"review_on_disagreement": review})
 
 
 def _step(tier_index: int, role: str, label: str, decision: str | None) -> Step:
@@ -59,7 +58,7 @@ def test_disagreement_changes_nothing_unless_the_pipeline_asks() -> None:
     assert isinstance(results[0].decision, Accept)
 
 
-def test_set_by_label_keeps_comments_and_round_trips() -> None:
+def test_set_by_label_keeps_comments_and_round_trips(tmp_path: Path) -> None:
     text = EXAMPLE.read_text()
     out = set_by_label(text, 1, {"spam": 0.93, "hate": "never"})
     parsed = tomllib.loads(out)["tiers"][1]["accept"]
@@ -68,7 +67,11 @@ def test_set_by_label_keeps_comments_and_round_trips() -> None:
     assert out.count("\n") == text.count("\n") + 1  # one line added, none lost
     again = set_by_label(out, 1, {"spam": 0.9})
     assert again.count("\n") == out.count("\n")  # replaced in place
-    assert parse_pipeline(tomllib.loads(again)).tiers[1].accept.threshold("spam") == 0.9
+    # its instructions_file is relative to it: the policy goes beside it
+    policy = tomllib.loads(text)["instructions_file"]
+    shutil.copy(EXAMPLE.with_name(policy), tmp_path / policy)
+    (tmp_path / "written.toml").write_text(again)
+    assert load_pipeline(tmp_path / "written.toml").tiers[1].accept.threshold("spam") == 0.9
 
 
 def test_set_by_label_refuses_an_inline_accept() -> None:

@@ -82,6 +82,16 @@ def build_params(request: ClassifyRequest) -> dict[str, Any]:
         "system": request.system,
         "messages": messages,
     }
+    if request.cache_ttl is not None:
+        # One breakpoint on the system block caches tools + system (the prefix order is
+        # tools -> system -> messages); the user turn after it is never cached.
+        params["system"] = [
+            {
+                "type": "text",
+                "text": request.system,
+                "cache_control": {"type": "ephemeral", "ttl": request.cache_ttl},
+            }
+        ]
     schema = classification_schema(request.labels)
     if request.mechanism == "json_schema":
         # The SDK's create() takes output_config directly; no extra_body needed.
@@ -122,6 +132,7 @@ def parse_reply(
     if mechanism == "json_schema":
         structured = _json_object(text)
     usage = message.usage
+    by_ttl = usage.cache_creation
     return Reply(
         stop_reason=message.stop_reason,
         structured=structured,
@@ -131,6 +142,7 @@ def parse_reply(
             output_tokens=usage.output_tokens or 0,
             cache_write_tokens=usage.cache_creation_input_tokens or 0,
             cache_read_tokens=usage.cache_read_input_tokens or 0,
+            cache_write_1h_tokens=(by_ttl.ephemeral_1h_input_tokens or 0) if by_ttl else 0,
         ),
         request_id=getattr(message, "_request_id", None),  # none on a batch result
         rate_limits=rate_limits,

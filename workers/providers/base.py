@@ -29,8 +29,10 @@ TOOL_NAME = "record_classification"
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
-    cache_write_tokens: int = 0
+    cache_write_tokens: int = 0  # all cache writes, whatever their TTL
     cache_read_tokens: int = 0
+    # the part of cache_write_tokens written with the 1-hour TTL (dearer than 5 minutes)
+    cache_write_1h_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,9 @@ class ClassifyRequest:
     labels: tuple[str, ...]
     max_tokens: int
     mechanism: Mechanism
+    # Mark the stable prefix (tools, system) for prompt caching with this TTL ("5m" or
+    # "1h"); None: no mark. The item's text (the user turn) is never marked.
+    cache_ttl: str | None = None
     # Which ledger row this call is (set by the engine for realtime calls); the
     # provider never reads it.
     tag: CallTag | None = None
