@@ -28,14 +28,15 @@ import psycopg
 import redis
 
 from bench import data
-from bench.procs import BIN, ROOT, Sampler, spawn, stop, wait_for_line
+from bench.procs import BIN, ROOT, Sampler, spawn, start_worker, stop, stop_group, wait_for_line
 from common.settings import Settings
 
 RESULTS = ROOT / "bench" / "results"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-BROKER = "redis://127.0.0.1:6379/10"
-LIMITER = "redis://127.0.0.1:6379/12"
-QUEUES = "tier.rules,tier.small,tier.large,cascade.fallback"
+# CASCADE_BENCH_REDIS (host:port) points the benchmarks at a Redis server of their own.
+REDIS = os.environ.get("CASCADE_BENCH_REDIS", "127.0.0.1:6379")
+BROKER = f"redis://{REDIS}/10"
+LIMITER = f"redis://{REDIS}/12"
 API_KEY = "sk-ant-bench-0000000000000000"
 
 
@@ -170,35 +171,14 @@ class Bench:
         started = []
         count, conc = (procs, 1) if separate else (1, concurrency)
         for i in range(count):
-            started.append(
-                spawn(
-                    [
-                        str(BIN / "celery"),
-                        "-A",
-                        app,
-                        "worker",
-                        "-Q",
-                        QUEUES,
-                        "-c",
-                        str(conc),
-                        "-n",
-                        f"bench{i}-{secrets.token_hex(2)}@%h",
-                        "--without-mingle",
-                        "--without-gossip",
-                        "--without-heartbeat",
-                        "--loglevel",
-                        "WARNING",
-                    ],
-                    env,
-                    wlog,
-                )
-            )
+            name = f"bench{i}-{secrets.token_hex(2)}@%h"
+            started.append(start_worker(env, wlog, processes=conc, app=app, name=name))
         time.sleep(4.0)  # prefork children up and consuming
         try:
             yield started
         finally:
             for p in started:
-                stop(p)
+                stop_group(p)
 
     def wait_done(self, db_url: str, job: str, timeout: float) -> float:
         dsn = db_url.replace("+psycopg", "")

@@ -10,6 +10,9 @@ were billed for). Each line holds:
   billed), ``error`` (an error status was sent), ``dropped`` (the fake closed the
   connection on purpose: a ``drop_rate`` fault), ``cut_off`` (the client went away or
   the handler was cancelled before the whole response was sent);
+- ``item``: :func:`item_digest` of the item text found in the prompt (between
+  ``<item>`` tags, else the whole user turn), so calls can be tied to ledger items
+  without the ledger's ids;
 - ``refusal`` (true on a 200 refusal only);
 - ``input_tokens``, ``output_tokens``, ``cache_creation_input_tokens``,
   ``cache_read_input_tokens``: the usage of a reply that was sent, else 0 (a cut-off
@@ -25,6 +28,7 @@ server's loop thread.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -47,6 +51,7 @@ class Entry:
     request_id: str
     received: float
     model: str | None = None
+    item: str | None = None
     status: int | None = None
     outcome: str = "cut_off"  # until a reply has been sent, a cancellation cuts it off
     refusal: bool = False
@@ -58,6 +63,7 @@ class Entry:
         out: dict[str, Any] = {
             "request_id": self.request_id,
             "model": self.model,
+            "item": self.item,
             "status": self.status if self.sent is not None else None,
             "outcome": self.outcome,
         }
@@ -76,6 +82,11 @@ class Entry:
         out["sent"] = None if self.sent is None else round(self.sent, 6)
         out["ended"] = round(self.ended, 6)
         return out
+
+
+def item_digest(text: str) -> str:
+    """A short, stable fingerprint of an item's text (not a secret: sha1, 16 hex digits)."""
+    return hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()[:16]
 
 
 class RequestLog:

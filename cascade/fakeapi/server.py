@@ -28,7 +28,7 @@ from aiohttp import web
 from cascade.fakeapi.batches import add_batch_routes
 from cascade.fakeapi.latency import LatencySpec
 from cascade.fakeapi.ratelimits import FakeRateLimits
-from cascade.fakeapi.reqlog import Entry, RequestLog
+from cascade.fakeapi.reqlog import Entry, RequestLog, item_digest
 from cascade.fakeapi.wire import (
     MODELS,
     FakeConfig,
@@ -39,6 +39,8 @@ from cascade.fakeapi.wire import (
     answer,
     error_outcome,
     input_tokens,
+    item_text,
+    user_text,
 )
 
 T = TypeVar("T")
@@ -104,6 +106,7 @@ async def _messages(request: web.Request, state: FakeState, entry: Entry) -> Out
     if body is None:
         return error_outcome(400, "request body must be a JSON object", request_id)
     model = entry.model = str(body.get("model"))
+    entry.item = item_digest(item_text(user_text(body)))
     stats = state.by_model.setdefault(model, ModelStats())
     stats.calls += 1
     if not _authorised(request):

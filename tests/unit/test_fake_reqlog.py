@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from cascade.fakeapi import FakeServer
-from cascade.fakeapi.reqlog import Entry, read_log
+from cascade.fakeapi.reqlog import Entry, item_digest, read_log
 
 MODEL = "claude-haiku-4-5"
 TOOL = {
@@ -160,3 +160,13 @@ def test_error_cycle_sends_retry_after_with_its_429s_only() -> None:
 def test_error_cycle_must_list_statuses() -> None:
     with pytest.raises(ValueError, match="error_cycle"):
         FakeServer(faults={MODEL: {"error_cycle": []}})
+
+
+def test_each_line_names_the_item_by_a_digest_of_its_text(tmp_path: Path) -> None:
+    log = tmp_path / "requests.jsonl"
+    with FakeServer(request_log=log) as fake:
+        post(fake, body("first post"))
+        post(fake, body("second & <other> post"))
+    first, second = read_log(log)
+    assert first["item"] == item_digest("first post")
+    assert second["item"] == item_digest("second & <other> post")
