@@ -246,10 +246,8 @@ def stop_group(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     """SIGTERM the group (a Celery worker's warm shutdown), SIGKILL it if it lingers."""
     if proc.poll() is None:
         kill_group(proc, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
     kill_group(proc, signal.SIGKILL)  # the children too, even if the parent is gone
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(5)

@@ -27,8 +27,9 @@ from typing import Any
 import psycopg
 import redis
 
-from bench import data
+from bench import data, tail
 from bench.procs import BIN, ROOT, Sampler, spawn, start_worker, stop, stop_group, wait_for_line
+from bench.tail import Fleet
 from common.settings import Settings
 
 RESULTS = ROOT / "bench" / "results"
@@ -49,9 +50,10 @@ class Sizes:
     raw: int
     sequential: int
     rate_window_s: float
+    tail: int = 3_000  # moderation posts per job of the tail and realistic scenarios
 
 
-QUICK = Sizes(10_000, 100_000, 100_000, 10_000, 10_000, 150, 30.0)
+QUICK = Sizes(10_000, 100_000, 100_000, 10_000, 10_000, 150, 30.0, tail=1_000)
 FULL = Sizes(100_000, 1_000_000, 1_000_000, 10_000, 50_000, 300, 120.0)
 
 
@@ -545,7 +547,44 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "570-630, no 429",
             ok,
         )
+    rows += tail_rows(r, add)
     return rows
+
+
+def tail_rows(r: dict[str, Any], add: Callable[..., None]) -> list[tuple[str, str, str, str]]:
+    """Rows of the tail scenarios (no targets: "before" and "after" figures)."""
+    t = r.get("tail")
+    if t and "constant" in t and "lognormal" in t:
+        for key in ("constant", "lognormal"):
+            run = t[key]
+            add(f"tail {key}: steady calls/s", run["steady"].get("calls_per_s"), "-", None)
+            add(
+                f"tail {key}: slot utilization (%)",
+                None if run["slot_utilization"] is None else run["slot_utilization"] * 100,
+                "-",
+                None,
+            )
+            for q in ("p50", "p95"):
+                add(
+                    f"tail {key}: last reply -> settled row {q} (s)",
+                    run["settle_lag_s"].get(q),
+                    "-",
+                    None,
+                    "{:.3f}",
+                )
+        add("tail: steady calls/s lognormal / constant", t["throughput_ratio"], "-", None, "{:.3f}")
+    rr = r.get("realistic")
+    if rr and "limit_share" in rr:
+        for model, share in rr["limit_share"].items():
+            add(f"realistic: share of 4,000 rpm used, {model} (%)", share["share"] * 100, "-", None)
+        add("realistic: 429 responses", rr["responses_429"], "-", None, "{:,.0f}")
+        add(
+            "realistic: slot utilization (%)",
+            None if rr["slot_utilization"] is None else rr["slot_utilization"] * 100,
+            "-",
+            None,
+        )
+    return []
 
 
 def table(results: dict[str, Any]) -> str:
@@ -596,7 +635,7 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SCENARIOS = ("peers", "mixed", "rules", "submit", "latency", "ratelimit")
+SCENARIOS = ("peers", "mixed", "rules", "submit", "latency", "ratelimit", "tail", "realistic")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -616,6 +655,9 @@ def main(argv: list[str] | None = None) -> None:
         help="keep the scenarios of the previous latest.json that this run skips",
     )
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/cascade-bench"))
+    p.add_argument(
+        "--tail-items", type=int, default=None, help="posts per tail/realistic job (else by size)"
+    )
     a = p.parse_args(argv)
     sizes = QUICK if a.quick else FULL
     a.work_dir.mkdir(parents=True, exist_ok=True)
@@ -633,7 +675,10 @@ def main(argv: list[str] | None = None) -> None:
         previous = json.loads(latest.read_text())
         results = {**previous, **results, "merged_from_previous_run": True}
     started = time.monotonic()
-    bench.start_fake()
+    if set(a.only) - {"tail", "realistic"}:
+        bench.start_fake()  # the tail scenarios start fakes of their own
+    fleet = Fleet(workers=2, processes=max(1, a.workers // 2), concurrency=a.concurrency)
+    tail_n = a.tail_items or sizes.tail
     concurrency = a.workers * a.concurrency  # the peers get what the whole fleet has in flight
     steps: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
         ("peers", "peer_sequential", lambda: bench.peer("sequential", sizes.sequential, 1)),
@@ -660,6 +705,8 @@ def main(argv: list[str] | None = None) -> None:
         ("submit", "submit_small", lambda: bench.submit_only("subs", sizes.small)),
         ("latency", "latency", bench.latency),
         ("ratelimit", "rate_limit", bench.rate_limit),
+        ("tail", "tail", lambda: tail.tail(a.work_dir, tail_n, fleet, BROKER)),
+        ("realistic", "realistic", lambda: tail.realistic(a.work_dir, tail_n, fleet, BROKER)),
     ]
     try:
         for group, key, fn in steps:

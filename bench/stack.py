@@ -7,6 +7,7 @@ with :func:`bench.procs.start_worker` (the one place that knows how).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import subprocess
@@ -39,8 +40,6 @@ class Fake:
     requests: Path  # its request log
 
     def stats(self) -> dict[str, Any]:
-        import json
-
         with urllib.request.urlopen(self.url + "/_fake/stats", timeout=10) as r:
             out: dict[str, Any] = json.loads(r.read())
         return out
