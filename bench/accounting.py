@@ -286,6 +286,7 @@ def double_billed(
       ``malformed``), keyed (item, tier, role, model) — what the ledger admits to.
     - ``extra_billed_calls``: billed calls beyond the first per key (server side).
     """
+    digests = Counter(item_digest(i.text) for i in items if i.text is not None)
     digest_to_item = {item_digest(i.text): i.id for i in items if i.text is not None}
     per_key: Counter[tuple[str, str]] = Counter(
         (c.item, c.model or "") for c in calls if c.outcome == "ok" and c.item is not None
@@ -297,6 +298,8 @@ def double_billed(
     )
     ledger_twice = {k: n for k, n in ledger.items() if n > 1}
     return {
+        # items sharing a text cannot be told apart by the server's log: keep it 0
+        "ambiguous_texts": sum(1 for n in digests.values() if n > 1),
         "server_items": len({digest for digest, _ in server}),
         "server_keys": len(server),
         "extra_billed_calls": sum(n - 1 for n in server.values()),
