@@ -243,12 +243,13 @@ def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None
 
 
 def stop_group(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    """SIGTERM the group (a Celery worker's warm shutdown), SIGKILL it if it lingers."""
+    """SIGTERM the leader (a Celery worker's warm shutdown: it stops its own children),
+    then SIGKILL whatever of the group is left, the leader gone or not."""
     if proc.poll() is None:
-        kill_group(proc, signal.SIGTERM)
+        proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout)
-    kill_group(proc, signal.SIGKILL)  # the children too, even if the parent is gone
+    kill_group(proc, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(5)
 
