@@ -120,6 +120,15 @@ class Watcher:
             ).fetchall()
         return {int(r[0]): (str(r[1]), int(r[2]), str(r[3])) for r in rows}
 
+    def add_kill(self, kill: Kill) -> None:
+        """Follow a kill's items, but not those an earlier kill already left stranded
+        (still under the same dead lease): they belong to that kill."""
+        for k in self.kills:
+            for pk, state in k.held.items():
+                if pk not in k.reclaimed and pk not in k.moved and kill.held.get(pk) == state:
+                    del kill.held[pk]
+        self.kills.append(kill)
+
     def poll(self) -> None:
         open_ids = {
             i for k in self.kills for i in k.held if i not in k.reclaimed and i not in k.moved
@@ -403,9 +412,9 @@ def _drive(
             except psycopg.OperationalError:
                 held = {}
             fleet.kill(victim)
-            watcher.kills.append(Kill(time.time(), victim, held))
+            watcher.add_kill(Kill(time.time(), victim, held))
             events.append({"at": round(now - t0, 2), "event": f"kill -9 worker {victim}"})
-            log(f"killed worker {victim} ({len(held)} items leased fleet-wide), restarted it")
+            log(f"killed worker {victim} ({len(held)} newly leased items followed), restarted it")
             victim = 1 - victim
             next_kill = now + opts.kill_every
         if not redis_done and frac >= 1 / 3:
