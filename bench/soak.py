@@ -96,6 +96,19 @@ class Kill:
     moved: set[int] = field(default_factory=set)  # settled or moved on by a live worker
 
 
+def lease_change(at_kill: tuple[str, int, str], now: tuple[str | None, int, str]) -> str | None:
+    """How an item leased at a kill has changed: None (not yet), ``reclaimed`` (a new
+    lease at the same tier and status: the old one was never cleared by a settle, so it
+    was the dead worker's), or ``moved`` (settled or moved on: a live worker had it)."""
+    token, tier, status = at_kill
+    new_token, new_tier, new_status = now
+    if new_token == token:
+        return None
+    if new_token is not None and (new_tier, new_status) == (tier, status):
+        return "reclaimed"
+    return "moved"
+
+
 class Watcher:
     """Follows, after each kill, the items that were leased at the kill.
 
@@ -147,11 +160,10 @@ class Watcher:
                 if pk in k.reclaimed or pk in k.moved or pk not in now:
                     continue
                 new_token, new_tier, new_status, updated = now[pk]
-                if new_token == token:
-                    continue
-                if new_token is not None and (new_tier, new_status) == (tier, status):
+                change = lease_change((token, tier, status), (new_token, new_tier, new_status))
+                if change == "reclaimed":
                     k.reclaimed[pk] = round((acc.epoch(updated) or 0.0) - k.at, 3)
-                else:
+                elif change == "moved":
                     k.moved.add(pk)
 
     def report(self) -> dict[str, Any]:
