@@ -67,7 +67,7 @@ class Options:
     sweep_every: float = 30.0
     sweep_idle: int = 120
     lease_seconds: int | None = None
-    redis_port: int = 6392
+    redis_port: int = 6401
     redis_restart: bool = True
     pg_restart: bool = True
     max_seconds: float = 1800.0
@@ -520,7 +520,9 @@ def options(argv: list[str] | None = None) -> tuple[Options, bool, Path]:
     p.add_argument("--sweep-every", type=float, default=30.0)
     p.add_argument("--sweep-idle", type=int, default=120, help="`cascade sweep --idle`")
     p.add_argument("--lease-seconds", type=int, default=None, help="CASCADE_LEASE_SECONDS")
-    p.add_argument("--redis-port", type=int, default=6392, help="the soak's own redis-server")
+    p.add_argument(
+        "--redis-port", type=int, default=6401, help="the soak's own redis-server (a free port)"
+    )
     p.add_argument("--no-redis-restart", action="store_true")
     p.add_argument(
         "--no-pg-restart", action="store_true", help="never run $CASCADE_TEST_PG_RESTART_CMD"

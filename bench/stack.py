@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -149,6 +150,12 @@ def wait_done(db_url: str, job: str, timeout: float, poll: float = 0.2) -> bool:
     return False
 
 
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 class RedisServer:
     """A redis-server of our own on 127.0.0.1:``port``, no persistence: a restart empties it."""
 
@@ -162,6 +169,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        if port_in_use(self.port):
+            # someone else's server: never use (let alone restart) it
+            raise RuntimeError(f"127.0.0.1:{self.port} is in use: pick another --redis-port")
         self.proc = spawn(
             [
                 "redis-server",
@@ -179,6 +189,8 @@ class RedisServer:
         )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server on port {self.port} exited at start")
             with contextlib.suppress(redis.RedisError):
                 if redis.Redis.from_url(self.url, socket_timeout=1).ping():
                     return
