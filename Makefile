@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit install clean bench
+.PHONY: demo test lint unit install clean bench soak
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -c 'import litellm' 2>/dev/null || $(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## The chaos soak (~10 min; SOAK_ARGS=--quick for ~2 min): kills, Redis restart, faults,
+## then the fake's request log against the ledger. Needs Postgres and redis-server;
+## restarts Postgres only if CASCADE_TEST_PG_RESTART_CMD is set. Not part of `make test`.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) cascade.db cascade.db-* .pytest_cache .mypy_cache .ruff_cache

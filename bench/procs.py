@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -162,9 +163,95 @@ class Sampler:
         )
 
 
-def spawn(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    f = log.open("ab")
-    return subprocess.Popen(list(args), cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+def spawn(
+    args: Sequence[str], env: dict[str, str], log: Path, *, group: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start ``args`` with output to ``log``; ``group``: in a process group of its own
+    (so it and every child can be signalled at once, see :func:`kill_group`)."""
+    with log.open("ab") as f:
+        return subprocess.Popen(
+            list(args),
+            cwd=ROOT,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=group,
+        )
+
+
+QUEUES = "tier.rules,tier.small,tier.large,cascade.fallback"
+
+
+def worker_command(
+    processes: int, *, queues: str = QUEUES, app: str | None = None, name: str | None = None
+) -> list[str]:
+    """The command line of one worker.
+
+    ``app=None``: ``cascade worker``, as the README deploys it (one Celery worker,
+    ``processes`` prefork children, each running CASCADE_CONCURRENCY calls at a time).
+    ``app="tasks.app"`` (or ``bench.limited_app``): ``celery -A APP worker`` without
+    mingle, gossip and heartbeats, as the throughput scenarios have always started it.
+    """
+    if app is None:
+        return [
+            str(BIN / "cascade"),
+            "worker",
+            "--queues",
+            queues,
+            "--concurrency",
+            str(processes),
+            "--loglevel",
+            "WARNING",
+        ]
+    return [
+        str(BIN / "celery"),
+        "-A",
+        app,
+        "worker",
+        "-Q",
+        queues,
+        "-c",
+        str(processes),
+        *(["-n", name] if name else []),
+        "--without-mingle",
+        "--without-gossip",
+        "--without-heartbeat",
+        "--loglevel",
+        "WARNING",
+    ]
+
+
+def start_worker(
+    env: dict[str, str],
+    log: Path,
+    *,
+    processes: int,
+    queues: str = QUEUES,
+    app: str | None = None,
+    name: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start one worker in a process group of its own. Every bench scenario and the soak
+    start workers here and only here: when the worker's execution model changes, this
+    (and :func:`worker_command`) is the one place to change."""
+    return spawn(worker_command(processes, queues=queues, app=app, name=name), env, log, group=True)
+
+
+def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    """Signal a process started with ``group=True`` and all its descendants in the group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM the leader (a Celery worker's warm shutdown: it stops its own children),
+    then SIGKILL whatever of the group is left, the leader gone or not."""
+    if proc.poll() is None:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
+    kill_group(proc, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:

@@ -27,15 +27,17 @@ from typing import Any
 import psycopg
 import redis
 
-from bench import data
-from bench.procs import BIN, ROOT, Sampler, spawn, stop, wait_for_line
+from bench import data, tail
+from bench.procs import BIN, ROOT, Sampler, spawn, start_worker, stop, stop_group, wait_for_line
+from bench.tail import Fleet
 from common.settings import Settings
 
 RESULTS = ROOT / "bench" / "results"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-BROKER = "redis://127.0.0.1:6379/10"
-LIMITER = "redis://127.0.0.1:6379/12"
-QUEUES = "tier.rules,tier.small,tier.large,cascade.fallback"
+# CASCADE_BENCH_REDIS (host:port) points the benchmarks at a Redis server of their own.
+REDIS = os.environ.get("CASCADE_BENCH_REDIS", "127.0.0.1:6379")
+BROKER = f"redis://{REDIS}/10"
+LIMITER = f"redis://{REDIS}/12"
 API_KEY = "sk-ant-bench-0000000000000000"
 
 
@@ -48,9 +50,10 @@ class Sizes:
     raw: int
     sequential: int
     rate_window_s: float
+    tail: int = 3_000  # moderation posts per job of the tail and realistic scenarios
 
 
-QUICK = Sizes(10_000, 100_000, 100_000, 10_000, 10_000, 150, 30.0)
+QUICK = Sizes(10_000, 100_000, 100_000, 10_000, 10_000, 150, 30.0, tail=1_000)
 FULL = Sizes(100_000, 1_000_000, 1_000_000, 10_000, 50_000, 300, 120.0)
 
 
@@ -170,35 +173,14 @@ class Bench:
         started = []
         count, conc = (procs, 1) if separate else (1, concurrency)
         for i in range(count):
-            started.append(
-                spawn(
-                    [
-                        str(BIN / "celery"),
-                        "-A",
-                        app,
-                        "worker",
-                        "-Q",
-                        QUEUES,
-                        "-c",
-                        str(conc),
-                        "-n",
-                        f"bench{i}-{secrets.token_hex(2)}@%h",
-                        "--without-mingle",
-                        "--without-gossip",
-                        "--without-heartbeat",
-                        "--loglevel",
-                        "WARNING",
-                    ],
-                    env,
-                    wlog,
-                )
-            )
+            name = f"bench{i}-{secrets.token_hex(2)}@%h"
+            started.append(start_worker(env, wlog, processes=conc, app=app, name=name))
         time.sleep(4.0)  # prefork children up and consuming
         try:
             yield started
         finally:
             for p in started:
-                stop(p)
+                stop_group(p)
 
     def wait_done(self, db_url: str, job: str, timeout: float) -> float:
         dsn = db_url.replace("+psycopg", "")
@@ -565,7 +547,44 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "570-630, no 429",
             ok,
         )
+    rows += tail_rows(r, add)
     return rows
+
+
+def tail_rows(r: dict[str, Any], add: Callable[..., None]) -> list[tuple[str, str, str, str]]:
+    """Rows of the tail scenarios (no targets: "before" and "after" figures)."""
+    t = r.get("tail")
+    if t and "constant" in t and "lognormal" in t:
+        for key in ("constant", "lognormal"):
+            run = t[key]
+            add(f"tail {key}: steady calls/s", run["steady"].get("calls_per_s"), "-", None)
+            add(
+                f"tail {key}: slot utilization (%)",
+                None if run["slot_utilization"] is None else run["slot_utilization"] * 100,
+                "-",
+                None,
+            )
+            for q in ("p50", "p95"):
+                add(
+                    f"tail {key}: last reply -> settled row {q} (s)",
+                    run["settle_lag_s"].get(q),
+                    "-",
+                    None,
+                    "{:.3f}",
+                )
+        add("tail: steady calls/s lognormal / constant", t["throughput_ratio"], "-", None, "{:.3f}")
+    rr = r.get("realistic")
+    if rr and "limit_share" in rr:
+        for model, share in rr["limit_share"].items():
+            add(f"realistic: share of 4,000 rpm used, {model} (%)", share["share"] * 100, "-", None)
+        add("realistic: 429 responses", rr["responses_429"], "-", None, "{:,.0f}")
+        add(
+            "realistic: slot utilization (%)",
+            None if rr["slot_utilization"] is None else rr["slot_utilization"] * 100,
+            "-",
+            None,
+        )
+    return []
 
 
 def table(results: dict[str, Any]) -> str:
@@ -616,7 +635,7 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SCENARIOS = ("peers", "mixed", "rules", "submit", "latency", "ratelimit")
+SCENARIOS = ("peers", "mixed", "rules", "submit", "latency", "ratelimit", "tail", "realistic")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -636,6 +655,16 @@ def main(argv: list[str] | None = None) -> None:
         help="keep the scenarios of the previous latest.json that this run skips",
     )
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/cascade-bench"))
+    p.add_argument(
+        "--tail-items", type=int, default=None, help="posts per tail/realistic job (else by size)"
+    )
+    p.add_argument(
+        "--realistic-concurrency",
+        type=int,
+        default=128,
+        help="CASCADE_CONCURRENCY of `realistic`: 2 x 2 x 128 slots could carry 13,700 calls/min "
+        "at 2.24 s a call, more than the two models' 2 x 4,000 limit",
+    )
     a = p.parse_args(argv)
     sizes = QUICK if a.quick else FULL
     a.work_dir.mkdir(parents=True, exist_ok=True)
@@ -653,7 +682,11 @@ def main(argv: list[str] | None = None) -> None:
         previous = json.loads(latest.read_text())
         results = {**previous, **results, "merged_from_previous_run": True}
     started = time.monotonic()
-    bench.start_fake()
+    if set(a.only) - {"tail", "realistic"}:
+        bench.start_fake()  # the tail scenarios start fakes of their own
+    fleet = Fleet(workers=2, processes=max(1, a.workers // 2), concurrency=a.concurrency)
+    busy = Fleet(workers=2, processes=fleet.processes, concurrency=a.realistic_concurrency)
+    tail_n = a.tail_items or sizes.tail
     concurrency = a.workers * a.concurrency  # the peers get what the whole fleet has in flight
     steps: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
         ("peers", "peer_sequential", lambda: bench.peer("sequential", sizes.sequential, 1)),
@@ -680,6 +713,8 @@ def main(argv: list[str] | None = None) -> None:
         ("submit", "submit_small", lambda: bench.submit_only("subs", sizes.small)),
         ("latency", "latency", bench.latency),
         ("ratelimit", "rate_limit", bench.rate_limit),
+        ("tail", "tail", lambda: tail.tail(a.work_dir, tail_n, fleet, BROKER)),
+        ("realistic", "realistic", lambda: tail.realistic(a.work_dir, tail_n, busy, BROKER)),
     ]
     try:
         for group, key, fn in steps:

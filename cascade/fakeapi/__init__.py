@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cascade.fakeapi.brain import Verdict, classify
+from cascade.fakeapi.latency import LatencySpec, sample_ms
 from cascade.fakeapi.ratelimits import FakeRateLimits
 from cascade.fakeapi.server import FakeServer, make_app
 from cascade.fakeapi.wire import FakeConfig, Fault
@@ -12,7 +13,9 @@ __all__ = [
     "FakeRateLimits",
     "FakeServer",
     "Fault",
+    "LatencySpec",
     "Verdict",
     "classify",
     "make_app",
+    "sample_ms",
 ]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from cascade.fakeapi.latency import DISTS, LatencySpec, parse_model_latency
 from cascade.fakeapi.ratelimits import FakeRateLimits
 from cascade.fakeapi.server import bind_loopback, make_app
 from cascade.fakeapi.wire import FakeConfig, Fault
@@ -19,6 +20,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--jitter-ms", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
+    shape = parser.add_argument_group(
+        "latency shape",
+        "instead of --latency-ms ± --jitter-ms: a distribution, seeded by --seed "
+        "(a model in --model-latency, or with a fault's latency_ms, is not affected)",
+    )
+    shape.add_argument("--latency-dist", choices=DISTS, default=None)
+    shape.add_argument(
+        "--latency-median-ms",
+        type=float,
+        default=None,
+        help="the median (fixed: the value; normal: the mean); default --latency-ms",
+    )
+    shape.add_argument(
+        "--latency-sigma",
+        type=float,
+        default=0.0,
+        help="lognormal: the shape (0.9: p99 about 8x the median); normal: std dev in ms",
+    )
+    shape.add_argument("--latency-cap-ms", type=float, default=None, help="no draw exceeds it")
+    shape.add_argument(
+        "--model-latency",
+        default=None,
+        help='JSON object of model -> shape, e.g. \'{"claude-haiku-5-5": {"dist": "lognormal", '
+        '"median_ms": 700, "sigma": 0.9, "cap_ms": 20000}}\'',
+    )
+    parser.add_argument(
+        "--request-log",
+        default=None,
+        metavar="PATH",
+        help="append one JSON line per Messages request (cascade.fakeapi.reqlog)",
+    )
     parser.add_argument(
         "--faults",
         default=None,
@@ -42,6 +74,13 @@ def rate_limits(args: argparse.Namespace) -> FakeRateLimits | None:
     return FakeRateLimits(*per_min)
 
 
+def latency(args: argparse.Namespace) -> LatencySpec | None:
+    if args.latency_dist is None:
+        return None
+    median = args.latency_median_ms if args.latency_median_ms is not None else args.latency_ms
+    return LatencySpec(args.latency_dist, median, args.latency_sigma, args.latency_cap_ms)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     faults = {m: Fault.from_mapping(f) for m, f in json.loads(args.faults or "{}").items()}
@@ -51,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         seed=args.seed,
         faults=faults,
         rate_limits=rate_limits(args),
+        latency=latency(args),
+        model_latency=parse_model_latency(args.model_latency),
+        request_log=args.request_log,
     )
     sock = bind_loopback(args.port)  # loopback only, never 0.0.0.0
     banner = f"fake Messages API listening on http://127.0.0.1:{sock.getsockname()[1]}"

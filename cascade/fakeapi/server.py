@@ -18,13 +18,17 @@ import math
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
 from cascade.fakeapi.batches import add_batch_routes
+from cascade.fakeapi.latency import LatencySpec
 from cascade.fakeapi.ratelimits import FakeRateLimits
+from cascade.fakeapi.reqlog import Entry, RequestLog, item_digest
 from cascade.fakeapi.wire import (
     MODELS,
     FakeConfig,
@@ -35,12 +39,15 @@ from cascade.fakeapi.wire import (
     answer,
     error_outcome,
     input_tokens,
+    item_text,
+    user_text,
 )
 
 T = TypeVar("T")
 
 
 STATE_KEY = web.AppKey("fake_state", FakeState)
+LOG_KEY = web.AppKey("fake_request_log", RequestLog)
 
 
 def _respond(outcome: Outcome, request_id: str) -> web.Response:
@@ -65,23 +72,48 @@ async def _read_json(request: web.Request) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-async def handle_messages(request: web.Request) -> web.Response:
+async def handle_messages(request: web.Request) -> web.StreamResponse:
+    """A Messages call; its reply is sent here (not after return) so the log knows it went."""
     state = request.app[STATE_KEY]
-    request_id = f"req_fake_{state.next_id()}"
+    entry = Entry(f"req_fake_{state.next_id()}", time.time())
+    try:
+        outcome = await _messages(request, state, entry)
+        if outcome is None:  # dropped on purpose: nothing to send
+            entry.outcome = "dropped"
+            return web.Response(status=500)
+        response = _respond(outcome, entry.request_id)
+        entry.status, entry.usage = outcome.status, outcome.body.get("usage")
+        entry.refusal = outcome.refusal
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except ConnectionError:  # the client went away first; aiohttp ends the connection
+            return response
+        entry.sent = time.time()
+        entry.outcome = "ok" if outcome.status == 200 else "error"
+        return response
+    finally:  # cancelled (the client gave up) or failed: the entry says cut_off
+        entry.ended = time.time()
+        state.outcomes[entry.outcome] = state.outcomes.get(entry.outcome, 0) + 1
+        request.app[LOG_KEY].write(entry)
+
+
+async def _messages(request: web.Request, state: FakeState, entry: Entry) -> Outcome | None:
+    """The reply to send, or None when the connection was dropped on purpose."""
+    request_id = entry.request_id
     arrived = state.cache.clock()  # a prompt-cache write completing later is not read
     body = await _read_json(request)
     state.requests += 1
     if body is None:
-        return _respond(
-            error_outcome(400, "request body must be a JSON object", request_id), request_id
-        )
-    model = str(body.get("model"))
+        return error_outcome(400, "request body must be a JSON object", request_id)
+    model = entry.model = str(body.get("model"))
+    entry.item = item_digest(item_text(user_text(body)))
     stats = state.by_model.setdefault(model, ModelStats())
     stats.calls += 1
     if not _authorised(request):
         outcome = error_outcome(401, "x-api-key header is required", request_id)
         state.record(model, outcome)
-        return _respond(outcome, request_id)
+        return outcome
 
     limited = None
     if state.buckets is not None:  # rate limits configured: take from the model's buckets
@@ -91,7 +123,7 @@ async def handle_messages(request: web.Request) -> web.Response:
             outcome.headers.update(limited.headers)
             outcome.headers["retry-after"] = str(math.ceil(limited.retry_after_s))
             state.record(model, outcome)
-            return _respond(outcome, request_id)
+            return outcome
     fault = state.faults.get(model)
     delay = state.delay_s(model) + (fault.hang_s if fault is not None else 0.0)
     if delay > 0:
@@ -99,12 +131,12 @@ async def handle_messages(request: web.Request) -> web.Response:
     if fault is not None and state.chance(fault.drop_rate) and request.transport is not None:
         stats.dropped += 1
         request.transport.close()  # the client sees the connection drop; this reply is never sent
-        return web.Response(status=500)
+        return None
     outcome = answer(state, body, request_id, arrived)
     if limited is not None:
         outcome.headers.update(limited.headers)
     state.record(model, outcome)
-    return _respond(outcome, request_id)
+    return outcome
 
 
 def _max_tokens(body: Mapping[str, Any]) -> int:
@@ -152,6 +184,12 @@ async def handle_stats(request: web.Request) -> web.Response:
 def make_app(config: FakeConfig) -> web.Application:
     app = web.Application()
     app[STATE_KEY] = FakeState(config)
+    app[LOG_KEY] = RequestLog(config.request_log)
+
+    async def close_log(app: web.Application) -> None:
+        app[LOG_KEY].close()
+
+    app.on_cleanup.append(close_log)
     app.router.add_post("/v1/messages", handle_messages)
     app.router.add_post("/v1/messages/count_tokens", handle_count_tokens)
     add_batch_routes(app, app[STATE_KEY])  # Message Batches, built on `answer`
@@ -185,6 +223,9 @@ class FakeServer:
         faults: Mapping[str, Mapping[str, Any]] | None = None,
         model_latency_ms: Mapping[str, float] | None = None,
         rate_limits: FakeRateLimits | None = None,
+        latency: LatencySpec | None = None,
+        model_latency: Mapping[str, LatencySpec] | None = None,
+        request_log: str | Path | None = None,
         port: int = 0,
     ) -> None:
         self.config = FakeConfig(
@@ -194,6 +235,9 @@ class FakeServer:
             model_latency_ms=dict(model_latency_ms or {}),
             faults={m: Fault.from_mapping(f) for m, f in (faults or {}).items()},
             rate_limits=rate_limits,
+            latency=latency,
+            model_latency=dict(model_latency or {}),
+            request_log=None if request_log is None else str(request_log),
         )
         self.app = make_app(self.config)
         self._port = port

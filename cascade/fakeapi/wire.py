@@ -21,6 +21,7 @@ from typing import Any
 
 from cascade.fakeapi.brain import VERDICT_LABELS, Verdict, classify, verify
 from cascade.fakeapi.cache import FakeCache
+from cascade.fakeapi.latency import LatencySpec, sample_ms
 from cascade.fakeapi.ratelimits import FakeBuckets, FakeRateLimits
 
 MODELS = frozenset({
@@ -49,6 +50,9 @@ class Fault:
     """Misbehaviour injected for one model. Rates are probabilities drawn from the seeded RNG."""
 
     error_status: int | None = None
+    # Instead of one status: each failing call takes the next of these in turn (e.g.
+    # [429, 529, 500]); retry_after is then sent with the 429s only.
+    error_cycle: list[int] | None = None
     error_rate: float | None = None  # None with no error_every: every call fails
     error_every: int | None = None  # fail the N-th, 2N-th, ... call instead of at random
     error_type: str | None = None
@@ -67,6 +71,10 @@ class Fault:
         if unknown:
             raise ValueError(f"unknown fault keys: {sorted(unknown)}")
         fault = cls(**dict(data))
+        if fault.error_cycle is not None:
+            if not fault.error_cycle or not all(isinstance(c, int) for c in fault.error_cycle):
+                raise ValueError("error_cycle must be a non-empty list of HTTP statuses")
+            fault.error_cycle = list(fault.error_cycle)
         if fault.refuse_pattern is not None:
             re.compile(fault.refuse_pattern)  # fail now, not on the next request
         return fault
@@ -81,6 +89,12 @@ class FakeConfig:
     faults: dict[str, Fault] = field(default_factory=dict)
     # None (the default): no rate limits enforced and no anthropic-ratelimit-* headers sent
     rate_limits: FakeRateLimits | None = None
+    # A latency shape for every model (replaces latency_ms ± jitter_ms when set), and per
+    # model (wins over model_latency_ms); a fault's latency_ms still wins over both.
+    latency: LatencySpec | None = None
+    model_latency: dict[str, LatencySpec] = field(default_factory=dict)
+    # Append one JSON line per Messages request to this file (see cascade.fakeapi.reqlog).
+    request_log: str | None = None
 
 
 @dataclass(slots=True)
@@ -122,9 +136,14 @@ class FakeState:
         self.config = config
         self.faults: dict[str, Fault] = dict(config.faults)
         self.rng = random.Random(config.seed)
+        # Latency shapes draw from their own stream, so a lognormal run meets the same
+        # faults, in the same order of calls, as a constant-latency run of the same seed.
+        self.latency_rng = random.Random(config.seed)
         self.counter = 0
         self.requests = 0
         self.by_model: dict[str, ModelStats] = {}
+        self.outcomes: dict[str, int] = {}  # request log outcomes: ok | error | dropped | cut_off
+        self.cycle_pos: dict[str, int] = {}  # model -> failing calls so far (Fault.error_cycle)
         self.buckets = _buckets(config)
         self.cache = FakeCache()  # prompt caching (cascade.fakeapi.cache)
 
@@ -135,15 +154,22 @@ class FakeState:
     def reset(self) -> None:
         self.faults = {}
         self.rng = random.Random(self.config.seed)
+        self.latency_rng = random.Random(self.config.seed)
         self.counter = 0
         self.requests = 0
         self.by_model = {}
+        self.outcomes = {}
+        self.cycle_pos = {}
         self.buckets = _buckets(self.config)
         self.cache.reset()
 
     def stats(self) -> dict[str, Any]:
         by_model = {m: s.as_dict() for m, s in self.by_model.items()}
-        out: dict[str, Any] = {"requests": self.requests, "by_model": by_model}
+        out: dict[str, Any] = {
+            "requests": self.requests,
+            "by_model": by_model,
+            "outcomes": dict(self.outcomes),
+        }
         cache = self.cache.stats()
         if cache:  # only once a marked prefix long enough to cache was seen
             out["cache"] = cache
@@ -166,11 +192,18 @@ class FakeState:
             stats.ok += 1
 
     def delay_s(self, model: str) -> float:
+        """The wait before answering: a fault's latency_ms, else the model's shape, else
+        its model_latency_ms (± jitter), else the default shape, else latency_ms ± jitter."""
         fault = self.faults.get(model)
+        config = self.config
         if fault is not None and fault.latency_ms is not None:
             base = fault.latency_ms
+        elif model in config.model_latency:
+            return sample_ms(config.model_latency[model], self.latency_rng) / 1000.0
+        elif model in config.model_latency_ms or config.latency is None:
+            base = config.model_latency_ms.get(model, config.latency_ms)
         else:
-            base = self.config.model_latency_ms.get(model, self.config.latency_ms)
+            return sample_ms(config.latency, self.latency_rng) / 1000.0
         jitter = self.config.jitter_ms
         if jitter:
             base += self.rng.uniform(-jitter, jitter)
@@ -294,14 +327,15 @@ def answer(
     if model not in MODELS:
         return error_outcome(404, f"model: {model}", request_id)
     fault = state.faults.get(model)
-    if fault is not None and fault.error_status is not None and _fails(state, model, fault):
+    status = _fault_status(state, model, fault)
+    if fault is not None and status is not None:
         outcome = error_outcome(
-            fault.error_status,
+            status,
             fault.error_message or f"fake fault injected for {model}",
             request_id,
             fault.error_type,
         )
-        if fault.retry_after is not None:
+        if fault.retry_after is not None and (fault.error_cycle is None or status == 429):
             outcome.headers["retry-after"] = f"{fault.retry_after:g}"
         return outcome
     problem = check_rules(model, body)
@@ -355,6 +389,19 @@ def _verdict(model: str, body: Mapping[str, Any], item: str, labels: list[str]) 
         label = proposed.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
         return verify(model, item, candidates, label)
     return classify(model, item, labels)
+
+
+def _fault_status(state: FakeState, model: str, fault: Fault | None) -> int | None:
+    """The error status this call fails with, or None."""
+    if fault is None or (fault.error_status is None and not fault.error_cycle):
+        return None
+    if not _fails(state, model, fault):
+        return None
+    if fault.error_cycle:
+        n = state.cycle_pos.get(model, 0)
+        state.cycle_pos[model] = n + 1
+        return fault.error_cycle[n % len(fault.error_cycle)]
+    return fault.error_status
 
 
 def _fails(state: FakeState, model: str, fault: Fault) -> bool:

@@ -331,7 +331,11 @@ def test_module_runs_in_the_foreground() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
             conn.request("GET", "/_fake/stats")
-            assert json.loads(conn.getresponse().read()) == {"requests": 0, "by_model": {}}
+            assert json.loads(conn.getresponse().read()) == {
+                "requests": 0,
+                "by_model": {},
+                "outcomes": {},
+            }
         finally:
             conn.close()
     finally:
