@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from common.stops import AUTH_FAILED
 from models import pgbulk
 from models.db import as_utc
 from models.tables import Attempt, Item, Job, RejectedLine, Submission
@@ -867,6 +868,11 @@ def unfinished_count(session: Session, job_id: int) -> int:
 
 # -- pausing and resuming ---------------------------------------------------
 def pause_job(session: Session, job_id: int, message: str) -> None:
+    if message.startswith(AUTH_FAILED):  # no later try can pass: the job fails (resumable)
+        from models.jobctl import stop_job
+
+        stop_job(session, job_id, message)
+        return
     session.execute(
         JOBS.update()
         .where(JOBS.c.id == job_id, JOBS.c.status.in_(("running", "submitting")))
