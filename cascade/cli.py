@@ -59,6 +59,10 @@ def status(job: Annotated[str, typer.Argument(help="job id or name")]) -> None:
             out.print(f"  {name:<20}{p[name]:>10,}")
     for tier, count in waiting_by_tier(p, tier_names(j)).items():
         out.print(f"  unfinished at {tier:<9}{count:>10,}")
+    if not get_settings().embedded:
+        from cascade.fleetview import print_fleet
+
+        print_fleet([f"tier.{t}" for t in tier_names(j)] + ["cascade.fallback"])
 
 
 @app.command()
@@ -111,6 +115,9 @@ def worker(
     ] = None,
     concurrency: Annotated[int, typer.Option(help="worker processes")] = 2,
     loglevel: Annotated[str, typer.Option(help="log level")] = "INFO",
+    beat: Annotated[
+        bool, typer.Option(help="also run the beat (sweeper, rollup): on exactly one worker")
+    ] = False,
 ) -> None:
     """Run a Celery worker on the distributed runtime (Redis broker, Postgres)."""
     setup()
@@ -123,9 +130,8 @@ def worker(
     from tasks.app import app as celery_app
 
     qs = queues or settings.queues
-    celery_app.worker_main(
-        ["worker", "-Q", qs, "--concurrency", str(concurrency), "--loglevel", loglevel]
-    )
+    argv = ["worker", "-Q", qs, "--concurrency", str(concurrency), "--loglevel", loglevel, "-E"]
+    celery_app.worker_main([*argv, *(["-B", "-s", ".celerybeat-schedule"] if beat else [])])
 
 
 @app.command()

@@ -23,7 +23,17 @@ def _safe(name: str, fix: str, probe: Callable[[], str]) -> Check:
     except Exception as exc:
         from common.logs import redact_text
 
-        return Check(name, False, redact_text(f"{type(exc).__name__}: {exc}")[:300], fix)
+        return Check(name, False, redact_text(plain_reason(exc))[:300], fix)
+
+
+def plain_reason(exc: BaseException) -> str:
+    """What went wrong in words: the driver's message (first line), not a class name."""
+    found: BaseException = exc
+    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    if isinstance(orig, BaseException):
+        found = orig
+    lines = [x for x in str(found).strip().splitlines() if x.strip()]
+    return lines[0].strip() if lines else type(found).__name__
 
 
 def _database(settings: Settings) -> Check:
@@ -53,6 +63,28 @@ def _redis(name: str, url: str | None, fix: str) -> Check:
         return "reachable"
 
     return _safe(name, fix, probe)
+
+
+def _workers(settings: Settings) -> Check:
+    """Live workers (Celery's remote control) and what waits on each queue."""
+    queues = [q for q in settings.queues.split(",") if q]
+
+    def probe() -> str:
+        from tasks.fleet import live_workers, queue_depths, serving
+
+        workers = live_workers(timeout_s=1.5)
+        depths = queue_depths(queues)
+        served = serving(workers, queues)
+        waiting = ", ".join(f"{q} {depths[q]:,} waiting" for q in queues)
+        missing = [q for q in queues if not served[q]]
+        if missing:
+            raise RuntimeError(
+                f"{len(workers)} live worker(s); nothing consumes {', '.join(missing)} ({waiting})"
+            )
+        return f"{len(workers)} live worker(s); {waiting}"
+
+    fix = f"start one: cascade worker --queues {','.join(queues)} (one of them with --beat)"
+    return _safe("workers", fix, probe)
 
 
 def _pipeline(path: Path, settings: Settings) -> Check:
@@ -124,6 +156,8 @@ def run_checks(pipelines: list[Path], model: str) -> list[Check]:
             "start Redis or fix CASCADE_REDIS_URL",
         )
     )
+    if not settings.embedded:
+        checks.append(_workers(settings))
     checks += [_pipeline(p, settings) for p in pipelines]
     checks.append(_api_key(settings, model))
     return checks

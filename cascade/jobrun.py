@@ -17,7 +17,7 @@ import typer
 
 from cascade.cliutil import ensure_schema, err, fail, find_job, out
 from cascade.offline import KeyProblem, model_api
-from cascade.progress import STALL_S, JobBar, wait_for_job
+from cascade.progress import JobBar, wait_for_job
 from common.settings import get_settings
 
 FALLBACK_QUEUE = "cascade.fallback"
@@ -90,9 +90,11 @@ def stall_check(rt: Any, job_id: int, queues: list[str]) -> Callable[[], None] |
             return
         if missing:
             err.print(
-                f"[yellow]no worker has taken work for {STALL_S:.0f} s[/yellow]: no live worker "
+                f"[yellow]no worker has taken work for {rt.settings.stall_s:.0f} s[/yellow]: "
+                f"no live worker "
                 f"consumes {', '.join(missing)}; start one: "
-                f"cascade worker --queues {','.join(queues)}"
+                f"cascade worker --queues {','.join(queues)}",
+                soft_wrap=True,
             )
         elif n := requeue_distributed(rt, job_id, depths):
             err.print(f"{n:,} items no message carried put back on their queues")

@@ -16,7 +16,6 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
-STALL_S = 30.0  # no item finished for this long: look for workers
 POLL_S = 0.25
 
 
@@ -101,7 +100,7 @@ def wait_for_job(
     job_id: int, bar: JobBar | None = None, on_stall: Callable[[], None] | None = None
 ) -> str:
     """Show the job until it is done, failed, or paused with nothing in flight; returns
-    its status. ``on_stall`` runs when nothing has finished for :data:`STALL_S`."""
+    its status. ``on_stall`` runs when nothing has finished for ``stall_s`` seconds."""
     from cascade.cliutil import err
 
     own = bar is None
@@ -121,6 +120,7 @@ def _poll(job_id: int, bar: JobBar, on_stall: Callable[[], None] | None) -> str:
     from tasks.runtime import get_runtime
 
     rt = get_runtime()
+    stall_s = rt.settings.stall_s
     last_change, last_done = time.monotonic(), -1
     while True:
         with rt.sessions() as session:
@@ -139,7 +139,7 @@ def _poll(job_id: int, bar: JobBar, on_stall: Callable[[], None] | None) -> str:
         now = time.monotonic()
         if done != last_done:
             last_change, last_done = now, done
-        elif on_stall is not None and now - last_change >= STALL_S:
+        elif on_stall is not None and now - last_change >= stall_s:
             on_stall()
             last_change = now
         time.sleep(POLL_S)
