@@ -16,7 +16,9 @@ def print_fleet(queues: list[str]) -> None:
         out.print(f"  [yellow]broker not reachable[/yellow]: {plain_reason(exc)}")
         return
     for q in queues:
-        note = (
-            "" if served[q] else "  [yellow]no worker: cascade worker --queues " + q + "[/yellow]"
+        note = "" if served[q] else f"  [yellow]start one: cascade worker --queues {q}[/yellow]"
+        n = depths[q]
+        out.print(
+            f"  {q:<18}{served[q]:>3} workers {n:>7,} message{'' if n == 1 else 's'} waiting{note}",
+            soft_wrap=True,
         )
-        out.print(f"  {q:<22}{served[q]:>3} workers {depths[q]:>8,} waiting{note}")
