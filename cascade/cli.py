@@ -70,12 +70,13 @@ def jobs(limit: Annotated[int, typer.Option(help="how many")] = 20) -> None:
     """The latest jobs."""
     setup()
     ensure_schema()
-    from rich.table import Table
-
+    from cascade.fmt import FitTable
     from models.repo import list_jobs
     from tasks.runtime import get_runtime
 
-    table = Table("id", "name", "pipeline", "status", "created", "finished")
+    table = FitTable("id", "name", "pipeline", "status", "created", "finished", keep=(0, 1, 2, 3))
+    for col in table.columns[1:3]:
+        col.overflow = "fold"  # a name is what the user types: wrapped, never cut
     with get_runtime().sessions() as session:
         for j in list_jobs(session, limit):
             table.add_row(
@@ -83,7 +84,7 @@ def jobs(limit: Annotated[int, typer.Option(help="how many")] = 20) -> None:
                 j.name,
                 j.pipeline_name,
                 j.status,
-                f"{j.created_at:%Y-%m-%d %H:%M}",
+                f"{j.created_at:%m-%d %H:%M}",
                 f"{j.finished_at:%H:%M:%S}" if j.finished_at else "",
             )
     out.print(table)
