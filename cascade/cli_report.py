@@ -28,7 +28,7 @@ def build_report(session: Any, job: Any, scope: Any, prices: Any) -> dict[str, A
     """
     from cascade.render import add_sections, job_report
     from models import analytics as an
-    from models.reports import job_totals, tier_rows
+    from models.reports import job_totals, served_by_fake, tier_rows
 
     an.for_reports(session)
     funnel = an.funnel(session, scope)
@@ -50,6 +50,7 @@ def build_report(session: Any, job: Any, scope: Any, prices: Any) -> dict[str, A
         prices,
     )
     add_calibration(report, an.calibration_spend(session, scope))
+    report["offline"] = served_by_fake(session, tuple(scope.job_ids))
     return report
 
 

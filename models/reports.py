@@ -280,3 +280,15 @@ def rejected(session: Session, job_id: int, limit: int = 50) -> list[RejectedRow
         RejectedRow(source=r.source, line_no=r.line_no, reason=r.reason, raw=r.raw)
         for r in session.execute(stmt)
     ]
+
+
+# Cascade's fake Messages API (cascade.fakeapi) names its requests so.
+FAKE_REQUEST_PREFIX = "req_fake_"
+
+
+def served_by_fake(session: Session, job_ids: tuple[int, ...]) -> bool:
+    """True when some call of these jobs (every job: ``()``) went to the offline fake."""
+    stmt = select(Attempt.id).where(Attempt.request_id.like(f"{FAKE_REQUEST_PREFIX}%"))
+    if job_ids:
+        stmt = stmt.where(Attempt.job_id.in_(job_ids))
+    return session.execute(stmt.limit(1)).first() is not None

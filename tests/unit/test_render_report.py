@@ -78,5 +78,6 @@ def test_render_html_of_an_empty_report_has_all_charts() -> None:
         "baseline_cost_usd": "0", "savings_usd": "0", "savings_pct": 0.0, "tiers": [],
     }  # fmt: skip
     html = render_html(report)
-    for chart in ("chart-funnel", "chart-cost", "chart-latency", "chart-daily"):
+    for chart in ("chart-funnel", "chart-cost", "chart-latency", "chart-confidence"):
         assert f'<svg id="{chart}"' in html
+    assert '<p class="none">none</p></figure>' in html  # no day yet: no chart of nothing
