@@ -27,13 +27,13 @@ def _safe(name: str, fix: str, probe: Callable[[], str]) -> Check:
 
 
 def plain_reason(exc: BaseException) -> str:
-    """What went wrong in words: the driver's message (first line), not a class name."""
-    found: BaseException = exc
+    """What went wrong in words, not a class name: a driver's message (its first line:
+    the rest is SQL and links), or the exception's own message whole."""
     orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
     if isinstance(orig, BaseException):
-        found = orig
-    lines = [x for x in str(found).strip().splitlines() if x.strip()]
-    return lines[0].strip() if lines else type(found).__name__
+        lines = [x for x in str(orig).strip().splitlines() if x.strip()]
+        return lines[0].strip() if lines else type(orig).__name__
+    return str(exc).strip() or type(exc).__name__
 
 
 def _database(settings: Settings) -> Check:
@@ -103,13 +103,16 @@ def _pipeline(path: Path, settings: Settings) -> Check:
 
 
 def _api_key(settings: Settings, model: str) -> Check:
+    if settings.offline:
+        return Check("model API", True, "offline (CASCADE_OFFLINE): the built-in fake, no key")
     key = settings.anthropic_api_key
     if key is None:
         return Check(
             "model API",
             False,
             "ANTHROPIC_API_KEY is not set",
-            "export ANTHROPIC_API_KEY=... (or ANTHROPIC_API_KEY_FILE=/run/secrets/...)",
+            "export ANTHROPIC_API_KEY=... (or ANTHROPIC_API_KEY_FILE=/run/secrets/...), "
+            "or run without a model: --offline / CASCADE_OFFLINE=1",
         )
 
     def probe() -> str:

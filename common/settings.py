@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     concurrency: int = Field(default=64, ge=1, le=2_000)
     # How long a claimed item is reserved for the worker that claimed it.
     lease_seconds: int = Field(default=600, ge=10)
+    # No real model: commands that call models start the built-in fake (also --offline).
+    offline: bool = False
     # `submit --wait` / `resume --wait`: nothing finished for this long, look at the fleet
     stall_s: float = Field(default=30.0, gt=0)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
