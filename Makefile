@@ -38,4 +38,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) cascade.db cascade.db-* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) cascade.db cascade.db-* cascade-demo.db cascade-demo.db-* .pytest_cache .mypy_cache .ruff_cache

@@ -38,7 +38,15 @@ def submit(
         raise fail(str(exc)) from None
     budget_nanos = parse_usd(budget) if budget is not None else None
     name = job_name or f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_submit(file, pipe, name, wait=wait, budget_nanos=budget_nanos, offline=offline)
+    run_submit(
+        file,
+        pipe,
+        name,
+        wait=wait,
+        budget_nanos=budget_nanos,
+        offline=offline,
+        pipe_path=pipeline,
+    )
 
 
 @app.command()
@@ -148,9 +156,14 @@ def migrate() -> None:
 
 @app.command()
 def sweep(idle: Annotated[int, typer.Option(help="seconds an item may wait unsent")] = 120) -> None:
-    """Re-send items whose message was lost or whose worker died."""
+    """Re-send items whose message was lost or whose worker died (distributed runtime)."""
     setup()
     ensure_schema()
+    if get_settings().embedded:
+        raise fail(
+            "the embedded runtime has no broker that outlives a command, so there is nothing "
+            "to sweep into: `cascade resume JOB` (or the same submit again) finishes a job"
+        )
     from tasks.jobs import sweep_once
     from tasks.runtime import get_runtime
 

@@ -103,7 +103,14 @@ def stall_check(rt: Any, job_id: int, queues: list[str]) -> Callable[[], None] |
 
 
 def run_submit(
-    file: Path, pipe: Any, name: str, *, wait: bool, budget_nanos: int | None, offline: bool
+    file: Path,
+    pipe: Any,
+    name: str,
+    *,
+    wait: bool,
+    budget_nanos: int | None,
+    offline: bool,
+    pipe_path: Path | None = None,
 ) -> None:
     from models.repo import utcnow
     from tasks.runtime import get_runtime
@@ -113,6 +120,7 @@ def run_submit(
 
     started = utcnow()
     job_ref = [name]
+    _check_prices(pipe, pipe_path)
     with interrupted(lambda: job_ref[0]), models_for(pipe, offline):
         ensure_schema()
         rt = get_runtime()
@@ -145,6 +153,24 @@ def run_submit(
                 status = wait_for_job(result.job_id, bar, stall_check(rt, result.job_id, queues))
     if status is not None:
         _report_and_exit(result.job_id, status)
+
+
+def _check_prices(pipe: Any, pipe_path: Path | None) -> None:
+    """Every model the pipeline names has a price, or one line naming the file, the
+    places, and the models that have one."""
+    from tasks.submit import check_models_priced
+    from workers.pricing import PriceTable
+
+    try:
+        prices = PriceTable.load(get_settings().prices_file)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    problems = check_models_priced(pipe, prices)
+    if problems:
+        raise fail(
+            f"{pipe_path or 'the pipeline'}: {'; '.join(problems)}. "
+            f"Models with a price: {', '.join(prices.models())}"
+        )
 
 
 def _print_counts(result: Any) -> None:

@@ -215,3 +215,42 @@ def test_an_unreachable_database_is_one_line_not_a_traceback(
     lines = [x for x in done.stderr.splitlines() if x.strip() and not x.startswith("{")]
     assert len(lines) == 1, done.stderr
     assert "cannot reach the database at 127.0.0.1:9/nothing" in lines[0]
+
+
+def test_small_things_a_new_user_meets(env: dict[str, str], tmp_path: Path) -> None:
+    # --version and -h
+    version = run(env, "--version")
+    assert version.returncode == 0 and version.stdout.startswith("cascade ")
+    helped = run(env, "submit", "-h")
+    assert helped.returncode == 0
+    assert "<bool>" not in helped.stdout and "<str>" not in helped.stdout
+    assert "--offline" in helped.stdout
+    # a misspelt key gets a suggestion
+    typo = tmp_path / "typo.toml"
+    typo.write_text(PIPELINE.read_text().replace("min_confidence", "min_confidense"))
+    done = run(env, "submit", str(TICKETS), "-p", str(typo))
+    assert "did you mean 'min_confidence'?" in done.stderr
+    # an unknown model: the file, the place, and the models that have a price
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text(PIPELINE.read_text().replace("claude-haiku-5-5", "claude-haikoo-9"))
+    done = run(env, "submit", str(TICKETS), "-p", str(unknown))
+    assert done.returncode != 0
+    assert "unknown.toml" in done.stderr and "tiers[1].model" in done.stderr
+    assert "claude-haiku-5-5" in done.stderr  # among the priced ones
+    # sweep on the embedded runtime says what to do instead
+    swept = run(env, "sweep")
+    assert swept.returncode != 0 and "cascade resume" in swept.stderr
+    for result in (version, helped, done, swept):
+        assert "Traceback" not in result.stderr
+
+
+def test_the_demo_leaves_the_users_database_alone(env: dict[str, str], tmp_path: Path) -> None:
+    demo_env = {k: v for k, v in env.items() if k not in ("CASCADE_DATABASE_URL",)}
+    demo_env = {k: v for k, v in demo_env.items() if not k.startswith("ANTHROPIC_")}
+    done = subprocess.run(
+        [CASCADE, "demo"], cwd=tmp_path, env=demo_env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "cascade-demo.db").exists()
+    assert not (tmp_path / "cascade.db").exists()
+    assert "OFFLINE" in done.stderr
