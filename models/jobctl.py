@@ -134,3 +134,40 @@ def uncarried(
 
 def seconds_ago(seconds: float) -> datetime:
     return utcnow() - timedelta(seconds=seconds)
+
+
+def fail_if_no_call_passed(session: Session, job_id: int) -> bool:
+    """A finished job with failed items and not one model call that answered failed as a
+    job: every call failed permanently (a retired model, a refused request). Its message
+    gives the commonest reason. True if it changed."""
+    from sqlalchemy import func
+
+    from models.repo import ATTEMPTS
+
+    answered = session.execute(
+        select(ATTEMPTS.c.id)
+        .where(
+            ATTEMPTS.c.job_id == job_id,
+            ATTEMPTS.c.role.not_in(("rules", "shadow")),
+            ATTEMPTS.c.outcome == "ok",
+        )
+        .limit(1)
+    ).first()
+    if answered is not None:
+        return False
+    top = session.execute(
+        select(ITEMS.c.error, func.count().label("n"))
+        .where(ITEMS.c.job_id == job_id, ITEMS.c.status == "failed")
+        .group_by(ITEMS.c.error)
+        .order_by(func.count().desc())
+        .limit(1)
+    ).first()
+    if top is None:  # nothing failed (a job the rules answered whole)
+        return False
+    message = f"every model call failed; the commonest reason ({top.n:,} items): {top.error}"
+    res = session.execute(
+        JOBS.update()
+        .where(JOBS.c.id == job_id, JOBS.c.status == "done")
+        .values(status="failed", message=message[:2000], updated_at=utcnow())
+    )
+    return bool(res.rowcount)  # type: ignore[attr-defined]

@@ -144,6 +144,10 @@ def finish_job_if_done(session: Session, job_id: int) -> bool:
         .where(JOBS.c.id == job_id, JOBS.c.status == "running", ~unfinished)
         .values(status="done", finished_at=now, updated_at=now)
     )
+    if res.rowcount:  # type: ignore[attr-defined]
+        from models.jobctl import fail_if_no_call_passed  # issue 21
+
+        fail_if_no_call_passed(session, job_id)
     return bool(res.rowcount)  # type: ignore[attr-defined]
 
 

@@ -254,3 +254,19 @@ def test_the_demo_leaves_the_users_database_alone(env: dict[str, str], tmp_path:
     assert (tmp_path / "cascade-demo.db").exists()
     assert not (tmp_path / "cascade.db").exists()
     assert "OFFLINE" in done.stderr
+
+
+def test_a_job_whose_every_call_fails_permanently_ends_failed(
+    env: dict[str, str], fake: FakeServer
+) -> None:
+    # Given every model retired, fallbacks too (404: permanent, no retry, no deferral)
+    for model in (*MODELS, "claude-haiku-4-5", "claude-opus-5-5"):
+        fake.set_faults(model, error_status=404, error_type="not_found_error")
+    done = run(env, "submit", str(TICKETS), "-p", str(PIPELINE), "--job-name", "gone")
+    # Then the job ends failed, saying why, and the command exits non-zero
+    assert done.returncode == 1, done.stderr
+    report = json.loads(run(env, "report", "--job", "gone", "--format", "json").stdout)
+    assert report["status"] == "failed"
+    assert "every model call failed" in report["message"]
+    assert "not_found_error" in report["message"]
+    assert report["items_done"] > 0  # what the rules answered stays answered
