@@ -147,6 +147,12 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         soft_wrap=True,
     )
     console.print(savings_line(report), soft_wrap=True)
+    if report.get("offline"):
+        console.print(
+            "[yellow]offline[/yellow]: these calls went to the built-in fake Messages API, "
+            "not a real model",
+            soft_wrap=True,
+        )
     if report.get("steps_not_sent"):
         console.print(
             f"[dim]{report['steps_not_sent']:,} model steps sent no request "

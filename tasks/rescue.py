@@ -33,7 +33,7 @@ def _send(rt: Runtime, job_id: int, groups: list[jobctl.Waiting]) -> int:
     publish(rt, messages)
     count = sum(len(m.ids) for m in messages)
     if count:
-        log.warning("cascade.rescue.resent", job_id=job_id, items=count, messages=len(messages))
+        log.info("cascade.rescue.resent", job_id=job_id, items=count, messages=len(messages))
     return count
 
 
