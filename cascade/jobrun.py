@@ -147,7 +147,8 @@ def run_submit(
                     f"`cascade rejected --job {result.job_id}`",
                     code=1,
                 )
-            rescue(rt, result.job_id, started, queues)
+            if not result.created:  # a job that existed may hold what an earlier run left
+                rescue(rt, result.job_id, started, queues)
             status = None
             if wait or embedded:
                 status = wait_for_job(result.job_id, bar, stall_check(rt, result.job_id, queues))

@@ -7,10 +7,11 @@ reason in ``error``; an item stopped with its job waits ``paused`` (resumable).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, true
 from sqlalchemy.orm import Session
 
 from models.repo import ITEMS, JOBS, UNFINISHED, utcnow
@@ -92,6 +93,7 @@ def uncarried(
     before: datetime,
     release_leases: bool,
     fallback_before: datetime | None = None,
+    tiers: Collection[int] | None = None,
 ) -> list[Waiting]:
     """The job's items no message may carry any more: waiting since before ``before``
     (``fallback_before`` for the fallback phase, where a deferred item waits on purpose),
@@ -99,6 +101,7 @@ def uncarried(
 
     ``release_leases`` (the embedded runtime, ``before`` = when this process started: a
     lease taken before then was taken by a process that is gone): those leases end now.
+    ``tiers``: only items at these tier indexes.
     """
     now = utcnow()
     if release_leases:
@@ -117,6 +120,7 @@ def uncarried(
         select(ITEMS.c.tier_index, ITEMS.c.status, ITEMS.c.id)
         .where(
             ITEMS.c.job_id == job_id,
+            ITEMS.c.tier_index.in_(list(tiers)) if tiers is not None else true(),
             or_(
                 and_(ITEMS.c.status == "pending", ITEMS.c.updated_at <= before),
                 and_(ITEMS.c.status == "fallback", ITEMS.c.updated_at <= fb_before),

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from common.logs import get_logger
 from models import jobctl
 from models.repo import utcnow
-from tasks.app import FALLBACK_QUEUE
 from tasks.flow import Message, chunks
 from tasks.jobs import publish, queue_for
 from tasks.runtime import Runtime
@@ -46,28 +45,26 @@ def resend_embedded(rt: Runtime, job_id: int, started: datetime) -> int:
 
 
 def requeue_distributed(rt: Runtime, job_id: int, depths: dict[str, int]) -> int:
-    """Items at a tier whose queue is empty (``depths``: messages per queue), and items
-    idle longer than the sweeper waits, go back on their queue."""
+    """Items at a tier whose queue is empty (``depths``: messages per queue; a queue not
+    in it counts as empty), items idle longer than the sweeper waits at the others, and
+    long-idle fallback items go back on their queue."""
     now = utcnow()
     idle = now - timedelta(seconds=SWEEP_IDLE_S)
     deferred = now - timedelta(seconds=max(SWEEP_IDLE_S, rt.settings.defer_cap_s + 60))
+    tiers = range(len(rt.engine_for(job_id).pipeline.tiers))
+    empty = [t for t in tiers if not depths.get(queue_for(rt, _probe(job_id, t)), 0)]
+    busy = [t for t in tiers if t not in empty]
     with rt.sessions.begin() as session:
-        every = jobctl.uncarried(
-            session, job_id, before=now, release_leases=False, fallback_before=deferred
+        groups = jobctl.uncarried(
+            session, job_id, before=now, release_leases=False, fallback_before=deferred, tiers=empty
         )
-        quiet = jobctl.uncarried(
-            session, job_id, before=idle, release_leases=False, fallback_before=deferred
-        )
-    idle_ids = {(g.tier_index, g.phase): g.ids for g in quiet}
-    chosen = []
-    for g in every:
-        queue = FALLBACK_QUEUE if g.phase == "fallback" else queue_for(rt, _probe(job_id, g))
-        if depths.get(queue, 0) == 0 or g.phase == "fallback":
-            chosen.append(g)
-        elif (g.tier_index, g.phase) in idle_ids:
-            chosen.append(jobctl.Waiting(g.tier_index, g.phase, idle_ids[(g.tier_index, g.phase)]))
-    return _send(rt, job_id, chosen)
+        if busy:
+            groups += jobctl.uncarried(
+                session, job_id, before=idle, release_leases=False, fallback_before=deferred,
+                tiers=busy,
+            )  # fmt: skip
+    return _send(rt, job_id, groups)
 
 
-def _probe(job_id: int, g: jobctl.Waiting) -> Message:
-    return Message(g.phase, job_id, g.tier_index, [])
+def _probe(job_id: int, tier_index: int) -> Message:
+    return Message("tier", job_id, tier_index, [])
