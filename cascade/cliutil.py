@@ -150,34 +150,27 @@ def with_db_wait(call: Any, wait_s: float = DB_WAIT_S) -> Any:
 
 def guarded(run: Any) -> None:
     """Run the CLI; what escapes a command becomes one line, never a traceback: a lost
-    database, an interrupt, or (with the detail in the log at DEBUG) anything else."""
+    database, or (with the detail in the log at DEBUG) anything else. Usage errors,
+    ``--help`` and exits are typer's own."""
     import sys
 
     from models.errors import DB_TRANSIENT
 
     try:
-        code = run(standalone_mode=False)
+        run()
     except KeyboardInterrupt:
         err.print("\n[yellow]interrupted[/yellow]")
         sys.exit(130)
     except DB_TRANSIENT as exc:
-        err.print(f"[bold red]error:[/bold red] {db_unreachable(exc)}")
+        err.print(f"[bold red]error:[/bold red] {db_unreachable(exc)}", soft_wrap=True)
         sys.exit(1)
-    except Exception as exc:  # click's own usage errors included
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            err.print("\n[yellow]interrupted[/yellow]")
-            sys.exit(130)
+    except Exception as exc:
         from common.logs import get_logger, redact_text
 
         get_logger("cascade.cli").debug("cascade.cli.crashed", exc_info=True)
         err.print(
             f"[bold red]error:[/bold red] {redact_text(f'{type(exc).__name__}: {exc}')[:300]} "
-            "(CASCADE_LOG_LEVEL=DEBUG shows where)"
+            "(CASCADE_LOG_LEVEL=DEBUG shows where)",
+            soft_wrap=True,
         )
         sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
