@@ -181,8 +181,7 @@ def tier_rows(session: Session, job_id: int) -> list[TierRow]:
             accepted=_int(r.accepted),
             escalated=_int(r.escalated),
             failed=_int(r.failed),
-            # the view counts every model step; a step that sent nothing is not a call
-            calls=_int(r.calls) - _int(r.not_sent),
+            calls=_int(r.calls),  # requests sent (the view leaves out not_sent)
             input_tokens=_int(r.input_tokens),
             output_tokens=_int(r.output_tokens),
             cost_usd=nanos_to_usd(_int(r.cost_nanos)),
