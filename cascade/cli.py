@@ -61,6 +61,8 @@ def status(job: Annotated[str, typer.Argument(help="job id or name")]) -> None:
         j = find_job(session, job)
         p = progress(session, j.id)
     out.print(f"job {j.id} ({j.name}) · {j.pipeline_name} · [bold]{j.status}[/bold]")
+    if j.message:
+        out.print(f"[yellow]{j.message}[/yellow]", soft_wrap=True)
     out.print(f"finished {p['done'] + p['failed']:,} of {p['total']:,}")
     for name in ("pending", "running", "fallback", "fallback_running", "done", "failed"):
         if p.get(name):
