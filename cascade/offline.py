@@ -79,6 +79,54 @@ def check_key(settings: Settings) -> None:
         )
 
 
+def probe_key(settings: Settings, pipeline: Any) -> None:
+    """One free token-count call with the key: a refusal (401/403), or an API that
+    cannot be reached at all, raises :class:`KeyProblem` before anything is written.
+    A slow or busy API is left to the job's own calls and their retry policy."""
+    import asyncio
+
+    from workers.pipeline import ClaudeTier
+    from workers.providers.anthropic import AnthropicProvider
+    from workers.providers.base import AuthError, ProviderError
+
+    link = next(
+        link
+        for tier in pipeline.tiers
+        if isinstance(tier, ClaudeTier)
+        for link in tier.chain
+        if link.provider == "anthropic"
+    )
+    key = settings.anthropic_api_key
+
+    async def count() -> None:
+        provider = AnthropicProvider(
+            "anthropic",
+            key.get_secret_value() if key else None,
+            settings.anthropic_base_url,
+            timeout_s=10,
+        )
+        try:
+            await provider.count_tokens(link.model, "Cascade key check.")
+        finally:
+            await provider.aclose()
+
+    try:
+        asyncio.run(count())
+    except AuthError as exc:
+        raise KeyProblem(
+            f"the API refused ANTHROPIC_API_KEY ({exc.message}): set a valid key, or add "
+            "--offline to use the built-in fake API"
+        ) from None
+    except ProviderError as exc:
+        if exc.message.startswith("connection error"):  # no route, no DNS, refused
+            where = settings.anthropic_base_url or "the Anthropic API"
+            raise KeyProblem(
+                f"cannot reach {where} ({exc.message}): check the network or "
+                "ANTHROPIC_BASE_URL, or add --offline to use the built-in fake API"
+            ) from None
+        return  # busy or slow: the job's own calls retry
+
+
 @contextmanager
 def model_api(pipeline: Any, offline: bool, console: Console) -> Iterator[None]:
     """Offline: the fake Messages API runs for the block, announced loudly. Otherwise, on
@@ -88,6 +136,7 @@ def model_api(pipeline: Any, offline: bool, console: Console) -> Iterator[None]:
     if not offline:
         if settings.embedded and needs_key(pipeline):
             check_key(settings)
+            probe_key(settings, pipeline)
         yield
         return
     if not settings.embedded:

@@ -3,11 +3,13 @@ jobs, cancelling, rejected lines, and nothing but one line when something is wro
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -271,3 +273,43 @@ def test_a_job_whose_every_call_fails_permanently_ends_failed(
     assert "every model call failed" in report["message"]
     assert "not_found_error" in report["message"]
     assert report["items_done"] > 0  # what the rules answered stays answered
+
+
+class _Refuses(http.server.BaseHTTPRequestHandler):
+    """An API that refuses every key, as the real one does a revoked one."""
+
+    def do_POST(self) -> None:
+        body = json.dumps(
+            {
+                "type": "error",
+                "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+            }
+        ).encode()
+        self.send_response(401)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("api", ["refuses", "unreachable"])
+def test_submit_checks_the_key_with_the_api_before_writing(env: dict[str, str], api: str) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refuses)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = (
+        f"http://127.0.0.1:{server.server_address[1]}" if api == "refuses" else "http://127.0.0.1:9"
+    )
+    try:
+        done = run(env | {"ANTHROPIC_BASE_URL": url}, "submit", str(TICKETS), "-p", str(PIPELINE))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode != 0
+    lines = [x for x in done.stderr.splitlines() if x.strip() and not x.startswith("{")]
+    assert len(lines) == 1, done.stderr
+    assert ("refused ANTHROPIC_API_KEY" if api == "refuses" else "cannot reach") in lines[0]
+    assert "Traceback" not in done.stderr
+    assert not Path(env["CASCADE_DATABASE_URL"].removeprefix("sqlite:///")).exists()

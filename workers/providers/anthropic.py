@@ -292,6 +292,11 @@ class AnthropicProvider:
             )
         except anthropic.APIStatusError as exc:
             raise map_status_error(exc, self._api_key) from exc
+        except anthropic.APITimeoutError as exc:
+            raise TransientError(f"timeout: no reply within {self._timeout_s:g} s") from exc
+        except anthropic.APIConnectionError as exc:
+            cause = type(exc.__cause__ or exc).__name__
+            raise TransientError(f"connection error: {cause}") from exc
         except anthropic.APIError as exc:
             raise TransientError(f"api error: {type(exc).__name__}") from exc
         except TypeError as exc:
