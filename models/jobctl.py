@@ -19,6 +19,8 @@ from models.repo import ITEMS, JOBS, UNFINISHED, utcnow
 CANCELLED = "cancelled by the user"
 WAITING = ("pending", "fallback")  # on a queue (or meant to be), not leased by anyone
 LEASED = ("running", "fallback_running")
+# Outcomes of a call the API answered (HTTP 200), even if the answer was not accepted.
+REPLIED = ("ok", "refusal", "malformed")
 
 
 def stop_job(session: Session, job_id: int, message: str) -> None:
@@ -141,9 +143,9 @@ def seconds_ago(seconds: float) -> datetime:
 
 
 def fail_if_no_call_passed(session: Session, job_id: int) -> bool:
-    """A finished job with failed items and not one model call that answered failed as a
-    job: every call failed permanently (a retired model, a refused request). Its message
-    gives the commonest reason. True if it changed."""
+    """A finished job with failed items and not one model call the API answered (even
+    with a refusal) failed as a job: every call failed permanently (a retired model, a
+    refused request). Its message gives the commonest reason. True if it changed."""
     from sqlalchemy import func
 
     from models.repo import ATTEMPTS
@@ -153,7 +155,7 @@ def fail_if_no_call_passed(session: Session, job_id: int) -> bool:
         .where(
             ATTEMPTS.c.job_id == job_id,
             ATTEMPTS.c.role.not_in(("rules", "shadow")),
-            ATTEMPTS.c.outcome == "ok",
+            ATTEMPTS.c.outcome.in_(REPLIED),
         )
         .limit(1)
     ).first()
