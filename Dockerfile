@@ -17,14 +17,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # glob so that a checkout without it still builds. The build folder is removed afterwards:
 # the installed package is all the image needs.
 WORKDIR /src
-COPY pyproject.toml README.md* ./
+COPY pyproject.toml constraints.txt README.md* ./
 COPY cascade/ cascade/
 COPY common/ common/
 COPY models/ models/
 COPY migrations/ migrations/
 COPY tasks/ tasks/
 COPY workers/ workers/
-RUN pip install . && cd / && rm -rf /src
+# constraints.txt pins every dependency to what CI tested
+RUN pip install -c constraints.txt . && cd / && rm -rf /src
 
 # Run as an unprivileged user; /app is its writable working directory (the embedded
 # SQLite default and `cascade report` output land here when no volume is mounted).
@@ -41,6 +42,9 @@ CMD ["cascade", "--help"]
 FROM app AS flower
 USER root
 RUN pip install "flower==2.2.0"
+# /healthcheck answers once Flower serves; compose polls it
+HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5555/healthcheck', timeout=4)"
 USER cascade
 EXPOSE 5555
 CMD ["celery", "-A", "tasks.app", "flower", "--port=5555"]

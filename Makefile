@@ -44,4 +44,4 @@ soak: $(STAMP)
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) cascade.db cascade.db-* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) cascade.db cascade.db-* cascade-demo.db cascade-demo.db-* .pytest_cache .mypy_cache .ruff_cache

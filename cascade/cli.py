@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import gc
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cascade.cliutil import app, ensure_schema, err, fail, find_job, out, parse_usd, setup
+from cascade.cliutil import app, ensure_schema, fail, find_job, out, parse_usd, setup
+from cascade.offline import Offline
+from cascade.progress import tier_names, waiting_by_tier
 from common.settings import get_settings
 
 
@@ -25,103 +25,28 @@ def submit(
     budget: Annotated[
         str | None, typer.Option(help="spend cap for the job in USD, e.g. 25.00")
     ] = None,
+    offline: Offline = False,
 ) -> None:
-    """Stream FILE into a job and start the cascade on it."""
+    """Stream FILE into a job and start the cascade on it (again: finish what is left)."""
     setup()
-    from tasks.embedded import embedded_worker
-    from tasks.runtime import get_runtime
-    from tasks.submit import SubmitError
-    from tasks.submit import submit as do_submit
-    from workers.intake import InputError
+    from cascade.jobrun import run_submit
     from workers.pipeline import PipelineError, load_pipeline
 
     try:
         pipe = load_pipeline(pipeline)
     except PipelineError as exc:
         raise fail(str(exc)) from None
-    ensure_schema()
     budget_nanos = parse_usd(budget) if budget is not None else None
-    settings = get_settings()
     name = job_name or f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    rt = get_runtime()
-    queues = [*pipe.queues, "cascade.fallback"]
-    if settings.embedded:
-        if not wait:
-            err.print(
-                "[dim]embedded runtime: processing in this process, so waiting for the job[/dim]"
-            )
-        ctx: Any = embedded_worker(queues)
-    else:
-        from contextlib import nullcontext
-
-        ctx = nullcontext()
-    # What is loaded by now (modules, tables, the engine) lives as long as the process:
-    # kept out of the collector's way, a million-line file costs ~15 % less CPU.
-    gc.freeze()
-    with ctx:
-        try:
-            result = do_submit(rt, file, pipe, name, budget_nanos=budget_nanos)
-        except (InputError, SubmitError) as exc:
-            raise fail(str(exc)) from None
-        c = result.counts
-        verb = "created" if result.created else "added to"
-        out.print(
-            f"job [bold]{result.job_id}[/bold] ({result.job_name}) {verb}: "
-            f"{c['items_added']:,} new items, {c['items_existing']:,} already in the job, "
-            f"{c['lines_rejected']:,} lines rejected"
-        )
-        if wait or settings.embedded:
-            wait_for_job(result.job_id)
-    if wait or settings.embedded:
-        from cascade.cli_report import print_job_report
-
-        print_job_report(str(result.job_id), "table")
-
-
-def wait_for_job(job_id: int) -> None:
-    from models.reports import progress
-    from tasks.runtime import get_runtime
-
-    rt = get_runtime()
-    with Progress(
-        TextColumn("[bold]job {task.fields[job]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[tiers]}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("run", total=None, job=job_id, tiers="")
-        while True:
-            with rt.sessions() as session:
-                p = progress(session, job_id)
-                job = find_job(session, str(job_id))
-                status, names, message = job.status, _tier_names(job), job.message
-            waiting = _waiting_by_tier(p, names)
-            tiers = "  ".join(f"{k} {v}" for k, v in waiting.items() if v)
-            bar.update(task, total=p["total"], completed=p["done"] + p["failed"], tiers=tiers)
-            if status in ("done", "failed"):
-                break
-            in_flight = sum(p.get(s, 0) for s in ("pending", "running", "fallback"))
-            if status == "paused" and not in_flight + p.get("fallback_running", 0):
-                err.print(f"[yellow]job {job_id} paused[/yellow]: {message}")
-                break
-            time.sleep(0.25)
-
-
-def _tier_names(job: Any) -> list[str]:
-    return [t["name"] for t in job.pipeline["tiers"]]
-
-
-def _waiting_by_tier(p: dict[str, int], names: list[str]) -> dict[str, int]:
-    """Unfinished items per tier, from progress()'s ``status:tier_index`` keys."""
-    out = dict.fromkeys(names, 0)
-    for key, count in p.items():
-        _, sep, index = key.partition(":")
-        if sep and index.isdigit() and int(index) < len(names):
-            out[names[int(index)]] += count
-    return out
+    run_submit(
+        file,
+        pipe,
+        name,
+        wait=wait,
+        budget_nanos=budget_nanos,
+        offline=offline,
+        pipe_path=pipeline,
+    )
 
 
 @app.command()
@@ -136,6 +61,8 @@ def status(job: Annotated[str, typer.Argument(help="job id or name")]) -> None:
         j = find_job(session, job)
         p = progress(session, j.id)
     out.print(f"job {j.id} ({j.name}) · {j.pipeline_name} · [bold]{j.status}[/bold]")
+    if j.message:
+        out.print(f"[yellow]{j.message}[/yellow]", soft_wrap=True)
     out.print(f"finished {p['done'] + p['failed']:,} of {p['total']:,}")
     for name in (
         "pending",
@@ -148,8 +75,12 @@ def status(job: Annotated[str, typer.Argument(help="job id or name")]) -> None:
     ):
         if p.get(name):
             out.print(f"  {name:<20}{p[name]:>10,}")
-    for tier, count in _waiting_by_tier(p, _tier_names(j)).items():
+    for tier, count in waiting_by_tier(p, tier_names(j)).items():
         out.print(f"  unfinished at {tier:<9}{count:>10,}")
+    if not get_settings().embedded:
+        from cascade.fleetview import print_fleet
+
+        print_fleet([f"tier.{t}" for t in tier_names(j)] + ["cascade.fallback"])
 
 
 @app.command()
@@ -157,12 +88,13 @@ def jobs(limit: Annotated[int, typer.Option(help="how many")] = 20) -> None:
     """The latest jobs."""
     setup()
     ensure_schema()
-    from rich.table import Table
-
+    from cascade.fmt import FitTable
     from models.repo import list_jobs
     from tasks.runtime import get_runtime
 
-    table = Table("id", "name", "pipeline", "status", "created", "finished")
+    table = FitTable("id", "name", "pipeline", "status", "created", "finished", keep=(0, 1, 2, 3))
+    for col in table.columns[1:3]:
+        col.overflow = "fold"  # a name is what the user types: wrapped, never cut
     with get_runtime().sessions() as session:
         for j in list_jobs(session, limit):
             table.add_row(
@@ -170,7 +102,7 @@ def jobs(limit: Annotated[int, typer.Option(help="how many")] = 20) -> None:
                 j.name,
                 j.pipeline_name,
                 j.status,
-                f"{j.created_at:%Y-%m-%d %H:%M}",
+                f"{j.created_at:%m-%d %H:%M}",
                 f"{j.finished_at:%H:%M:%S}" if j.finished_at else "",
             )
     out.print(table)
@@ -202,6 +134,9 @@ def worker(
     ] = None,
     concurrency: Annotated[int, typer.Option(help="worker processes")] = 2,
     loglevel: Annotated[str, typer.Option(help="log level")] = "INFO",
+    beat: Annotated[
+        bool, typer.Option(help="also run the beat (sweeper, rollup): on exactly one worker")
+    ] = False,
 ) -> None:
     """Run a Celery worker on the distributed runtime (Redis broker, Postgres)."""
     setup()
@@ -214,9 +149,11 @@ def worker(
     from tasks.app import app as celery_app
 
     qs = queues or settings.queues
-    celery_app.worker_main(
-        ["worker", "-Q", qs, "--concurrency", str(concurrency), "--loglevel", loglevel]
-    )
+    # no gossip or mingle: workers share state through Postgres and Redis, not through
+    # each other, and gossip is what printed tracebacks when Redis restarted
+    argv = ["worker", "-Q", qs, "--concurrency", str(concurrency), "--loglevel", loglevel, "-E"]
+    argv += ["--without-gossip", "--without-mingle"]
+    celery_app.worker_main([*argv, *(["-B", "-s", ".celerybeat-schedule"] if beat else [])])
 
 
 @app.command()
@@ -232,9 +169,14 @@ def migrate() -> None:
 
 @app.command()
 def sweep(idle: Annotated[int, typer.Option(help="seconds an item may wait unsent")] = 120) -> None:
-    """Re-send items whose message was lost or whose worker died."""
+    """Re-send items whose message was lost or whose worker died (distributed runtime)."""
     setup()
     ensure_schema()
+    if get_settings().embedded:
+        raise fail(
+            "the embedded runtime has no broker that outlives a command, so there is nothing "
+            "to sweep into: `cascade resume JOB` (or the same submit again) finishes a job"
+        )
     from tasks.publish import sweep_once
     from tasks.runtime import get_runtime
 
@@ -254,10 +196,12 @@ def main() -> None:
     from cascade import (  # noqa: F401
         cli_backfill,
         cli_chaos,
+        cli_jobs,
         cli_ops,
         cli_report,
         cli_review,
         cli_tune,
     )
+    from cascade.cliutil import guarded
 
-    app()
+    guarded(app)

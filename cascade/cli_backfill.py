@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cascade.cliutil import app, ensure_schema, err, fail, out, setup
+from cascade.offline import Offline
 from common.settings import get_settings
 
 if TYPE_CHECKING:
@@ -153,6 +154,7 @@ def backfill(
     list_: Annotated[
         bool, typer.Option("--list", help="the scheduled backfills and the last runs")
     ] = False,
+    offline: Offline = False,
 ) -> None:
     """Classify what is new in SOURCE since the last run (a watermark per pipeline and source)."""
     setup()
@@ -162,10 +164,7 @@ def backfill(
         return
     from pydantic import ValidationError
 
-    from tasks.backfill import BackfillSpec, batch_report, find_backfill, run_backfill
-    from tasks.runtime import get_runtime
-    from tasks.submit import SubmitError
-    from workers.intake import InputError
+    from tasks.backfill import BackfillSpec, find_backfill
     from workers.pipeline import PipelineError
 
     if mode not in (None, "batch", "realtime"):
@@ -197,18 +196,31 @@ def backfill(
             )
     except (LookupError, ValueError, ValidationError) as exc:
         raise fail(str(exc)) from None
+    from cascade.jobrun import models_for
+    from workers.pipeline import load_pipeline
+
+    try:
+        pipe = load_pipeline(spec.pipeline)
+    except PipelineError as exc:
+        raise fail(str(exc)) from None
+    with models_for(pipe, offline):
+        _run(spec, pipe, wait)
+
+
+def _run(spec: Any, pipe: Any, wait: bool) -> None:
+    from tasks.backfill import batch_report, run_backfill
+    from tasks.runtime import get_runtime
+    from tasks.submit import SubmitError
+    from workers.intake import InputError
+    from workers.pipeline import PipelineError
+
     settings = get_settings()
     rt = get_runtime()
     ctx: Any
     if settings.embedded:
         from tasks.embedded import embedded_worker
-        from workers.pipeline import load_pipeline
 
-        try:
-            queues = [*load_pipeline(spec.pipeline).queues, "cascade.fallback"]
-        except PipelineError as exc:
-            raise fail(str(exc)) from None
-        ctx = embedded_worker(queues)
+        ctx = embedded_worker([*pipe.queues, "cascade.fallback"])
     else:
         from contextlib import nullcontext
 

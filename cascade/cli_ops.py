@@ -8,55 +8,23 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cascade.cliutil import app, ensure_schema, fail, find_job, out, parse_usd, setup
+from cascade.cliutil import app, ensure_schema, fail, out, parse_usd, setup
+from cascade.offline import Offline
 
 
 @app.command()
 def resume(
     job: Annotated[str, typer.Argument(help="job id or name")],
     budget: Annotated[str | None, typer.Option(help="new spend cap for the job, USD")] = None,
+    wait: Annotated[bool, typer.Option(help="wait until the job is done")] = False,
+    offline: Offline = False,
 ) -> None:
-    """Continue a paused job (spend limit or budget): its waiting items go back on their queues."""
+    """Finish a job: paused (spend limit, budget), stopped on its API key, or interrupted."""
     setup()
-    ensure_schema()
-    from contextlib import nullcontext
-
-    from cascade.cli import wait_for_job
-    from cascade.cli_report import print_job_report
-    from common.lifecycle import Phase
-    from common.settings import get_settings
-    from models import repo
-    from tasks.embedded import embedded_worker
-    from tasks.messages import Message, chunks
-    from tasks.publish import publish, sweep_once
-    from tasks.runtime import get_runtime
+    from cascade.jobrun import run_resume
 
     budget_nanos = parse_usd(budget) if budget is not None else None
-    rt = get_runtime()
-    with rt.sessions.begin() as session:
-        j = find_job(session, job)
-        if j.status != "paused":
-            raise fail(f"job {j.id} is {j.status}, not paused")
-        job_id, queues = j.id, [*(f"tier.{t['name']}" for t in j.pipeline["tiers"])]
-        groups = repo.resume_job(session, job_id, budget_nanos)
-    embedded = get_settings().embedded
-    ctx = embedded_worker([*queues, "cascade.fallback"]) if embedded else nullcontext()
-    with ctx:
-        publish(
-            rt,
-            [
-                Message(Phase.TIER, job_id, t, c)
-                for t, ids in groups
-                for c in chunks(ids, rt.batch_size(job_id, t))
-            ],
-        )
-        out.print(f"job {job_id} resumed: {sum(len(ids) for _, ids in groups):,} items sent again")
-        if embedded:
-            # the in-memory broker died with the process that paused: re-send what it held
-            sweep_once(rt, idle_s=0)
-            wait_for_job(job_id)
-    if embedded:
-        print_job_report(str(job_id), "table")
+    run_resume(job, budget_nanos, wait=wait, offline=offline)
 
 
 @app.command()

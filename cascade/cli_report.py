@@ -29,7 +29,7 @@ def build_report(session: Any, job: Any, scope: Any, prices: Any) -> dict[str, A
     from cascade.cli_review import add_reviews
     from cascade.render import add_sections, job_report
     from models import analytics as an
-    from models.reports import job_totals, tier_rows
+    from models.reports import job_totals, served_by_fake, tier_rows
 
     an.for_reports(session)
     funnel = an.funnel(session, scope)
@@ -56,6 +56,7 @@ def build_report(session: Any, job: Any, scope: Any, prices: Any) -> dict[str, A
     from models.cache_report import cache_by_tier, reuse_summary
 
     add_cache_sections(report, cache_by_tier(session, scope), reuse_summary(session, scope), prices)
+    report["offline"] = served_by_fake(session, tuple(scope.job_ids))
     return report
 
 

@@ -17,11 +17,20 @@ from rich.panel import Panel
 from common.settings import get_settings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+DEMO_DB = "cascade-demo.db"
 
 
 def run_demo(submit: Callable[..., Any]) -> None:
     console = Console(stderr=True)
     examples = EXAMPLES if EXAMPLES.is_dir() else Path.cwd() / "examples"
+    if not os.environ.get("CASCADE_DATABASE_URL"):
+        # the demo's jobs go in a database of their own, never in the user's cascade.db
+        os.environ["CASCADE_DATABASE_URL"] = f"sqlite:///{DEMO_DB}"
+        console.print(
+            f"[dim]demo jobs go to {DEMO_DB} (your cascade.db is left alone); look again with "
+            f"CASCADE_DATABASE_URL=sqlite:///{DEMO_DB} cascade report[/dim]",
+            soft_wrap=True,
+        )
     server = None
     if not os.environ.get("ANTHROPIC_API_KEY"):
         from cascade.fakeapi import FakeServer

@@ -23,7 +23,17 @@ def _safe(name: str, fix: str, probe: Callable[[], str]) -> Check:
     except Exception as exc:
         from common.logs import redact_text
 
-        return Check(name, False, redact_text(f"{type(exc).__name__}: {exc}")[:300], fix)
+        return Check(name, False, redact_text(plain_reason(exc))[:300], fix)
+
+
+def plain_reason(exc: BaseException) -> str:
+    """What went wrong in words, not a class name: a driver's message (its first line:
+    the rest is SQL and links), or the exception's own message whole."""
+    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    if isinstance(orig, BaseException):
+        lines = [x for x in str(orig).strip().splitlines() if x.strip()]
+        return lines[0].strip() if lines else type(orig).__name__
+    return str(exc).strip() or type(exc).__name__
 
 
 def _database(settings: Settings) -> Check:
@@ -53,6 +63,28 @@ def _redis(name: str, url: str | None, fix: str) -> Check:
         return "reachable"
 
     return _safe(name, fix, probe)
+
+
+def _workers(settings: Settings) -> Check:
+    """Live workers (Celery's remote control) and what waits on each queue."""
+    queues = [q for q in settings.queues.split(",") if q]
+
+    def probe() -> str:
+        from tasks.fleet import live_workers, queue_depths, serving
+
+        workers = live_workers(timeout_s=1.5)
+        depths = queue_depths(queues)
+        served = serving(workers, queues)
+        waiting = ", ".join(f"{q} {depths[q]:,} waiting" for q in queues)
+        missing = [q for q in queues if not served[q]]
+        if missing:
+            raise RuntimeError(
+                f"{len(workers)} live worker(s); nothing consumes {', '.join(missing)} ({waiting})"
+            )
+        return f"{len(workers)} live worker(s); {waiting}"
+
+    fix = f"start one: cascade worker --queues {','.join(queues)} (one of them with --beat)"
+    return _safe("workers", fix, probe)
 
 
 def _pipeline(path: Path, settings: Settings) -> Check:
@@ -109,13 +141,16 @@ def _prompt_cache(path: Path, settings: Settings) -> Check:
 
 
 def _api_key(settings: Settings, model: str) -> Check:
+    if settings.offline:
+        return Check("model API", True, "offline (CASCADE_OFFLINE): the built-in fake, no key")
     key = settings.anthropic_api_key
     if key is None:
         return Check(
             "model API",
             False,
             "ANTHROPIC_API_KEY is not set",
-            "export ANTHROPIC_API_KEY=... (or ANTHROPIC_API_KEY_FILE=/run/secrets/...)",
+            "export ANTHROPIC_API_KEY=... (or ANTHROPIC_API_KEY_FILE=/run/secrets/...), "
+            "or run without a model: --offline / CASCADE_OFFLINE=1",
         )
 
     def probe() -> str:
@@ -162,6 +197,8 @@ def run_checks(pipelines: list[Path], model: str) -> list[Check]:
             "start Redis or fix CASCADE_REDIS_URL",
         )
     )
+    if not settings.embedded:
+        checks.append(_workers(settings))
     for path in pipelines:
         checks.append(_pipeline(path, settings))
         if checks[-1].ok:  # a broken pipeline is reported once, above

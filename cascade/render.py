@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, TextIO
 
-from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from cascade.fmt import FitTable, money
 from models import analytics as an
 from models.reports import JobTotals, OutcomeRow, TierRow, nanos_to_usd
 from workers.pricing import PriceTable, UnknownModelError
@@ -29,7 +29,7 @@ LOW_ESCALATION = 0.02
 
 
 def _usd(value: Decimal) -> str:
-    return f"${value:.4f}"
+    return money(value)
 
 
 def _plain(value: Decimal) -> str:
@@ -44,8 +44,18 @@ def job_report(job: Any, totals: JobTotals, tiers: list[TierRow]) -> dict[str, A
     label): the job keys are then None.
     """
     cost = nanos_to_usd(totals.cost_nanos)
-    baseline = nanos_to_usd(totals.baseline_nanos)
-    savings = float((baseline - cost) / baseline * 100) if totals.baseline_nanos else 0.0
+    # Savings compare finished items only: their cost against what they would have cost
+    # on the last tier (an unfinished item has a cost so far and no baseline yet).
+    done_cost = nanos_to_usd(totals.finished_cost_nanos)
+    baseline = nanos_to_usd(totals.finished_baseline_nanos)
+    savings = float((baseline - done_cost) / baseline * 100) if baseline else 0.0
+    unfinished = (
+        totals.items_total
+        - totals.items_done
+        - totals.items_failed
+        - totals.by_status.get("budget_capped", 0)
+        - totals.by_status.get("review", 0)
+    )
     return {
         "job_id": None if job is None else job.id,
         "job_name": None if job is None else job.name,
@@ -57,11 +67,8 @@ def job_report(job: Any, totals: JobTotals, tiers: list[TierRow]) -> dict[str, A
         "items_budget_capped": totals.by_status.get("budget_capped", 0),
         "items_paused_budget": totals.by_status.get("paused_budget", 0),
         "items_review": totals.by_status.get("review", 0),  # final for the machine
-        "items_unfinished": totals.items_total
-        - totals.items_done
-        - totals.items_failed
-        - totals.by_status.get("budget_capped", 0)
-        - totals.by_status.get("review", 0),
+        "items_unfinished": unfinished,
+        "partial": unfinished > 0,
         "budget_usd": _plain(nanos_to_usd(job.budget_nanos))
         if job is not None and job.budget_nanos is not None
         else None,
@@ -69,11 +76,13 @@ def job_report(job: Any, totals: JobTotals, tiers: list[TierRow]) -> dict[str, A
         "message": None if job is None else job.message,
         "lines_rejected": totals.lines_rejected,
         "model_calls": totals.model_calls,
+        "steps_not_sent": totals.steps_not_sent,
         "input_tokens": totals.input_tokens,
         "output_tokens": totals.output_tokens,
         "cost_usd": _plain(cost),
+        "finished_cost_usd": _plain(done_cost),
         "baseline_cost_usd": _plain(baseline),
-        "savings_usd": _plain(baseline - cost),
+        "savings_usd": _plain(baseline - done_cost),
         "savings_pct": round(savings, 2),
         "tiers": [
             {
@@ -84,6 +93,7 @@ def job_report(job: Any, totals: JobTotals, tiers: list[TierRow]) -> dict[str, A
                 "escalated": t.escalated,
                 "failed": t.failed,
                 "calls": t.calls,
+                "not_sent": t.not_sent,
                 "fallbacks": t.fallbacks,
                 "input_tokens": t.input_tokens,
                 "output_tokens": t.output_tokens,
@@ -104,15 +114,15 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
             f"Job {report['job_id']} · {report['job_name']} · {report['pipeline']} · "
             f"{report['status']}"
         )
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = FitTable(title=title)
     for col in (
         "tier",
         "in",
-        "accept",
-        "escal",
+        "acc",
+        "esc",
         "fail",
         "calls",
-        "fallbk",
+        "fb",
         "cost",
         "p50ms",
         "p95ms",
@@ -132,17 +142,27 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
             "-" if t["p95_ms"] is None else str(t["p95_ms"]),
         )
     console.print(table)
+    review = report.get("items_review", 0)
     console.print(
         f"items {report['items_total']:,}: done {report['items_done']:,}, "
-        f"failed {report['items_failed']:,}, in review {report.get('items_review', 0):,}, "
-        f"unfinished {report['items_unfinished']:,}; "
-        f"rejected input lines {report['lines_rejected']:,}"
+        f"failed {report['items_failed']:,}, "
+        + (f"in review {review:,}, " if review else "")
+        + f"unfinished {report['items_unfinished']:,}; "
+        f"rejected input lines {report['lines_rejected']:,}",
+        soft_wrap=True,
     )
-    console.print(
-        f"cost {_usd(Decimal(report['cost_usd']))} vs {_usd(Decimal(report['baseline_cost_usd']))} "
-        f"all on the last tier (estimate): saved {_usd(Decimal(report['savings_usd']))} "
-        f"([bold]{report['savings_pct']:.1f}%[/bold])"
-    )
+    console.print(savings_line(report), soft_wrap=True)
+    if report.get("offline"):
+        console.print(
+            "[yellow]offline[/yellow]: these calls went to the built-in fake Messages API, "
+            "not a real model",
+            soft_wrap=True,
+        )
+    if report.get("steps_not_sent"):
+        console.print(
+            f"[dim]{report['steps_not_sent']:,} model steps sent no request "
+            "(breaker open or a drill): not counted as calls[/dim]"
+        )
     if report.get("budget_usd") is not None or report.get("items_budget_capped"):
         console.print(
             f"budget {_usd(Decimal(report['budget_usd'] or '0'))}, "
@@ -152,6 +172,22 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         )
     if report.get("message"):
         console.print(f"[yellow]{report['status']}[/yellow]: {report['message']}")
+
+
+def savings_line(report: dict[str, Any]) -> str:
+    """Cost against the all-last-tier baseline, over finished items; a partial job says so."""
+    cost, base = Decimal(report["finished_cost_usd"]), Decimal(report["baseline_cost_usd"])
+    line = (
+        f"cost {money(cost)} vs {money(base)} all on the last tier (estimate): "
+        f"saved {money(Decimal(report['savings_usd']))} ([bold]{report['savings_pct']:.1f}%[/bold])"
+    )
+    if not report.get("partial"):
+        return line
+    done = report["items_total"] - report["items_unfinished"]
+    return (
+        f"[yellow]partial[/yellow]: over the {done:,} finished items of {report['items_total']:,}, "
+        f"{line}; spent so far {money(Decimal(report['cost_usd']))}"
+    )
 
 
 def outcome_dict(row: OutcomeRow) -> dict[str, Any]:
@@ -197,8 +233,9 @@ def _pct(part: int, whole: int) -> float:
 
 
 def escalation_warning(tier: an.FunnelTier, last: bool) -> str | None:
-    """The funnel's warning for one tier, or None."""
-    if tier.entered == 0 or last:
+    """The funnel's warning for one tier, or None. A free tier (rules, local: no model
+    call) escalating most items is doing its job: it takes only what it is sure of."""
+    if tier.entered == 0 or last or (tier.calls == 0 and tier.not_sent == 0):
         return None
     if tier.escalation_rate > HIGH_ESCALATION:
         return "cascading too aggressively: escalates more than half its items"
@@ -392,13 +429,15 @@ def add_sections(
 
 
 def _table(title: str, columns: list[str]) -> Table:
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    t = FitTable(title=title)
     for n, col in enumerate(columns):
         t.add_column(col, justify="left" if n == 0 else "right", no_wrap=True)
     return t
 
 
 def _s(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
     return "-" if value is None else str(value)
 
 

@@ -14,6 +14,8 @@ from decimal import Decimal
 from html import escape
 from typing import Any
 
+from cascade.fmt import money
+
 W, H = 560, 260  # chart size
 ML, MR, MT, MB = 64, 40, 30, 50  # margins: left, right, top, bottom
 COLORS = {
@@ -28,14 +30,31 @@ COLORS = {
     "p99_ms": "#1e3a8a",
     "max_ms": "#111827",
     "rate": "#f59e0b",
+    "answers": "#6366f1",
+}
+# What a legend says for a series (the report's keys are for programs)
+LEGEND = {
+    "entered": "in",
+    "p50_ms": "p50",
+    "p95_ms": "p95",
+    "p99_ms": "p99",
+    "max_ms": "max",
+    "baseline": "all on the last tier",
+    "answers": "answers",
 }
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#111827}
-h1{font-size:22px}h2{font-size:17px;margin-top:28px}
+.tiles{display:flex;flex-wrap:wrap;gap:12px;margin:12px 0}
+.tile{flex:1 1 160px;border:1px solid #e5e7eb;border-radius:8px;padding:10px 14px}
+.tile b{display:block;font-size:24px}.tile span{font-size:12px;color:#6b7280}
+.note{background:#fef3c7;border:1px solid #f59e0b;border-radius:6px;padding:6px 10px}
+.none{color:#6b7280;font-style:italic}table{width:100%}
+.grid figure{flex:1 1 420px}.grid svg{width:100%;height:auto}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px}h3{font-size:14px;margin:14px 0 4px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}
 th,td{padding:3px 10px;border-bottom:1px solid #e5e7eb;text-align:right}
 th:first-child,td:first-child{text-align:left}
-.warn{color:#b45309}.grid{display:flex;flex-wrap:wrap;gap:16px}
+.warn{color:#b45309}.grid{display:flex;flex-wrap:wrap;gap:16px;width:100%}
 figure{margin:0;border:1px solid #e5e7eb;border-radius:6px;padding:8px}
 figcaption{font-size:13px;font-weight:600;margin-bottom:4px}
 svg text{font-size:11px;fill:#374151}
@@ -68,7 +87,7 @@ def _fmt(v: float) -> str:
         return f"{v:,.0f}"
     if abs(v) >= 1:
         return f"{v:.2f}".rstrip("0").rstrip(".")
-    return f"{v:.4g}"
+    return f"{v:.4f}".rstrip("0").rstrip(".")
 
 
 def bar_chart(
@@ -98,12 +117,13 @@ def bar_chart(
         x0 = ML + g * slot + slot * 0.1
         for s, (sname, vals) in enumerate(series):
             v = vals[g] if g < len(vals) else 0.0
+            shown = LEGEND.get(sname, sname)
             h = ph * v / top
             parts.append(
                 f'<rect class="bar" x="{x0 + s * bw:.1f}" y="{MT + ph - h:.1f}" '
                 f'width="{max(bw - 1, 1):.1f}" height="{h:.1f}" '
-                f'fill="{COLORS.get(sname, "#6b7280")}"><title>{_e(name)} {_e(sname)}: '
-                f"{unit}{_fmt(v)}</title></rect>"
+                f'fill="{COLORS.get(sname, "#6b7280")}"><title>{_e(name)} {_e(shown)}: '
+                f"{money(v) if unit == '$' else unit + _fmt(v)}</title></rect>"
             )
         label = name if len(groups) <= 12 or g % max(1, len(groups) // 12) == 0 else ""
         parts.append(
@@ -134,7 +154,7 @@ def bar_chart(
         x = ML + s * 110
         color = COLORS.get(sname if sname in COLORS else "rate", "#6b7280")
         parts.append(f'<rect x="{x}" y="{H - 18}" width="10" height="10" fill="{color}"/>')
-        parts.append(f'<text x="{x + 14}" y="{H - 9}">{_e(sname)}</text>')
+        parts.append(f'<text x="{x + 14}" y="{H - 9}">{_e(LEGEND.get(sname, sname))}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -183,6 +203,13 @@ def charts(r: dict[str, Any]) -> dict[str, str]:
         spend[d["day"]] += _usd(d["cost_usd"])
         items[d["day"]] += d["items"]
         escalated[d["day"]] += d["escalated"]
+    hist: dict[str, int] = defaultdict(int)
+    for b in r.get("confidence", {}).get("histogram", []):
+        hist[b["bucket"]] += b["answers"]
+    buckets = sorted(hist)
+    out["chart-confidence"] = bar_chart(
+        "chart-confidence", buckets, [("answers", [float(hist[b]) for b in buckets])]
+    )
     days = sorted(spend)
     out["chart-daily"] = bar_chart(
         "chart-daily",
@@ -197,10 +224,59 @@ def charts(r: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
+def _table(headers: list[str], rows: list[list[Any]], title: str = "") -> str:
+    heading = f"<h3>{_e(title)}</h3>" if title else ""
+    if not rows:
+        return f'{heading}<p class="none">none</p>'
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"{heading}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _m(value: Any) -> str:
+    return "-" if value is None else _e(money(str(value)))
+
+
+def _n(value: Any) -> str:
+    return _e(f"{value:,}") if isinstance(value, int) else _e("-" if value is None else value)
+
+
+def _partial(r: dict[str, Any]) -> str:
+    if not r.get("partial"):
+        return ""
+    done = r["items_total"] - r["items_unfinished"]
+    return f"<b>partial</b>: over the {done:,} finished items of {r['items_total']:,}: "
+
+
+def _offline_note(r: dict[str, Any]) -> str:
+    if not r.get("offline"):
+        return ""
+    return (
+        '<p class="note">Offline: these numbers come from Cascade\'s built-in fake '
+        "Messages API, not a real model (its answers, tokens and latencies are simulated; "
+        "the costs are what those tokens would cost).</p>"
+    )
+
+
+def tiles(r: dict[str, Any]) -> str:
+    """The headline: saved %, cost per 1,000 items, items, escalation rate."""
+    finished = r["items_total"] - r["items_unfinished"]
+    cost = Decimal(str(r.get("finished_cost_usd", r["cost_usd"])))
+    per_k = money(cost / finished * 1000) if finished else "-"
+    funnel = r.get("funnel", [])
+    first = funnel[0] if funnel else None
+    rate = f"{first['escalation_rate'] * 100:.1f}%" if first else "-"
+    values = [
+        (f"{r['savings_pct']:.1f}%", "saved against all on the last tier"),
+        (per_k, "cost per 1,000 items"),
+        (f"{r['items_total']:,}", "items"),
+        (rate, "escalated past the first tier"),
+    ]
+    return (
+        '<div class="tiles">'
+        + "".join(f'<div class="tile"><b>{_e(v)}</b><span>{_e(k)}</span></div>' for v, k in values)
+        + "</div>"
+    )
 
 
 def render_html(r: dict[str, Any]) -> str:
@@ -217,21 +293,30 @@ def render_html(r: dict[str, Any]) -> str:
     c = r.get("cost", {})
     rel = r.get("reliability", {})
     lat = r.get("latency", {})
+    days = sorted({d["day"] for d in r.get("daily", [])})
+    daily = fig("chart-daily", "Spend and escalation rate per day")
+    if len(days) < 2:  # one bar is no chart: say it in words
+        said = f"<p>all on {_e(days[0])}</p>" if days else '<p class="none">none</p>'
+        daily = f"<figure><figcaption>Spend per day</figcaption>{said}</figure>"
     sections = [
         f"<h1>{_e(title)}</h1>",
-        f"<p>items {_e(r['items_total'])}: done {_e(r['items_done'])}, failed "
-        f"{_e(r['items_failed'])}, unfinished {_e(r['items_unfinished'])}; rejected input "
-        f"lines {_e(r['lines_rejected'])}</p>",
-        f"<p>cost <b>${_e(r['cost_usd'])}</b> vs ${_e(r['baseline_cost_usd'])} all on the last "
-        f"tier (estimate): saved ${_e(r['savings_usd'])} (<b>{_e(r['savings_pct'])}%</b>); "
-        f"realtime ${_e(c.get('realtime_usd'))}, batch ${_e(c.get('batch_usd'))}, cache saved "
-        f"${_e(c.get('cache_savings_usd'))}; per item mean ${_e(c.get('per_item_mean_usd'))}, "
-        f"p95 ${_e(c.get('per_item_p95_usd'))}</p>",
+        _offline_note(r),
+        tiles(r),
+        f"<p>items {_n(r['items_total'])}: done {_n(r['items_done'])}, failed "
+        f"{_n(r['items_failed'])}, unfinished {_n(r['items_unfinished'])}; rejected input "
+        f"lines {_n(r['lines_rejected'])}</p>",
+        f"<p>{_partial(r)}cost <b>{_m(r.get('finished_cost_usd', r['cost_usd']))}</b> vs "
+        f"{_m(r['baseline_cost_usd'])} all on the last tier (estimate): saved "
+        f"{_m(r['savings_usd'])} (<b>{_e(r['savings_pct'])}%</b>); "
+        f"realtime {_m(c.get('realtime_usd'))}, batch {_m(c.get('batch_usd'))}, cache saved "
+        f"{_m(c.get('cache_savings_usd'))}; per item mean {_m(c.get('per_item_mean_usd'))}, "
+        f"p95 {_m(c.get('per_item_p95_usd'))}</p>",
         '<div class="grid">',
         fig("chart-funnel", "Funnel: items per tier"),
         fig("chart-cost", "Cost by tier against the baseline (USD)"),
         fig("chart-latency", "Model-call latency per tier (ms)"),
-        fig("chart-daily", "Spend and escalation rate per day"),
+        fig("chart-confidence", "Confidence of the answers (all tiers)"),
+        daily,
         "</div>",
         "<h2>Funnel</h2>",
         _table(
@@ -239,11 +324,11 @@ def render_html(r: dict[str, Any]) -> str:
             [
                 [
                     _e(t["tier"]),
-                    _e(t["entered"]),
-                    _e(t["accepted"]),
-                    _e(t["escalated"]),
-                    _e(t["failed"]),
-                    _e(t["dead_lettered"]),
+                    _n(t["entered"]),
+                    _n(t["accepted"]),
+                    _n(t["escalated"]),
+                    _n(t["failed"]),
+                    _n(t["dead_lettered"]),
                     f"{t['escalation_rate'] * 100:.1f}%",
                     f'<span class="warn">{_e(t["warning"])}</span>' if t["warning"] else "",
                 ]
@@ -256,10 +341,10 @@ def render_html(r: dict[str, Any]) -> str:
             [
                 [
                     _e(x["label"]),
-                    _e(x["items"]),
-                    _e(x["cost_usd"]),
-                    _e(x["baseline_usd"]),
-                    _e(x["savings_usd"]),
+                    _n(x["items"]),
+                    _m(x["cost_usd"]),
+                    _m(x["baseline_usd"]),
+                    _m(x["savings_usd"]),
                 ]
                 for x in c.get("by_label", [])
             ],
@@ -270,7 +355,7 @@ def render_html(r: dict[str, Any]) -> str:
             [
                 [
                     _e(t["tier"]),
-                    _e(t["calls"]),
+                    _n(t["calls"]),
                     _e(t["p50_ms"]),
                     _e(t["p95_ms"]),
                     _e(t["p99_ms"]),
@@ -282,13 +367,14 @@ def render_html(r: dict[str, Any]) -> str:
         f"<p>worst-case full escalation: {_e(lat.get('worst_path_p99_ms'))} ms (sum of tier "
         f"p99s), {_e(lat.get('worst_path_max_ms'))} ms (sum of tier maxima)</p>",
         "<h2>Reliability</h2>",
-        _table(["outcome", "calls"], [[_e(k), _e(v)] for k, v in rel.get("outcomes", {}).items()]),
+        _table(["outcome", "calls"], [[_e(k), _n(v)] for k, v in rel.get("outcomes", {}).items()]),
         _table(
             ["fallback link", "tier", "calls", "ok"],
             [
-                [_e(f["link"]), _e(f["tier"]), _e(f["calls"]), _e(f["ok"])]
+                [_e(f["link"]), _e(f["tier"]), _n(f["calls"]), _n(f["ok"])]
                 for f in rel.get("fallbacks", [])
             ],
+            "Fallback links used",
         ),
         _table(
             ["breaker", "opened", "closed", "seconds", "reason"],
@@ -302,16 +388,18 @@ def render_html(r: dict[str, Any]) -> str:
                 ]
                 for o in rel.get("breaker_openings", [])
             ],
+            "Circuit breaker openings",
         ),
         _table(
             ["dead letter reason", "items"],
-            [[_e(x["error"]), _e(x["items"])] for x in rel.get("dead_letters", [])],
+            [[_e(x["error"]), _n(x["items"])] for x in rel.get("dead_letters", [])],
+            "Dead letters",
         ),
         "<h2>Confidence</h2>",
         _table(
             ["tier", "agreed with final", "pairs", "rate"],
             [
-                [_e(a["tier"]), _e(a["agreed"]), _e(a["pairs"]), f"{a['rate'] * 100:.1f}%"]
+                [_e(a["tier"]), _n(a["agreed"]), _n(a["pairs"]), f"{a['rate'] * 100:.1f}%"]
                 for a in r.get("confidence", {}).get("agreement", [])
             ],
         ),

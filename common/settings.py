@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     sweep_idle_s: int = Field(default=600, ge=1)
     # Most a call's ledger row (and an item's outcome) waits to be committed with others.
     flush_ms: float = Field(default=10.0, ge=0, le=1000)
+    # No real model: commands that call models start the built-in fake (also --offline).
+    offline: bool = False
+    # `submit --wait` / `resume --wait`: nothing finished for this long, look at the fleet
+    stall_s: float = Field(default=30.0, gt=0)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     # Workers default to INFO; interactive commands to WARNING, unless this is set.
     log_level: str | None = None

@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, and_, case, func, select, text
 from sqlalchemy.orm import Session
 
 from models.db import as_utc
-from models.reports import STATUSES, JobTotals, TierRow
+from models.reports import FINISHED, NOT_SENT, STATUSES, JobTotals, TierRow
 from models.tables import Attempt, Item, Job, RejectedLine
 from models.tables_resilience import BreakerEvent, Drill
 from models.views import REPORT_DAILY_BODY, REPORT_DAILY_LIVE
@@ -134,28 +134,33 @@ def for_reports(session: Session) -> None:
 def totals(session: Session, scope: Scope) -> JobTotals:
     """The report's headline numbers over a scope (``reports.job_totals`` for one job)."""
     by_status: dict[str, int] = dict.fromkeys(STATUSES, 0)
-    items_total = cost = baseline = calls = 0
+    items_total = cost = baseline = done_cost = done_baseline = 0
     rows = session.execute(
         select(
             Item.status,
             func.count(),
             func.sum(Item.cost_nanos),
             func.sum(Item.baseline_nanos),
-            func.sum(Item.model_calls),
         )
         .where(*_item_filter(scope))
         .group_by(Item.status)
     )
-    for status, n, c, b, m in rows:
+    for status, n, c, b in rows:
         by_status[status] = _int(n)
         items_total += _int(n)
         cost += _int(c)
         baseline += _int(b)
-        calls += _int(m)
+        if status in FINISHED:
+            done_cost += _int(c)
+            done_baseline += _int(b)
+    is_call = and_(Attempt.role != "rules", Attempt.role != SHADOW)
     tokens = session.execute(
-        select(func.sum(Attempt.input_tokens), func.sum(Attempt.output_tokens)).where(
-            *_attempt_filter(scope)
-        )
+        select(
+            func.sum(Attempt.input_tokens),
+            func.sum(Attempt.output_tokens),
+            func.sum(case((and_(is_call, Attempt.outcome.not_in(NOT_SENT)), 1), else_=0)),
+            func.sum(case((and_(is_call, Attempt.outcome.in_(NOT_SENT)), 1), else_=0)),
+        ).where(*_attempt_filter(scope))
     ).one()
     rejected = session.execute(
         select(func.count())
@@ -171,9 +176,12 @@ def totals(session: Session, scope: Scope) -> JobTotals:
         lines_rejected=_int(rejected),
         cost_nanos=cost,
         baseline_nanos=baseline,
-        model_calls=calls,
+        model_calls=_int(tokens[2]),
         input_tokens=_int(tokens[0]),
         output_tokens=_int(tokens[1]),
+        finished_cost_nanos=done_cost,
+        finished_baseline_nanos=done_baseline,
+        steps_not_sent=_int(tokens[3]),
     )
 
 
@@ -194,6 +202,7 @@ class FunnelTier:
     output_tokens: int
     cost_nanos: int
     latency: Mapping[int, int]  # model-call latency histogram {ms: count}
+    not_sent: int = 0  # steps that made no request (breaker open, drill): not in calls
 
     @property
     def escalation_rate(self) -> float:
@@ -209,7 +218,9 @@ class FunnelTier:
 
 def funnel(session: Session, scope: Scope) -> list[FunnelTier]:
     """Per tier, in tier order: the funnel, calls, tokens, cost and latencies."""
-    is_call = case((Attempt.role != "rules", 1), else_=0)
+    sent = and_(Attempt.role != "rules", Attempt.outcome.not_in(NOT_SENT))
+    is_call = case((sent, 1), else_=0)
+    not_sent = case((and_(Attempt.role != "rules", Attempt.outcome.in_(NOT_SENT)), 1), else_=0)
     where = [*_attempt_filter(scope), Attempt.role != SHADOW]  # as report_tiers
     rows = session.execute(
         select(
@@ -224,6 +235,7 @@ def funnel(session: Session, scope: Scope) -> list[FunnelTier]:
             func.sum(Attempt.input_tokens),
             func.sum(Attempt.output_tokens),
             func.sum(Attempt.cost_nanos),
+            func.sum(not_sent),
         )
         .where(*where)
         .group_by(Attempt.tier_index, Attempt.tier)
@@ -232,7 +244,7 @@ def funnel(session: Session, scope: Scope) -> list[FunnelTier]:
     latency: dict[tuple[int, str], dict[int, int]] = defaultdict(dict)
     for ti, tier, ms, n in session.execute(
         select(Attempt.tier_index, Attempt.tier, Attempt.latency_ms, func.count())
-        .where(*where, Attempt.role != "rules")
+        .where(*where, sent)
         .group_by(Attempt.tier_index, Attempt.tier, Attempt.latency_ms)
     ):
         latency[(int(ti), str(tier))][int(ms)] = _int(n)
@@ -259,6 +271,7 @@ def funnel(session: Session, scope: Scope) -> list[FunnelTier]:
             output_tokens=_int(r[9]),
             cost_nanos=_int(r[10]),
             latency=latency.get((int(r[0]), str(r[1])), {}),
+            not_sent=_int(r[11]),
         )
         for r in rows
     ]
@@ -284,6 +297,7 @@ def tier_rows(tiers: Iterable[FunnelTier], job_id: int = 0) -> list[TierRow]:
             p50_ms=t.percentile(50),
             p95_ms=t.percentile(95),
             fallbacks=t.fallbacks,
+            not_sent=t.not_sent,
         )
         for t in tiers
     ]

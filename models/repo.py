@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from common.lifecycle import (
     UNFINISHED,
 )
+from common.stops import AUTH_FAILED
 from models.tables import Attempt, Item, Job, RejectedLine, Submission
 from models.tables_ops import DailySpend
 
@@ -132,6 +133,10 @@ def finish_job_if_done(session: Session, job_id: int) -> bool:
         .where(JOBS.c.id == job_id, JOBS.c.status == "running", ~unfinished)
         .values(status="done", finished_at=now, updated_at=now)
     )
+    if res.rowcount:  # type: ignore[attr-defined]
+        from models.jobctl import fail_if_no_call_passed  # issue 21
+
+        fail_if_no_call_passed(session, job_id)
     return bool(res.rowcount)  # type: ignore[attr-defined]
 
 
@@ -461,6 +466,11 @@ def unfinished_count(session: Session, job_id: int) -> int:
 
 # -- pausing and resuming ---------------------------------------------------
 def pause_job(session: Session, job_id: int, message: str) -> None:
+    if message.startswith(AUTH_FAILED):  # no later try can pass: the job fails (resumable)
+        from models.jobctl import stop_job
+
+        stop_job(session, job_id, message)
+        return
     session.execute(
         JOBS.update()
         .where(JOBS.c.id == job_id, JOBS.c.status.in_(("running", "submitting")))

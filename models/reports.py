@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String, and_, column, func, select, table
+from sqlalchemy import BigInteger, Integer, String, and_, case, column, func, select, table
 from sqlalchemy.orm import Session
 
 from models.tables import Attempt, Item, RejectedLine
@@ -21,6 +21,9 @@ NANO = Decimal("0.000000001")
 
 # Every item status, in lifecycle order; counts are reported for each, zero or not.
 STATUSES: tuple[str, ...] = ("pending", "running", "fallback", "done", "failed")
+FINISHED: tuple[str, ...] = ("done", "failed", "budget_capped")
+# Outcomes of steps that made no request (workers.providers.base.NOT_SENT).
+NOT_SENT: tuple[str, ...] = ("breaker_open", "drill")
 # progress() also counts these per tier, under the key f"{status}:{tier_index}".
 IN_FLIGHT: tuple[str, ...] = ("pending", "running")
 
@@ -66,6 +69,7 @@ class TierRow:
     p50_ms: int | None  # None for a tier with no model calls (rules)
     p95_ms: int | None
     fallbacks: int
+    not_sent: int = 0  # steps that made no request (breaker open, drill): not in calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,12 @@ class JobTotals:
     model_calls: int
     input_tokens: int
     output_tokens: int
+    # Over finished items only (done, failed, budget_capped): what savings compare, so a
+    # job still running never claims savings on items it has not paid for yet.
+    finished_cost_nanos: int = 0
+    finished_baseline_nanos: int = 0
+    # Steps that sent no request (breaker open, chaos drill): not in model_calls.
+    steps_not_sent: int = 0
 
     @property
     def cost_usd(self) -> Decimal:
@@ -132,6 +142,9 @@ def tier_rows(session: Session, job_id: int) -> list[TierRow]:
             Attempt.tier_index,
             Attempt.tier,
             func.sum(Attempt.cost_nanos).label("cost_nanos"),
+            func.sum(
+                case((and_(Attempt.role != "rules", Attempt.outcome.in_(NOT_SENT)), 1), else_=0)
+            ).label("not_sent"),
         )
         .where(Attempt.job_id == job_id, Attempt.role != "shadow")  # as report_tiers
         .group_by(Attempt.tier_index, Attempt.tier)
@@ -150,6 +163,7 @@ def tier_rows(session: Session, job_id: int) -> list[TierRow]:
             v.c.input_tokens,
             v.c.output_tokens,
             cost.c.cost_nanos,
+            cost.c.not_sent,
             v.c.p50_ms,
             v.c.p95_ms,
             v.c.fallbacks,
@@ -167,13 +181,14 @@ def tier_rows(session: Session, job_id: int) -> list[TierRow]:
             accepted=_int(r.accepted),
             escalated=_int(r.escalated),
             failed=_int(r.failed),
-            calls=_int(r.calls),
+            calls=_int(r.calls),  # requests sent (the view leaves out not_sent)
             input_tokens=_int(r.input_tokens),
             output_tokens=_int(r.output_tokens),
             cost_usd=nanos_to_usd(_int(r.cost_nanos)),
             p50_ms=_opt_int(r.p50_ms),
             p95_ms=_opt_int(r.p95_ms),
             fallbacks=_int(r.fallbacks),
+            not_sent=_int(r.not_sent),
         )
         for r in session.execute(stmt)
     ]
@@ -264,3 +279,15 @@ def rejected(session: Session, job_id: int, limit: int = 50) -> list[RejectedRow
         RejectedRow(source=r.source, line_no=r.line_no, reason=r.reason, raw=r.raw)
         for r in session.execute(stmt)
     ]
+
+
+# Cascade's fake Messages API (cascade.fakeapi) names its requests so.
+FAKE_REQUEST_PREFIX = "req_fake_"
+
+
+def served_by_fake(session: Session, job_ids: tuple[int, ...]) -> bool:
+    """True when some call of these jobs (every job: ``()``) went to the offline fake."""
+    stmt = select(Attempt.id).where(Attempt.request_id.like(f"{FAKE_REQUEST_PREFIX}%"))
+    if job_ids:
+        stmt = stmt.where(Attempt.job_id.in_(job_ids))
+    return session.execute(stmt.limit(1)).first() is not None

@@ -25,7 +25,7 @@ Re-running a refresh with nothing new is a no-op (idempotent).
 
 Assumptions the sums rely on: attempt rows are never updated or deleted, a job's
 pipeline name never changes, and an item's ``baseline_nanos`` is written in the
-same transaction as its deciding (accept / fail) step (``repo.settle``).
+same transaction as its deciding (accept / fail) step (``ledger.settle``).
 """
 
 from __future__ import annotations

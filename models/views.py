@@ -3,7 +3,9 @@
 Analysts query ``report_items`` and ``report_tiers`` directly (see docs/views.md),
 and ``models.reports`` reads them for the CLI. ``report_tiers`` leaves out shadow
 samples (role ``shadow``: calibration spend, which never changes an item); a reused
-decision (role ``reuse``: an item that took an identical text's decision) is no call.
+decision (role ``reuse``: an item that took an identical text's decision) is no call,
+and its ``calls`` count requests sent: a step that sent none (outcome ``breaker_open``
+or ``drill``) is no call and has no latency.
 
 A migration is frozen in time, so the revision that creates a view carries its
 own copy of this SQL; ``tests/unit/test_views_sql.py`` asserts the copy in the
@@ -59,7 +61,8 @@ WITH steps AS (
         a.output_tokens AS output_tokens,
         a.cost_nanos AS cost_nanos,
         a.latency_ms AS latency_ms,
-        CASE WHEN a.role NOT IN ('rules', 'reuse') THEN 1 ELSE 0 END AS is_call
+        CASE WHEN a.role NOT IN ('rules', 'reuse') AND a.outcome NOT IN ('breaker_open', 'drill')
+            THEN 1 ELSE 0 END AS is_call
     FROM attempts AS a
     WHERE a.role <> 'shadow'
 ),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from common.lifecycle import Verdict
+from common.stops import AUTH_FAILED
 from workers.answers import Answer, Judged, Malformed, Refused
 from workers.pipeline import AcceptPolicy
 
@@ -16,7 +17,7 @@ from workers.pipeline import AcceptPolicy
 class CallFailed:
     """Every try of a call failed (after the retry policy): the provider error's kind."""
 
-    kind: str  # transient | permanent | context | spend_limit
+    kind: str  # transient | permanent | context | auth | spend_limit
     detail: str
 
 
@@ -116,6 +117,9 @@ def decide(
     match outcome:
         case CallFailed(kind="spend_limit", detail=detail):
             return Pause(f"spend limit reached: {detail}")
+        case CallFailed(kind="auth", detail=detail):
+            # no other model or later try passes with the same key: stop the job
+            return Pause(f"{AUTH_FAILED}: {detail}")
         case CallFailed(kind=kind, detail=detail):
             return Fallback(f"{kind}: {detail}")
         case Refused(detail=detail):

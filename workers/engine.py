@@ -155,9 +155,11 @@ class RealtimeExecutor:
                 return [Try(None, TransientError(f"internal error: {type(exc).__name__}"), 0)]
             await self._warmer.after_call(ticket, tries[-1].reply is not None)
             if self._breakers is not None:
-                # Only provider failures count: a refusal or a malformed answer arrived fine.
+                # Only outages count: a refusal or a malformed answer arrived fine, and a
+                # permanent error (a retired model, a bad request) is no outage, so it must
+                # not open the breaker and turn into deferrals (issue 21).
                 last = tries[-1].error
-                ok = last is None or last.kind not in ("transient", "permanent", "context")
+                ok = last is None or last.kind != "transient"
                 try:
                     change = await self._breakers.record(key, self._clock(), ok, probe)
                 except Exception as exc:

@@ -390,13 +390,31 @@ def _moderation_checks(tiers: list[Any], labels: set[str] | None) -> list[str]:
     return problems
 
 
+def _keys() -> set[str]:
+    """Every key a pipeline file may hold, at any depth."""
+    found: set[str] = set()
+    todo: list[type] = [_Strict]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        found |= set(getattr(cls, "model_fields", {}))
+    return found
+
+
+def _did_you_mean(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(_keys()), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _problems(exc: ValidationError) -> list[str]:
     problems: list[str] = []
     for err in exc.errors():
         where = _loc(tuple(err["loc"]))
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + _did_you_mean(str(err["loc"][-1]))
         problems.append(f"{where}: {msg}" if where else msg)
     return problems
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from workers.decision import Decision
-from workers.providers.base import Usage
+from workers.providers.base import NOT_SENT, Usage
 
 NO_USAGE = Usage()
 
@@ -70,7 +70,10 @@ class ItemResult:
 
     @property
     def model_calls(self) -> int:
-        return sum(1 for s in self.steps if s.role not in ("rules", SHADOW))
+        # a step that sent no request (breaker open, drill) is not a call
+        return sum(
+            1 for s in self.steps if s.role not in ("rules", SHADOW) and s.outcome not in NOT_SENT
+        )
 
     @property
     def calibration_nanos(self) -> int:

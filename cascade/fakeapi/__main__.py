@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -17,6 +18,11 @@ from cascade.fakeapi.wire import FakeConfig, Fault
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cascade.fakeapi", description=__doc__)
     parser.add_argument("--port", type=int, default=8787, help="0 picks a free port")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 only inside a container network (compose)",
+    )
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--jitter-ms", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -94,8 +100,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         model_latency=parse_model_latency(args.model_latency),
         request_log=args.request_log,
     )
-    sock = bind_loopback(args.port)  # loopback only, never 0.0.0.0
-    banner = f"fake Messages API listening on http://127.0.0.1:{sock.getsockname()[1]}"
+    if args.host == "127.0.0.1":
+        sock = bind_loopback(args.port)
+    else:  # a container's network (docker compose --profile offline), never a host's
+        sock = socket.create_server((args.host, args.port), reuse_port=False)
+    banner = f"fake Messages API listening on http://{args.host}:{sock.getsockname()[1]}"
     web.run_app(
         make_app(config),
         sock=sock,

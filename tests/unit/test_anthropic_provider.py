@@ -19,6 +19,7 @@ from workers.providers.anthropic import (
 )
 from workers.providers.base import (
     TOOL_NAME,
+    AuthError,
     ClassifyRequest,
     ContextError,
     Mechanism,
@@ -231,8 +232,8 @@ def test_server_side_statuses_are_transient(server: FakeServer, status: int) -> 
         ({"error_status": 400, "error_message": "prompt is too long: 219898 tokens > 200000"},
          ContextError),
         ({"error_status": 400, "error_message": "max_tokens: 999999 > 64000"}, PermanentError),
-        ({"error_status": 401}, PermanentError),
-        ({"error_status": 403}, PermanentError),
+        ({"error_status": 401}, AuthError),  # no later try passes with this key
+        ({"error_status": 403}, AuthError),
         ({"error_status": 413}, PermanentError),
         ({"error_status": 422}, PermanentError),
     ],
@@ -364,3 +365,22 @@ def test_enforced_spend_limit_code_on_429_is_spend_limit() -> None:
     plain = anthropic.RateLimitError("Error code: 429", response=response, body={"error": {}})
     mapped = map_status_error(plain)
     assert type(mapped) is TransientError and mapped.retry_after_s == 5
+
+
+def test_no_key_at_all_is_an_auth_error_not_a_crash(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK raises a bare TypeError when it has no key to send: no call, no retry."""
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+
+    async def main() -> None:
+        provider = AnthropicProvider("anthropic", None, server.base_url, 5)
+        try:
+            await provider.classify(request("claude-haiku-5-5", "forced_tool"))
+        finally:
+            await provider.aclose()
+
+    with pytest.raises(AuthError, match="ANTHROPIC_API_KEY"):
+        asyncio.run(main())
+    assert server.stats()["requests"] == 0

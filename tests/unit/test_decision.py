@@ -103,6 +103,13 @@ VALUES: list[tuple[AcceptPolicy, Outcome, bool, Decision]] = [
     (STRICT, CallFailed("permanent", "HTTP 404"), False, Fallback("permanent: HTTP 404")),
     # the pause says it was the spend limit
     (STRICT, CallFailed("spend_limit", "org cap"), False, Pause("spend limit reached: org cap")),
+    # a refused key stops the job: no fallback model passes with the same key
+    (
+        STRICT,
+        CallFailed("auth", "HTTP 401"),
+        False,
+        Pause("the model API refused the credentials: HTTP 401"),
+    ),
 ]
 
 

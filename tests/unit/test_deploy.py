@@ -34,10 +34,12 @@ def test_prometheus_scrapes_every_worker() -> None:
         and svc.get("environment", {}).get("CASCADE_METRICS_PORT")
     }
     config = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
+    # DNS discovery: a service name resolves to every replica (--scale)
     targets = {
-        t.split(":")[0]
+        name
         for job in config["scrape_configs"]
-        for sc in job["static_configs"]
-        for t in sc["targets"]
+        for sd in job.get("dns_sd_configs", [])
+        for name in sd["names"]
     }
+    assert "static_configs" not in config["scrape_configs"][0]
     assert workers == targets == {"worker-rules", "worker-small", "worker-large", "worker-fallback"}

@@ -24,8 +24,8 @@ def test_nearest_rank_matches_the_definition(n: int) -> None:
     assert nearest_rank({}, 95) is None
 
 
-def _tier(entered: int, escalated: int) -> FunnelTier:
-    return FunnelTier(0, "t", entered, entered - escalated, escalated, 0, 0, 0, 0, 0, 0, 0, {})
+def _tier(entered: int, escalated: int, calls: int = 1) -> FunnelTier:
+    return FunnelTier(0, "t", entered, entered - escalated, escalated, 0, 0, calls, 0, 0, 0, 0, {})
 
 
 @pytest.mark.parametrize(
@@ -42,6 +42,11 @@ def _tier(entered: int, escalated: int) -> FunnelTier:
 def test_escalation_warning(entered: int, escalated: int, last: bool, warns: str | None) -> None:
     warning = escalation_warning(_tier(entered, escalated), last)
     assert (warning is None) if warns is None else (warns in (warning or ""))
+
+
+def test_a_free_tier_escalating_most_items_is_not_warned_about() -> None:
+    # rules take only what they are sure of: escalating the rest is their job
+    assert escalation_warning(_tier(100, 90, calls=0), last=False) is None
 
 
 @pytest.mark.parametrize(
@@ -73,5 +78,6 @@ def test_render_html_of_an_empty_report_has_all_charts() -> None:
         "baseline_cost_usd": "0", "savings_usd": "0", "savings_pct": 0.0, "tiers": [],
     }  # fmt: skip
     html = render_html(report)
-    for chart in ("chart-funnel", "chart-cost", "chart-latency", "chart-daily"):
+    for chart in ("chart-funnel", "chart-cost", "chart-latency", "chart-confidence"):
         assert f'<svg id="{chart}"' in html
+    assert '<p class="none">none</p></figure>' in html  # no day yet: no chart of nothing

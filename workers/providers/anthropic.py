@@ -8,7 +8,8 @@ mapped once into the :mod:`workers.providers.base` error tree::
     408, 409, 5xx (incl. 529 OverloadedError) ....................... TransientError
     APITimeoutError, APIConnectionError ............................. TransientError
     400 "prompt is too long" ........................................ ContextError
-    other 400, 401, 403, 404, 413, 422, other 4xx ................... PermanentError
+    401, 403; no key to send at all (the SDK's TypeError) ........... AuthError
+    other 400, 404, 413, 422, other 4xx ............................. PermanentError
 
 The API's ``anthropic-ratelimit-*`` response headers, of a reply and of an error
 alike, ride along as ``rate_limits`` on the :class:`Reply` or the error, so the
@@ -30,6 +31,7 @@ from anthropic.types import Message, MessageParam, ToolChoiceParam, ToolParam
 
 from workers.providers.base import (
     TOOL_NAME,
+    AuthError,
     BatchStatus,
     ClassifyRequest,
     ContextError,
@@ -203,7 +205,17 @@ def map_status_error(exc: anthropic.APIStatusError, secret: str | None = None) -
         return TransientError(detail, retry_after_s=retry_after, **common)
     if status == 400 and "prompt is too long" in (exc.api_message or "").lower():
         return ContextError(detail, **common)
+    if status in (401, 403):
+        return AuthError(detail, **common)
     return PermanentError(detail, **common)
+
+
+def _no_credentials(exc: TypeError) -> bool:
+    """The SDK raises a bare TypeError when it has no key to send (none set anywhere)."""
+    return "authentication" in str(exc).lower()
+
+
+NO_KEY = "no API key: set ANTHROPIC_API_KEY (or run offline with --offline)"
 
 
 def _scrub(message: str, secret: str | None) -> str:
@@ -276,6 +288,10 @@ class AnthropicProvider:
             raise TransientError(f"api error: {type(exc).__name__}") from exc
         except anthropic.AnthropicError as exc:  # client set-up, e.g. missing cloud credentials
             raise PermanentError(f"client error: {type(exc).__name__}") from exc
+        except TypeError as exc:
+            if _no_credentials(exc):
+                raise AuthError(NO_KEY) from exc
+            raise
         return parse_reply(message, request.mechanism, rate_limit_headers(raw.headers))
 
     async def count_tokens(self, model: str, text: str) -> int:
@@ -288,8 +304,17 @@ class AnthropicProvider:
             )
         except anthropic.APIStatusError as exc:
             raise map_status_error(exc, self._api_key) from exc
+        except anthropic.APITimeoutError as exc:
+            raise TransientError(f"timeout: no reply within {self._timeout_s:g} s") from exc
+        except anthropic.APIConnectionError as exc:
+            cause = type(exc.__cause__ or exc).__name__
+            raise TransientError(f"connection error: {cause}") from exc
         except anthropic.APIError as exc:
             raise TransientError(f"api error: {type(exc).__name__}") from exc
+        except TypeError as exc:
+            if _no_credentials(exc):
+                raise AuthError(NO_KEY) from exc
+            raise
         return int(counted.input_tokens)
 
     @property
@@ -336,6 +361,8 @@ def map_batch_error(
         return TransientError(detail, **common)
     if status == 400 and "prompt is too long" in lowered:
         return ContextError(detail, **common)
+    if status in (401, 403):
+        return AuthError(detail, **common)
     return PermanentError(detail, **common)
 
 

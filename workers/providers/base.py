@@ -4,8 +4,9 @@ Every failure is classified once, here, into a small tree::
 
     ProviderError                 a call did not produce a reply
     ├── TransientError            429, 5xx, 529, timeout, dropped connection: retry, then fall back
-    ├── PermanentError            400, 401/403, 404 (model retired): no retry, fall back
-    │   └── ContextError          400 "prompt is too long": a longer-context model may serve it
+    ├── PermanentError            400, 404 (model retired): no retry, fall back
+    │   ├── ContextError          400 "prompt is too long": a longer-context model may serve it
+    │   └── AuthError             401/403, no key at all: stop the job, no call can pass
     ├── SpendLimitError           the organisation's spend limit: pause the job, no retry
     ├── BreakerOpenError          not called: the model's breaker is open
     └── DrillError                not called: a chaos drill disables the model
@@ -112,6 +113,12 @@ class ContextError(PermanentError):
     kind = "context"
 
 
+class AuthError(PermanentError):
+    """The credentials are missing or refused: no call passes until the key changes."""
+
+    kind = "auth"
+
+
 class SpendLimitError(ProviderError):
     kind = "spend_limit"
 
@@ -126,6 +133,10 @@ class DrillError(ProviderError):
     """No call was made: an operator's chaos drill has disabled the model."""
 
     kind = "drill"
+
+
+# Steps recorded for a call that never left the process: counted apart from calls made.
+NOT_SENT: frozenset[str] = frozenset({BreakerOpenError.kind, DrillError.kind})
 
 
 class Provider(Protocol):
