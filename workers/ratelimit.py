@@ -314,8 +314,14 @@ class RateLimitedProvider:
         self._sleep = sleep
         self._output_share = output_share
         self._on_wait = on_wait  # told of every wait (metrics)
+        self._ready: set[int] = set()  # requests booked by ready(), not sent yet
 
-    async def classify(self, request: ClassifyRequest) -> Reply:
+    async def ready(self, request: ClassifyRequest) -> None:
+        """Book the call and sleep as told: after this the request may leave at once.
+
+        The retry loop calls it before it writes the call's ledger row, so a worker
+        killed while waiting here has sent nothing and recorded nothing.
+        """
         key = limiter_key(request.provider, request.model)
         wait = await self.limiter.acquire(
             key,
@@ -327,6 +333,15 @@ class RateLimitedProvider:
             if self._on_wait is not None:
                 self._on_wait(key, wait)
             await self._sleep(wait)
+        self._ready.add(id(request))
+
+    async def classify(self, request: ClassifyRequest) -> Reply:
+        key = limiter_key(request.provider, request.model)
+        if id(request) in self._ready:
+            self._ready.discard(id(request))
+        else:
+            await self.ready(request)
+            self._ready.discard(id(request))
         try:
             reply = await self.inner.classify(request)
         except ProviderError as exc:

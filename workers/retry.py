@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from workers.providers.base import (
     ClassifyRequest,
@@ -64,6 +64,13 @@ Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 
 
+@runtime_checkable
+class Paced(Protocol):
+    """A provider that may make a request wait before it is sent (the rate limiter)."""
+
+    async def ready(self, request: ClassifyRequest) -> None: ...
+
+
 class LeaseLost(Exception):
     """The item this call is for is no longer ours (another worker claimed it): stop."""
 
@@ -100,6 +107,8 @@ async def call_with_retry(
     if request.tag is None:
         journal = None
     while True:
+        if isinstance(provider, Paced):
+            await provider.ready(request)  # rate limits: wait before the row is written
         if journal is not None:
             await journal.sending(request, len(tries))
         t0 = clock()
