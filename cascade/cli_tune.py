@@ -170,7 +170,7 @@ def tune(
             table.add_row(
                 f"{p.threshold:.2f}{mark}",
                 f"{100 * p.kept_share:.1f}%",
-                "-" if p.quality is None else f"{p.quality:.4f}",
+                "-" if p.quality is None or not p.verified else f"{p.quality:.4f}",
                 str(p.verified),
                 _usd(p.cost_per_item_nanos),
             )
@@ -178,12 +178,10 @@ def tune(
         if rec.point is None:
             out.print(f"  {rec.reason}; keep min_confidence {current:g}")
             continue
-        q = rec.point.quality or 0.0
-        se = math.sqrt(q * (1 - q) / rec.point.verified) if rec.point.verified else float("nan")
         out.print(
             f"  recommend min_confidence = {rec.point.threshold:g} (now {current:g}): "
             f"{rec.reason}; rests on {rec.pairs} pairs, {rec.point.verified} judged at that "
-            f"threshold, ± {se:.4f} (one standard error)"
+            f"threshold, {_spread(rec.point.quality, rec.point.verified)}"
             + ("  [few pairs: treat as a hint]" if rec.pairs < 100 else "")
         )
         chosen[k] = rec.point.threshold
@@ -282,3 +280,14 @@ def train_local(
         f"labels {', '.join(saved.labels)}, "
         + ("calibrated" if saved.calibrated else "NOT calibrated (too few examples per label)")
     )
+
+
+def _spread(quality: float | None, judged: int) -> str:
+    """How sure the figure is: one standard error, or the rule of three when every
+    judged answer agreed (a standard error of 0 would claim certainty)."""
+    if not judged or quality is None:
+        return "nothing judged there: no estimate"
+    if quality in (0.0, 1.0):
+        bound = 3 / judged
+        return f"all {judged} judged alike: the other kind is below {bound:.4f} (95 %, rule of 3)"
+    return f"± {math.sqrt(quality * (1 - quality) / judged):.4f} (one standard error)"

@@ -106,14 +106,14 @@ def print_cache_sections(console: Console, r: dict[str, Any]) -> None:
 
 def cache_sections_html(r: dict[str, Any]) -> list[str]:
     """The HTML page's prompt-cache and reuse sections (empty when there is nothing)."""
-    from cascade.report_html import _e, _table
+    from cascade.report_html import _e, _m, _n, _table
 
     out: list[str] = []
     cache = r.get("cache")
     if cache and cache["tiers"]:
         out += [
             "<h2>Prompt cache</h2>",
-            f"<p>caching saved <b>${_e(cache['saved_usd'])}</b> against sending every "
+            f"<p>caching saved <b>{_m(cache['saved_usd'])}</b> against sending every "
             "prompt uncached</p>",
             _table(
                 ["tier", "model", "calls", "hit rate", "tokens read", "tokens written", "saved"],
@@ -121,11 +121,11 @@ def cache_sections_html(r: dict[str, Any]) -> list[str]:
                     [
                         _e(c["tier"] + (" (batch)" if c["batch"] else "")),
                         _e(c["model"]),
-                        _e(c["calls"]),
+                        _n(c["calls"]),
                         "-" if c["hit_rate"] is None else f"{c['hit_rate'] * 100:.1f}%",
-                        _e(c["cache_read_tokens"]),
-                        _e(c["cache_write_tokens"]),
-                        "-" if c["saved_usd"] is None else f"${_e(c['saved_usd'])}",
+                        _n(c["cache_read_tokens"]),
+                        _n(c["cache_write_tokens"]),
+                        _m(c["saved_usd"]),
                     ]
                     for c in cache["tiers"]
                 ],
@@ -136,7 +136,7 @@ def cache_sections_html(r: dict[str, Any]) -> list[str]:
         out.append(
             f"<h2>Reused decisions</h2><p>{_e(reuse['items'])} items repeated a text already "
             f"classified and took its decision with no model call: saved "
-            f"<b>${_e(reuse['saved_usd'])}</b>"
+            f"<b>{_m(reuse['saved_usd'])}</b>"
             + (f"; {_e(reuse['waiting'])} still waiting" if reuse["waiting"] else "")
             + "</p>"
         )

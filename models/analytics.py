@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from models.db import as_utc
 from models.reports import FINISHED, NOT_SENT, STATUSES, JobTotals, TierRow
+from models.reuse import ROLE as REUSE
 from models.tables import Attempt, Item, Job, RejectedLine
 from models.tables_resilience import BreakerEvent, Drill
 from models.views import REPORT_DAILY_BODY, REPORT_DAILY_LIVE
@@ -153,7 +154,8 @@ def totals(session: Session, scope: Scope) -> JobTotals:
         if status in FINISHED:
             done_cost += _int(c)
             done_baseline += _int(b)
-    is_call = and_(Attempt.role != "rules", Attempt.role != SHADOW)
+    # model steps: not rules, not shadow samples, not a repeat taking another's decision
+    is_call = Attempt.role.not_in(("rules", SHADOW, REUSE))
     tokens = session.execute(
         select(
             func.sum(Attempt.input_tokens),
@@ -218,9 +220,10 @@ class FunnelTier:
 
 def funnel(session: Session, scope: Scope) -> list[FunnelTier]:
     """Per tier, in tier order: the funnel, calls, tokens, cost and latencies."""
-    sent = and_(Attempt.role != "rules", Attempt.outcome.not_in(NOT_SENT))
+    model_step = Attempt.role.not_in(("rules", REUSE))
+    sent = and_(model_step, Attempt.outcome.not_in(NOT_SENT))
     is_call = case((sent, 1), else_=0)
-    not_sent = case((and_(Attempt.role != "rules", Attempt.outcome.in_(NOT_SENT)), 1), else_=0)
+    not_sent = case((and_(model_step, Attempt.outcome.in_(NOT_SENT)), 1), else_=0)
     where = [*_attempt_filter(scope), Attempt.role != SHADOW]  # as report_tiers
     rows = session.execute(
         select(

@@ -21,7 +21,7 @@ NANO = Decimal("0.000000001")
 
 # Every item status, in lifecycle order; counts are reported for each, zero or not.
 STATUSES: tuple[str, ...] = ("pending", "running", "fallback", "done", "failed")
-FINISHED: tuple[str, ...] = ("done", "failed", "budget_capped")
+FINISHED: tuple[str, ...] = ("done", "failed", "budget_capped", "review")
 # Outcomes of steps that made no request (workers.providers.base.NOT_SENT).
 NOT_SENT: tuple[str, ...] = ("breaker_open", "drill")
 # progress() also counts these per tier, under the key f"{status}:{tier_index}".

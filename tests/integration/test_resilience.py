@@ -428,7 +428,12 @@ def test_worker_killed_mid_call_leaves_every_call_in_the_ledger_and_its_items_co
 def test_redis_flushed_mid_job_is_recovered_by_the_sweeper(
     cluster: Cluster, fake: FakeServer, tmp_path: Path
 ) -> None:
-    cluster.knobs |= {"CASCADE_BATCH_SIZE": "4"}
+    # a process takes 2 items at a time: the rest of the job waits on the broker
+    cluster.knobs |= {
+        "CASCADE_BATCH_SIZE": "4",
+        "CASCADE_CONCURRENCY": "2",
+        "CASCADE_ADMIT_FACTOR": "1",
+    }
     fake.set_faults(PRIMARY, latency_ms=300)
     cluster.start_worker("wflush", concurrency=1)
     cluster.submit(write_sample(tmp_path, 60), "flushed", wait=False)
