@@ -8,6 +8,7 @@ message carries (:mod:`tasks.rescue`). Ctrl-C says what is kept and how to go on
 from __future__ import annotations
 
 import gc
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -17,7 +18,7 @@ import typer
 
 from cascade.cliutil import ensure_schema, err, fail, find_job, out
 from cascade.offline import KeyProblem, model_api
-from cascade.progress import JobBar, wait_for_job
+from cascade.progress import STOP, JobBar, wait_for_job
 from common.settings import get_settings
 
 FALLBACK_QUEUE = "cascade.fallback"
@@ -26,6 +27,13 @@ FALLBACK_QUEUE = "cascade.fallback"
 @contextmanager
 def interrupted(ref: Callable[[], str]) -> Iterator[None]:
     """Ctrl-C: one line saying the job keeps its items and how to finish it; exit 130."""
+    STOP.clear()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        STOP.set()  # seen by the wait even if this KeyboardInterrupt is swallowed
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGINT, on_sigint)
     try:
         yield
     except KeyboardInterrupt:
@@ -35,6 +43,8 @@ def interrupted(ref: Callable[[], str]) -> Iterator[None]:
             f"`cascade resume {job}` (or the same submit again) finishes it"
         )
         raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @contextmanager

@@ -8,6 +8,7 @@ start one (or re-queues what no message carries, when workers are there but idle
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -96,6 +97,11 @@ class JobBar:
         )
 
 
+# Set by Ctrl-C (cascade.jobrun.interrupted): Python drops a KeyboardInterrupt raised
+# while a finalizer runs ("Exception ignored in ..."), so the wait checks this too.
+STOP = threading.Event()
+
+
 def wait_for_job(
     job_id: int, bar: JobBar | None = None, on_stall: Callable[[], None] | None = None
 ) -> str:
@@ -143,6 +149,8 @@ def _poll(job_id: int, bar: JobBar, on_stall: Callable[[], None] | None) -> str:
             on_stall()
             last_change = now
         time.sleep(POLL_S)
+        if STOP.is_set():  # a Ctrl-C whose KeyboardInterrupt a finalizer swallowed
+            raise KeyboardInterrupt
 
 
 def tier_names(job: Any) -> list[str]:

@@ -139,19 +139,24 @@ def test_an_interrupted_embedded_job_finishes_when_run_again(
     assert left > 0
     # When the same submit (or resume) runs again
     done = run(env, *submit) if again == "submit" else run(env, "resume", "big")
-    # Then every item is done, each model call made once per item and tier
+    # Then every item is done, each model call made once per item and tier, but for a
+    # call the interrupt cut off (in the ledger as outcome 'unknown': it was sent)
     assert done.returncode == 0, done.stderr
     with db(env) as conn:
         statuses = dict(conn.execute("SELECT status, count(*) FROM items GROUP BY 1").fetchall())
         twice = conn.execute(
-            "SELECT count(*) FROM (SELECT item_id, tier_index FROM attempts "
-            "WHERE role = 'primary' GROUP BY 1, 2 HAVING count(*) > 1)"
-        ).fetchone()[0]
+            "SELECT item_id, tier_index FROM attempts "
+            "WHERE role = 'primary' GROUP BY 1, 2 HAVING count(*) > 1"
+        ).fetchall()
+        cut = conn.execute(
+            "SELECT item_id, tier_index FROM attempts WHERE role = 'primary' "
+            "AND outcome = 'unknown'"
+        ).fetchall()
         calls = conn.execute("SELECT count(*) FROM attempts WHERE role <> 'rules'").fetchone()[0]
         job = conn.execute("SELECT status FROM jobs WHERE name = 'big'").fetchone()[0]
     assert statuses == {"done": 3000}
     assert job == "done"
-    assert twice == 0
+    assert set(twice) <= set(cut)
     assert calls <= fake.stats()["requests"]
 
 
