@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, text
+from sqlalchemy import and_, bindparam, func, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from common.lifecycle import (
@@ -541,26 +541,53 @@ def try_sweep_lock(session: Session) -> bool:
     return bool(got.scalar())
 
 
+def waiting_tiers(session: Session, *, idle_s: float) -> list[tuple[int, int]]:
+    """(job, tier) pairs with items waiting at a tier for longer than ``idle_s``: the
+    sweeper asks the broker whether a message still carries them (see :func:`strays`)."""
+    before = utcnow() - timedelta(seconds=idle_s)
+    rows = session.execute(
+        select(ITEMS.c.job_id, ITEMS.c.tier_index)
+        .where(ITEMS.c.status == Status.PENDING, ITEMS.c.updated_at < before)
+        .distinct()
+    ).all()
+    return [(r.job_id, r.tier_index) for r in rows]
+
+
 def strays(
-    session: Session, *, idle_s: int, fallback_idle_s: int | None = None, limit: int = 10_000
+    session: Session,
+    *,
+    idle_s: int,
+    fallback_idle_s: int | None = None,
+    quiet: Sequence[tuple[int, int]] = (),
+    quiet_idle_s: float = 0,
+    limit: int = 10_000,
 ) -> list[Stray]:
     """Unfinished items nobody is working on: waiting too long, or their lease expired.
 
-    Items waiting at a tier count as lost after ``idle_s``; items waiting for the
-    fallback chain (possibly deferred on purpose) after ``fallback_idle_s``.
+    Items waiting at a tier count as lost after ``idle_s``, or after ``quiet_idle_s``
+    at a (job, tier) of ``quiet``, whose queue holds no message (a broker that lost its
+    messages); items waiting for the fallback chain (possibly deferred on purpose) after
+    ``fallback_idle_s``.
     """
     now = utcnow()
     idle_before = now - timedelta(seconds=idle_s)
     fallback_before = now - timedelta(seconds=fallback_idle_s or idle_s)
-    rows = session.execute(
-        select(ITEMS.c.job_id, ITEMS.c.tier_index, ITEMS.c.status, ITEMS.c.id)
-        .where(
-            or_(
-                and_(ITEMS.c.status == Status.PENDING, ITEMS.c.updated_at < idle_before),
-                and_(ITEMS.c.status == Status.FALLBACK, ITEMS.c.updated_at < fallback_before),
-                and_(ITEMS.c.status.in_(list(RUNNING)), ITEMS.c.lease_until < now),
+    lost = [
+        and_(ITEMS.c.status == Status.PENDING, ITEMS.c.updated_at < idle_before),
+        and_(ITEMS.c.status == Status.FALLBACK, ITEMS.c.updated_at < fallback_before),
+        and_(ITEMS.c.status.in_(list(RUNNING)), ITEMS.c.lease_until < now),
+    ]
+    if quiet:
+        lost.append(
+            and_(
+                ITEMS.c.status == Status.PENDING,
+                ITEMS.c.updated_at < now - timedelta(seconds=quiet_idle_s),
+                tuple_(ITEMS.c.job_id, ITEMS.c.tier_index).in_(list(quiet)),
             )
         )
+    rows = session.execute(
+        select(ITEMS.c.job_id, ITEMS.c.tier_index, ITEMS.c.status, ITEMS.c.id)
+        .where(or_(*lost))
         .order_by(ITEMS.c.id)
         .limit(limit)
     ).all()

@@ -16,6 +16,7 @@ from common.lifecycle import Phase
 from common.logs import get_logger
 from models import ledger, reuse
 from tasks.app import FALLBACK_QUEUE, app, tier_queue
+from tasks.fleet import queue_depths
 from tasks.messages import Message, chunks, released_messages
 from tasks.runtime import Runtime
 
@@ -23,6 +24,9 @@ log = get_logger("cascade.publish")
 TASKS = {Phase.TIER: "cascade.run_tier", Phase.FALLBACK: "cascade.run_fallback"}
 # Backoff between publish tries: about 6 s in all before the items are left to the sweeper.
 PUBLISH_DELAYS_S = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+# Items waiting this long at a tier whose queue is empty were lost with their message
+# (a broker restarted empty): longer than a publish's retries, shorter than a lease.
+QUIET_S = 15
 
 
 def queue_for(rt: Runtime, msg: Message) -> str:
@@ -87,11 +91,19 @@ def _mark_unsent(rt: Runtime, ids: list[int]) -> None:
         log.error("cascade.publish.unmarked", items=len(ids), error=type(exc).__name__)
 
 
-def sweep_once(rt: Runtime, idle_s: int = 120, *, shared: bool = False) -> int:
+def sweep_once(
+    rt: Runtime,
+    idle_s: int = 120,
+    *,
+    shared: bool = False,
+    depths: Callable[[list[str]], dict[str, int]] | None = queue_depths,
+) -> int:
     """Re-send items no message is carrying (lost message, dead worker). Returns items re-sent.
 
-    ``shared``: a worker's own periodic sweep; it skips when another process holds
-    the fleet's sweep lock.
+    Items waiting at a tier whose queue is empty (``depths``, the broker's count per
+    queue) are re-sent after ``QUIET_S``, not ``idle_s``: a broker that restarted empty
+    lost their messages. ``shared``: a worker's own periodic sweep; it skips when
+    another process holds the fleet's sweep lock.
     """
     with rt.sessions.begin() as session:
         if shared and not ledger.try_sweep_lock(session):
@@ -100,7 +112,14 @@ def sweep_once(rt: Runtime, idle_s: int = 120, *, shared: bool = False) -> int:
         fallback_idle = max(idle_s, int(rt.settings.defer_cap_s) + 60)
         # repeats whose source settled without handing its decision on (models.reuse)
         freed = released_messages(reuse.rescue(session))
-        strays = ledger.strays(session, idle_s=idle_s, fallback_idle_s=fallback_idle)
+        quiet = _unqueued(rt, ledger.waiting_tiers(session, idle_s=QUIET_S), depths)
+        strays = ledger.strays(
+            session,
+            idle_s=idle_s,
+            fallback_idle_s=fallback_idle,
+            quiet=quiet,
+            quiet_idle_s=QUIET_S,
+        )
     messages = freed + [
         Message(s.phase, s.job_id, s.tier_index, chunk)
         for s in strays
@@ -111,3 +130,20 @@ def sweep_once(rt: Runtime, idle_s: int = 120, *, shared: bool = False) -> int:
     if count:
         log.warning("cascade.sweep.resent", items=count, messages=len(messages))
     return count
+
+
+def _unqueued(
+    rt: Runtime,
+    waiting: list[tuple[int, int]],
+    depths: Callable[[list[str]], dict[str, int]] | None,
+) -> list[tuple[int, int]]:
+    """The (job, tier) pairs of ``waiting`` whose queue holds no message."""
+    if not waiting or depths is None:
+        return []
+    queues = {w: queue_for(rt, Message(Phase.TIER, w[0], w[1], [])) for w in waiting}
+    try:
+        counts = depths(sorted(set(queues.values())))
+    except Exception as exc:  # no broker: the idle rule still finds them
+        log.warning("cascade.sweep.depths_unknown", error=type(exc).__name__)
+        return []
+    return [w for w, q in queues.items() if not counts.get(q, 0)]

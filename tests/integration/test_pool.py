@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +232,45 @@ def _row(job_id: int, pk: int, **values: Any) -> dict[str, Any]:
         "http_status": None, "error": None, "request_id": None,
     }  # fmt: skip
     return row | values
+
+
+def test_items_at_an_empty_queue_are_resent_within_seconds(
+    engine: Engine, runtime: tuple[Runtime, list[Message]]
+) -> None:
+    """A broker that restarted empty took the messages of items waiting at a tier: the
+    sweep re-sends them once they have waited ``QUIET_S`` at a tier whose queue is empty,
+    not after the idle sweep's ten minutes; at a queue still holding messages it waits."""
+    rt, sent = runtime
+    job_id, ids = small_tier_job(engine, TEXTS)
+    queue = pub.queue_for(rt, Message(Phase.TIER, job_id, SMALL, []))
+    quiet_for = pub.QUIET_S + 5
+    with make_sessionmaker(engine).begin() as s:
+        s.execute(
+            ITEMS.update()
+            .where(ITEMS.c.id.in_(ids))
+            .values(updated_at=repo.utcnow() - timedelta(seconds=quiet_for))
+        )
+
+    # The queue still holds a message: they are carried; only the idle rule applies.
+    assert pub.sweep_once(rt, 600, depths=lambda qs: dict.fromkeys(qs, 1)) == 0
+    assert sent == []
+    # The broker is empty (restarted): all of them go back on their tier's queue.
+    asked: list[list[str]] = []
+    assert pub.sweep_once(rt, 600, depths=lambda qs: asked.append(qs) or {}) == len(ids)
+    assert asked == [[queue]]
+    assert sorted(i for m in sent for i in m.ids) == sorted(ids)
+    assert {(m.phase, m.job_id, m.tier_index) for m in sent} == {(Phase.TIER, job_id, SMALL)}
+    # ... once: the sweep touched them, so the next pass waits QUIET_S again.
+    assert pub.sweep_once(rt, 600, depths=lambda qs: {}) == 0
+    # No broker to ask: nothing is re-sent before the idle rule.
+    with make_sessionmaker(engine).begin() as s:
+        s.execute(
+            ITEMS.update()
+            .where(ITEMS.c.id.in_(ids))
+            .values(updated_at=repo.utcnow() - timedelta(seconds=quiet_for))
+        )
+
+    def down(queues: list[str]) -> dict[str, int]:
+        raise ConnectionError("broker restarting")
+
+    assert pub.sweep_once(rt, 600, depths=down) == 0
