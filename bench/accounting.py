@@ -206,6 +206,9 @@ def compare(calls: Sequence[Call], rows: Sequence[Row]) -> dict[str, Any]:
     - ``tokens``: totals per kind; ``tokens_equal``: the ledger's totals equal the
       server's exactly; ``token_mismatches``: ids both sides have with different usage.
     - ``unknown_outcomes``: ledger outcomes missing from :data:`COUNTED_AS`.
+    - ``cut_off``: rows of calls a kill cut off (outcome ``unknown``: sent, reply never
+      recorded); their tokens are the estimate, so ``tokens_equal`` holds only when
+      there are none. Items billed twice by a kill can be at most this many.
     """
     by_id = {c.request_id: c for c in calls}
     made = ledger_calls(rows)
@@ -240,6 +243,7 @@ def compare(calls: Sequence[Call], rows: Sequence[Row]) -> dict[str, Any]:
         "tokens_equal": server_tokens == ledger_tokens,
         "token_mismatches": {"count": len(mismatches), "sample": sorted(mismatches)[:SAMPLE]},
         "unknown_outcomes": dict(unknown),
+        "cut_off": sum(1 for r in made if r.outcome == "unknown"),
     }
 
 

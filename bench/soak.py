@@ -483,6 +483,7 @@ def print_report(result: dict[str, Any], baseline: dict[str, Any] | None) -> Non
         f"  billed tokens of sent replies missing from the ledger: "
         f"{c['server_only_billed_tokens']}",
         f"  attempt outcomes of unknown kind: {c['unknown_outcomes'] or 'none'}",
+        f"  calls cut off by a kill (outcome unknown, estimated tokens): {c['cut_off']}",
         f"  items billed twice at one tier: {b['server_items']} by the server's log "
         f"({b['extra_billed_calls']} extra billed calls), {b['ledger_items']} by the ledger",
         f"  duplicates: (item, step) {d['item_steps_count']}, request ids "

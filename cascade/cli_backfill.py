@@ -50,8 +50,8 @@ def _list() -> None:
     from rich.table import Table
 
     from models.batches_repo import last_runs
-    from tasks.backfill import BACKFILLS_ENV, load_backfills
     from tasks.runtime import get_runtime
+    from workers.backfills import BACKFILLS_ENV, load_backfills
 
     try:
         configured = load_backfills()
@@ -164,7 +164,7 @@ def backfill(
         return
     from pydantic import ValidationError
 
-    from tasks.backfill import BackfillSpec, find_backfill
+    from workers.backfills import BackfillSpec, find_backfill
     from workers.pipeline import PipelineError
 
     if mode not in (None, "batch", "realtime"):

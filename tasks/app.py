@@ -22,6 +22,7 @@ from celery.signals import setup_logging, task_prerun, worker_init, worker_proce
 
 from common.logs import configure_logging
 from common.settings import get_settings
+from models.errors import DB_TRANSIENT
 
 FALLBACK_QUEUE = "cascade.fallback"
 CONTROL_QUEUE = "cascade.control"
@@ -71,14 +72,44 @@ class CascadeCelery(Celery):
 
 
 def _backfill_beat() -> dict[str, Any]:
-    from tasks.backfill import beat_entries  # reads CASCADE_BACKFILLS_FILE
+    """The batch recovery poll and each configured nightly backfill (beat)."""
+    from celery.schedules import crontab
 
+    from workers.backfills import load_backfills  # reads CASCADE_BACKFILLS_FILE
+
+    options = {"queue": FALLBACK_QUEUE}  # which every deployment consumes
+    entries: dict[str, Any] = {
+        "poll-open-batches": {
+            "task": "cascade.poll_open_batches",
+            "schedule": 300.0,
+            "options": options,
+        }
+    }
     try:
-        return beat_entries()
+        backfills = load_backfills()
     except ValueError as exc:  # a bad backfills file must not stop the workers
         structlog.get_logger("cascade.app").error("cascade.backfill.config_invalid", error=str(exc))
-        return {}
+        return entries
+    for b in backfills:
+        hour, minute = b.at.split(":")
+        entries[f"backfill-{b.name}"] = {
+            "task": "cascade.backfill",
+            "schedule": crontab(hour=int(hour), minute=int(minute)),
+            "args": (b.name,),
+            "options": options,
+        }
+    return entries
 
+
+# Infrastructure failures only (database gone, connection reset). Model-call
+# failures never reach Celery: the retry policy and fallback chain own them.
+INFRA_RETRY: dict[str, Any] = {
+    "autoretry_for": DB_TRANSIENT,
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 20,
+}
 
 app = CascadeCelery("cascade", include=["tasks.jobs", "tasks.batches", "tasks.backfill"])
 

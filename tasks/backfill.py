@@ -13,15 +13,11 @@ Configured backfills (for Celery beat) live in a TOML file named by
 from __future__ import annotations
 
 import hashlib
-import os
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any
 
 from common.lifecycle import Phase
 from common.logs import get_logger
@@ -33,79 +29,13 @@ from tasks.messages import Message, chunks
 from tasks.publish import publish
 from tasks.runtime import Runtime, get_runtime
 from tasks.submit import CHUNK_LINES, SubmitError, check_models_priced
+from workers.backfills import BackfillSpec, find_backfill, with_mode
 from workers.intake import EMPTY_TEXT, NO_TEXT, TEXT_NOT_STRING, TEXT_TOO_LONG, read_items
 from workers.intake import InputItem as FileItem
 from workers.pipeline import ClaudeTier, Pipeline, load_pipeline
 from workers.sources import FileSource, is_database_url
 
 log = get_logger("cascade.backfill")
-Mode = Literal["batch", "realtime"]
-BACKFILLS_ENV = "CASCADE_BACKFILLS_FILE"
-
-
-class BackfillSpec(BaseModel):
-    """What to backfill: a pipeline file and a source (file, glob or database URL)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str | None = None
-    pipeline: Path
-    source: str
-    table: str | None = None
-    query: str | None = None
-    id_column: str = "id"
-    text_column: str = "text"
-    updated_column: str = "updated_at"
-    mode: Mode | None = None  # None: each tier's own mode from the pipeline file
-    since: datetime | None = None  # overrides the watermark for this run
-
-
-class ScheduledBackfill(BackfillSpec):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,99}$")
-    at: str = Field(default="02:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # UTC, daily
-
-
-class BackfillConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    backfill: list[ScheduledBackfill] = []
-
-
-def backfills_file() -> Path | None:
-    raw = os.environ.get(BACKFILLS_ENV)
-    return Path(raw) if raw else None
-
-
-def load_backfills(path: Path | None = None) -> list[ScheduledBackfill]:
-    """The configured backfills; [] when none is configured. Raises ValueError when invalid."""
-    path = path or backfills_file()
-    if path is None:
-        return []
-    try:
-        data = tomllib.loads(path.read_text())
-        config = BackfillConfig.model_validate(data)
-    except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
-        raise ValueError(f"backfills file {path}: {exc}") from exc
-    base = path.parent
-    out = [
-        b.model_copy(update={"pipeline": base / b.pipeline}) if not b.pipeline.is_absolute() else b
-        for b in config.backfill
-    ]
-    names = [b.name for b in out]
-    if len(set(names)) != len(names):
-        raise ValueError(f"backfills file {path}: backfill names must be unique")
-    return out
-
-
-def with_mode(pipeline: Pipeline, mode: Mode | None) -> Pipeline:
-    """Every model tier in ``mode`` (batch or realtime); unchanged when ``mode`` is None."""
-    if mode is None:
-        return pipeline
-    tiers = [
-        t.model_copy(update={"mode": mode}) if isinstance(t, ClaudeTier) else t
-        for t in pipeline.tiers
-    ]
-    return pipeline.model_copy(update={"tiers": tiers})
 
 
 @dataclass(slots=True)
@@ -293,44 +223,11 @@ def _ingest(
         repo.job_submitted(session, job_id)
 
 
-def find_backfill(name: str) -> ScheduledBackfill:
-    for b in load_backfills():
-        if b.name == name:
-            return b
-    raise LookupError(f"no configured backfill named {name!r} (see {BACKFILLS_ENV})")
-
-
 @app.task(name="cascade.backfill")
 def backfill(name: str) -> dict[str, Any]:
     """A configured backfill, as beat runs it nightly."""
     result = run_backfill(get_runtime(), find_backfill(name))
     return {"run_id": result.run_id, "job_id": result.job_id, "items": result.items_added}
-
-
-def beat_entries() -> dict[str, dict[str, Any]]:
-    """Beat schedule entries: the batch recovery sweep and each configured nightly backfill."""
-    from celery.schedules import crontab
-
-    from tasks.app import FALLBACK_QUEUE
-
-    # Routed to the fallback queue, which every deployment consumes.
-    options = {"queue": FALLBACK_QUEUE}
-    entries: dict[str, dict[str, Any]] = {
-        "poll-open-batches": {
-            "task": "cascade.poll_open_batches",
-            "schedule": 300.0,
-            "options": options,
-        }
-    }
-    for b in load_backfills():
-        hour, minute = b.at.split(":")
-        entries[f"backfill-{b.name}"] = {
-            "task": "cascade.backfill",
-            "schedule": crontab(hour=int(hour), minute=int(minute)),
-            "args": (b.name,),
-            "options": options,
-        }
-    return entries
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@
   growing countdown (capped far below the broker's 1 h visibility timeout); when it
   has ended, it collects the results, decides each item exactly like a realtime answer
   (:meth:`Engine.results_from_tries`, batch-priced) and settles them through
-  :func:`tasks.flow.settle_and_route`: escalations go to the next tier (its own batch),
+  :func:`tasks.settle.settle_and_route`: escalations go to the next tier (its own batch),
   errored and expired requests to the fallback path, like realtime failures.
 - ``cascade.poll_open_batches`` (beat) is the sweeper for batches: it re-polls every
   open batch whose poll is overdue (its message was lost, its worker killed) and
@@ -30,12 +30,11 @@ from common.logs import get_logger
 from models import batches_repo
 from models.ledger import Claimed
 from models.repo import utcnow
-from tasks.app import app, tier_queue
-from tasks.flow import settle_and_route
-from tasks.jobs import INFRA_RETRY
+from tasks.app import INFRA_RETRY, app, tier_queue
 from tasks.messages import Message
 from tasks.publish import publish
 from tasks.runtime import Runtime, get_runtime
+from tasks.settle import settle_and_route
 from workers.batch import PollPlan, custom_id, match_results, request_bytes, split
 from workers.engine import Engine
 from workers.pipeline import ClaudeTier, ModelRef

@@ -13,24 +13,23 @@ database has committed.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import structlog
 
-from common.lifecycle import FINAL_VERDICTS, STOPS_JOB, Phase
+from common.lifecycle import Phase
 from common.logs import get_logger
-from models import ledger, repo
+from models import ledger
 from models.errors import with_db_retry
 from models.ledger import Settled
-from tasks import metrics
+from tasks.batches import start_batch
 from tasks.budget import budget_gate
-from tasks.messages import Message, follow_ups, released_messages
+from tasks.messages import Message
 from tasks.pool import pool_of
 from tasks.rows import attempt_rows, settled_of
 from tasks.runtime import Runtime
-from workers.decision import Escalate, GiveUp
+from tasks.settle import route, settle_and_route
 from workers.engine import Engine
 from workers.pipeline import ClaudeTier, LocalTier, RulesTier
 from workers.records import ItemResult, WorkItem
@@ -58,8 +57,6 @@ def process(rt: Runtime, msg: Message) -> list[Message]:
 
 def _process_batch(rt: Runtime, msg: Message, tier: ClaudeTier) -> list[Message]:
     """Submit the items as Message Batches; a poll task settles them when they end."""
-    from tasks.batches import start_batch
-
     engine = rt.engine_for(msg.job_id)
     token = ledger.new_token()
     with rt.sessions.begin() as session:
@@ -136,75 +133,3 @@ def decide_items(
     else:
         results = engine.run_local(tier_index, items)
     return results, [settled_of(tier_index, tier.name, r) for r in results]
-
-
-def settle_and_route(
-    rt: Runtime, msg: Message, tier_name: str, token: str, results: Sequence[ItemResult]
-) -> list[Message]:
-    """Write the results of a tier visit under the claim's token; return the follow-ups.
-
-    For what is settled a batch at a time (a collected Message Batch, budget holds).
-    """
-    settled = [settled_of(msg.tier_index, tier_name, r) for r in results]
-    pipeline = rt.engine_for(msg.job_id).pipeline
-    rows = attempt_rows(msg.job_id, results)
-
-    def write() -> tuple[list[Settled], list[Message]]:
-        with rt.sessions.begin() as session:
-            kept = ledger.settle(session, token, rows, settled, drop_text=not pipeline.store_text)
-            spent = sum(s.cost_nanos + s.calibration_nanos for s in kept)
-            repo.add_spend(session, msg.job_id, pipeline.name, spent)
-            stopped = [s for s in kept if s.decision in STOPS_JOB]
-            if stopped:
-                repo.pause_job(session, msg.job_id, stopped[0].error or "spend limit reached")
-            return kept, released_messages(ledger.released(session))
-
-    # The calls are made and paid for: keep trying to record them while the database
-    # is away (a restart, a dropped connection) rather than lose them with the task.
-    kept, freed = with_db_retry(write)
-    return route(rt, msg, tier_name, results, kept) + freed
-
-
-def route(
-    rt: Runtime,
-    msg: Message,
-    tier_name: str,
-    results: Sequence[ItemResult],
-    kept: Sequence[Settled],
-    *,
-    finish: bool = True,
-) -> list[Message]:
-    """After a tier visit is recorded: metrics, logs, and the follow-up messages.
-
-    ``finish``: see whether that was the job's last item (not while it is still being
-    submitted: `cascade submit` does it when the file is in).
-    """
-    metrics.record(tier_name, results, [s.decision for s in kept])
-    counts = Counter(str(s.decision) for s in kept)
-    log.info(
-        "cascade.batch.settled", items=len(kept), lost_lease=len(results) - len(kept), **counts
-    )
-    stopped = [s for s in kept if s.decision in STOPS_JOB]
-    if stopped:
-        log.error("cascade.job.paused", job_id=msg.job_id, why=stopped[0].error)
-    for r in results:
-        if isinstance(r.decision, Escalate):
-            log.debug("cascade.item.escalated", item=r.pk, why=r.decision.why)
-        elif isinstance(r.decision, GiveUp):
-            log.warning("cascade.item.failed", item=r.pk, why=r.decision.why)
-    out = follow_ups(
-        msg,
-        kept,
-        {r.pk: r.decision for r in results},
-        rt.settings,
-        lambda t, p: rt.batch_size(msg.job_id, t, p),
-    )
-    if finish and any(s.decision in FINAL_VERDICTS for s in kept):
-
-        def finish_job() -> bool:
-            with rt.sessions.begin() as session:
-                return repo.finish_job_if_done(session, msg.job_id)
-
-        if with_db_retry(finish_job):
-            log.info("cascade.job.done", job_id=msg.job_id)
-    return out

@@ -9,8 +9,7 @@ from celery.signals import worker_process_init
 
 from common.lifecycle import Phase
 from common.logs import get_logger
-from models.errors import DB_TRANSIENT
-from tasks.app import app
+from tasks.app import INFRA_RETRY, app
 from tasks.flow import process
 from tasks.messages import Message
 from tasks.pool import pool_of
@@ -18,15 +17,6 @@ from tasks.publish import publish, sweep_once
 from tasks.runtime import get_runtime
 
 log = get_logger("cascade.tasks")
-# Infrastructure failures only (database gone, connection reset). Model-call
-# failures never reach Celery: the retry policy and fallback chain own them.
-INFRA_RETRY: dict[str, Any] = {
-    "autoretry_for": DB_TRANSIENT,
-    "retry_backoff": 2,
-    "retry_backoff_max": 60,
-    "retry_jitter": True,
-    "max_retries": 20,
-}
 
 
 @worker_process_init.connect

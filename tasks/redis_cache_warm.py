@@ -10,14 +10,10 @@ round trip, no race between "is it warm" and "then I go first").
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import redis.asyncio as redis
 
 from workers.caching import CacheWarmer, Claim, MemoryWarmStore
-
-if TYPE_CHECKING:
-    from tasks.runtime import Runtime
 
 _CLAIM = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'warm' end
@@ -51,9 +47,8 @@ class RedisWarmStore:
             await pipe.execute()
 
 
-def cache_warmer(rt: Runtime) -> CacheWarmer:
-    """The runtime's warmer: shared through Redis when the fleet shares one, else in memory."""
-    url = rt.settings.shared_redis_url
-    if url:
-        return CacheWarmer(RedisWarmStore(rt._shared_redis(url)))
+def cache_warmer(client: redis.Redis | None) -> CacheWarmer:
+    """A warmer shared through Redis when the fleet shares one (``client``), else in memory."""
+    if client is not None:
+        return CacheWarmer(RedisWarmStore(client))
     return CacheWarmer(MemoryWarmStore())

@@ -173,13 +173,14 @@ class Runtime:
 
     def executor(self) -> RealtimeExecutor:
         if self._executor is None:
+            url = self.settings.shared_redis_url
             self._executor = RealtimeExecutor(
                 self.provider,
                 self.policy,
                 self.settings.concurrency,
                 breakers=self.breakers(),
                 allow_when_store_down=self.settings.breaker_store_down == "allow",
-                warmer=cache_warmer(self),
+                warmer=cache_warmer(self._shared_redis(url) if url else None),
             )
         return self._executor
 

@@ -255,7 +255,7 @@ def write_chunk(
 
 def door_messages(rt: Runtime, job_id: int, tier: str, decided: Decided) -> list[Message]:
     """After a chunk decided at the door commits: metrics, a log line, and its escalations
-    (what :func:`tasks.flow.route` does after a worker's rules batch)."""
+    (what :func:`tasks.settle.route` does after a worker's rules batch)."""
     names = [decided.names[k] for k in decided.kinds]
     counts = Counter(names)
     if set(counts) - {"accept", "escalate"}:

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from common.lifecycle import FINAL_VERDICTS, STOPS_JOB, TRANSITIONS, Phase
 from common.logs import get_logger
@@ -39,10 +39,25 @@ from tasks.runtime import Runtime, worker_name
 from workers.records import ItemResult
 from workers.retry import LeaseLost
 
-if TYPE_CHECKING:
-    from tasks.pool import Pool
-
 log = get_logger("cascade.ledger")
+
+
+class Holder(Protocol):
+    """What the writer asks of the pool whose items it records (:class:`tasks.pool.Pool`)."""
+
+    def tokens(self) -> list[str]:
+        """The claim tokens of the items it holds: their leases are renewed."""
+        ...
+
+    def owners(self, pks: set[int]) -> dict[int, str]:
+        """The claim token of each of ``pks`` it still holds."""
+        ...
+
+    def settled(self, pks: list[int]) -> None:
+        """Items whose outcome is committed (or that are no longer its)."""
+        ...
+
+
 ROUTE_WAIT_S = 0.2  # most a follow-up waits for others of its tier (the 250 ms promise)
 MAX_GROUP = 2_000  # entries per commit
 
@@ -72,7 +87,7 @@ _STOP = object()
 
 
 class Writer:
-    def __init__(self, rt: Runtime, pool: Pool, *, clock: Any = time.monotonic) -> None:
+    def __init__(self, rt: Runtime, pool: Holder, *, clock: Any = time.monotonic) -> None:
         self.rt = rt
         self.pool = pool
         self._clock = clock

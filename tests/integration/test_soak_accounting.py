@@ -110,6 +110,7 @@ def build(engine: Engine) -> int:
             decision="fail", input_tokens=7, output_tokens=1)  # fmt: skip
         row("eps", 4, "weird_outcome", None)  # an outcome the table does not know
         row("eps", 5, "breaker_open", None, decision=None)  # no call made
+        row("eps", 6, "unknown", None, decision=None)  # sent, then a kill: reply never recorded
         return job
 
 
@@ -124,9 +125,11 @@ def test_calls_and_tokens_server_against_ledger(soak: tuple[list[acc.Call], acc.
     got = acc.compare(calls, ledger.rows)
     assert got["server_calls"] == 10
     assert got["server_calls_by_outcome"] == {"ok": 7, "error": 1, "dropped": 1, "cut_off": 1}
-    # rules, the breaker and the unknown outcome are not calls; the other 9 rows are
-    assert got["ledger_calls"] == 9
-    assert got["ledger_calls_without_request_id"] == 1  # beta's dropped call
+    # rules, the breaker and the outcome nobody knows are not calls; the other 10 rows
+    # are, the call a kill cut off among them
+    assert got["ledger_calls"] == 10
+    assert got["ledger_calls_without_request_id"] == 2  # beta's dropped call, eps' cut-off one
+    assert got["cut_off"] == 1
     assert {k: v["sample"] for k, v in got["server_only"].items()} == {
         "dropped": ["req_3"],
         "ok": ["req_4"],
