@@ -43,6 +43,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from common.lifecycle import Outcome, Status, Verdict
+from models.attempt_rows import attempt_row
 from models.repo import ATTEMPTS, ITEMS, NewItem, utcnow
 
 WAIT = Status.REUSE_WAIT
@@ -316,29 +317,21 @@ def _take(
         }
         items.append(item)
         attempts.append(
-            {
-                "job_id": job_id,
-                "item_id": pk,
-                "step": steps,
-                "tier_index": src.tier_index,
-                "tier": src.final_tier or "",
-                "role": ROLE,
-                "provider": ROLE,
-                "model": ROLE,
-                "outcome": Outcome.REUSED,
-                "decision": DECISION_OF[src.status],
-                "label": src.label,
-                "confidence": src.confidence,
-                "hedged": False,
-                "input_tokens": 0,
-                "output_tokens": 0,
-                "cache_write_tokens": 0,
-                "cache_read_tokens": 0,
-                "is_batch": False,
-                "cost_nanos": 0,
-                "latency_ms": 0,
-                "reuse_of": int(src.id),
-            }
+            attempt_row(
+                job_id=job_id,
+                item_id=pk,
+                step=steps,
+                tier_index=src.tier_index,
+                tier=src.final_tier or "",
+                role=ROLE,
+                provider=ROLE,
+                model=ROLE,
+                outcome=Outcome.REUSED,
+                decision=DECISION_OF[src.status],
+                label=src.label,
+                confidence=src.confidence,
+                reuse_of=int(src.id),
+            )
         )
     values: dict[str, Any] = {
         "status": bindparam("p_status"),

@@ -29,7 +29,7 @@ from tasks.messages import Message
 from tasks.pool import pool_of
 from tasks.rows import attempt_rows, settled_of
 from tasks.runtime import Runtime
-from tasks.settle import route, settle_and_route
+from tasks.settle import claim, route, settle_and_route
 from workers.engine import Engine
 from workers.pipeline import ClaudeTier, LocalTier, RulesTier
 from workers.records import ItemResult, WorkItem
@@ -58,24 +58,13 @@ def process(rt: Runtime, msg: Message) -> list[Message]:
 def _process_batch(rt: Runtime, msg: Message, tier: ClaudeTier) -> list[Message]:
     """Submit the items as Message Batches; a poll task settles them when they end."""
     engine = rt.engine_for(msg.job_id)
-    token = ledger.new_token()
-    with rt.sessions.begin() as session:
-        claimed = ledger.claim(
-            session,
-            msg.job_id,
-            msg.tier_index,
-            msg.ids,
-            phase=msg.phase,
-            token=token,
-            lease_s=BATCH_LEASE_S,
-        )
-    if not claimed:
-        log.info("cascade.batch.nothing_to_do", job_id=msg.job_id, tier_index=msg.tier_index)
+    got = claim(rt, msg, lease_s=BATCH_LEASE_S)
+    if not got.items:
         return []
-    claimed, held = budget_gate(rt, engine, msg, tier, claimed)
+    claimed, held = budget_gate(rt, engine, msg, tier, got.items)
     if claimed:
-        start_batch(rt, engine, msg, claimed, token)
-    return settle_and_route(rt, msg, tier.name, token, held) if held else []
+        start_batch(rt, engine, msg, claimed, got.token)
+    return settle_and_route(rt, msg, tier.name, got.token, held) if held else []
 
 
 def _process_free(rt: Runtime, msg: Message, tier: RulesTier | LocalTier) -> list[Message]:

@@ -37,12 +37,12 @@ from typing import Any
 
 from common.lifecycle import Outcome, Phase
 from common.logs import get_logger
-from models import ledger
-from models.resilience import active_drills
+from models.attempt_rows import attempt_row
 from tasks.budget import budget_gate
 from tasks.messages import Message
 from tasks.rows import step_row
 from tasks.runtime import Runtime
+from tasks.settle import claim
 from tasks.shadow import add_shadow
 from tasks.writer import Writer
 from workers.decision import Fallback, GiveUp
@@ -108,21 +108,10 @@ class Pool:
         rt = self.rt
         engine = rt.engine_for(msg.job_id)
         tier = engine.pipeline.tiers[msg.tier_index]
-        token = ledger.new_token()
-        with rt.sessions.begin() as session:
-            claimed = ledger.claim(
-                session,
-                msg.job_id,
-                msg.tier_index,
-                msg.ids,
-                phase=msg.phase,
-                token=token,
-                lease_s=rt.settings.lease_seconds,
-            )
-            disabled = active_drills(session) if claimed else {}
-        if not claimed:
-            log.info("cascade.batch.nothing_to_do", job_id=msg.job_id, tier_index=msg.tier_index)
+        got = claim(rt, msg, lease_s=rt.settings.lease_seconds)
+        if not got.items:
             return 0
+        token, claimed, disabled = got.token, got.items, got.disabled
         held: list[ItemResult] = []
         worst: dict[int, int] = {}
         if isinstance(tier, ClaudeTier):
@@ -209,31 +198,18 @@ class Journal:
     async def sending(self, request: ClassifyRequest, n: int) -> None:
         tag = request.tag
         assert tag is not None
-        row = {
-            "job_id": tag.job_id,
-            "item_id": tag.item_pk,
-            "step": tag.first_step + n,
-            "tier_index": tag.tier_index,
-            "tier": tag.tier,
-            "role": tag.role,
-            "provider": request.provider,
-            "model": request.model,
-            "outcome": Outcome.IN_FLIGHT,
-            "decision": None,
-            "label": None,
-            "confidence": None,
-            "hedged": False,
-            "input_tokens": 0,
-            "output_tokens": 0,
-            "cache_write_tokens": 0,
-            "cache_read_tokens": 0,
-            "is_batch": False,
-            "cost_nanos": tag.estimate_nanos,
-            "latency_ms": 0,
-            "http_status": None,
-            "error": None,
-            "request_id": None,
-        }
+        row = attempt_row(
+            job_id=tag.job_id,
+            item_id=tag.item_pk,
+            step=tag.first_step + n,
+            tier_index=tag.tier_index,
+            tier=tag.tier,
+            role=tag.role,
+            provider=request.provider,
+            model=request.model,
+            outcome=Outcome.IN_FLIGHT,
+            cost_nanos=tag.estimate_nanos,
+        )
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pool.writer.journal(row, done)
         await done

@@ -5,37 +5,38 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from models.attempt_rows import attempt_row
 from models.ledger import Settled
 from workers.decision import Capped, Escalate
 from workers.records import ItemResult, Step
 
 
 def step_row(job_id: int, s: Step) -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "item_id": s.item_pk,
-        "step": s.step,
-        "tier_index": s.tier_index,
-        "tier": s.tier,
-        "role": s.role,
-        "provider": s.provider,
-        "model": s.model,
-        "outcome": s.outcome,
-        "decision": s.decision,
-        "label": s.label,
-        "confidence": s.confidence,
-        "hedged": s.hedged,
-        "input_tokens": s.usage.input_tokens,
-        "output_tokens": s.usage.output_tokens,
-        "cache_write_tokens": s.usage.cache_write_tokens,
-        "cache_read_tokens": s.usage.cache_read_tokens,
-        "is_batch": s.is_batch,
-        "cost_nanos": s.cost_nanos,
-        "latency_ms": s.latency_ms,
-        "http_status": s.http_status,
-        "error": s.error,
-        "request_id": s.request_id,
-    }
+    return attempt_row(
+        job_id=job_id,
+        item_id=s.item_pk,
+        step=s.step,
+        tier_index=s.tier_index,
+        tier=s.tier,
+        role=s.role,
+        provider=s.provider,
+        model=s.model,
+        outcome=s.outcome,
+        decision=s.decision,
+        label=s.label,
+        confidence=s.confidence,
+        hedged=s.hedged,
+        input_tokens=s.usage.input_tokens,
+        output_tokens=s.usage.output_tokens,
+        cache_write_tokens=s.usage.cache_write_tokens,
+        cache_read_tokens=s.usage.cache_read_tokens,
+        is_batch=s.is_batch,
+        cost_nanos=s.cost_nanos,
+        latency_ms=s.latency_ms,
+        http_status=s.http_status,
+        error=s.error,
+        request_id=s.request_id,
+    )
 
 
 def attempt_rows(job_id: int, results: Sequence[ItemResult]) -> list[dict[str, Any]]:

@@ -1,5 +1,7 @@
-"""After a tier visit: record it, then say what comes next.
+"""A tier visit's two ends: claim its items, and after it, record it and say what
+comes next.
 
+:func:`claim` takes a message's items under a lease, with the drills in force;
 :func:`settle_and_route` writes a visit's results under its claim's token (for what is
 settled a batch at a time: a collected Message Batch, budget holds); :func:`route`
 logs, counts and returns the follow-up messages, to be published once the database
@@ -10,12 +12,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from common.lifecycle import FINAL_VERDICTS, STOPS_JOB
 from common.logs import get_logger
 from models import ledger, repo
 from models.errors import with_db_retry
-from models.ledger import Settled
+from models.ledger import Claimed, Settled
+from models.resilience import active_drills
 from tasks import metrics
 from tasks.messages import Message, follow_ups, released_messages
 from tasks.rows import attempt_rows, settled_of
@@ -24,6 +28,32 @@ from workers.decision import Escalate, GiveUp
 from workers.records import ItemResult
 
 log = get_logger("cascade.flow")
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    token: str
+    items: list[Claimed]
+    disabled: dict[str, str]  # the drills in force: what each disables
+
+
+def claim(rt: Runtime, msg: Message, *, lease_s: int) -> Claim:
+    """The message's items that are still waiting, under a new lease token."""
+    token = ledger.new_token()
+    with rt.sessions.begin() as session:
+        items = ledger.claim(
+            session,
+            msg.job_id,
+            msg.tier_index,
+            msg.ids,
+            phase=msg.phase,
+            token=token,
+            lease_s=lease_s,
+        )
+        disabled = active_drills(session) if items else {}
+    if not items:
+        log.info("cascade.batch.nothing_to_do", job_id=msg.job_id, tier_index=msg.tier_index)
+    return Claim(token, items, dict(disabled))
 
 
 def settle_and_route(
