@@ -14,7 +14,10 @@ Delivery guarantees (see README "When things fail"):
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import structlog
 from celery import Celery
@@ -22,11 +25,13 @@ from celery.signals import setup_logging, task_prerun, worker_init, worker_proce
 
 from common.logs import configure_logging
 from common.settings import get_settings
-from models.errors import DB_TRANSIENT
+from models.errors import DB_TRANSIENT, with_db_retry
 
 FALLBACK_QUEUE = "cascade.fallback"
 CONTROL_QUEUE = "cascade.control"
 VISIBILITY_TIMEOUT_S = 3600
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def tier_queue(tier_name: str) -> str:
@@ -69,6 +74,31 @@ class CascadeCelery(Celery):
                 **_backfill_beat(),
             },
         )
+
+
+def beat_job(job: Callable[P, T]) -> Callable[P, T | None]:
+    """A job beat starts (sweep, rollup, batch recovery, backfills): a database that
+    is away is retried for about 6 s; then the job logs one line and waits for its
+    next turn, rather than fail with a traceback."""
+
+    @functools.wraps(job)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T | None:
+        try:
+            return with_db_retry(lambda: job(*args, **kwargs), tries=5, base_s=0.4, sleep=_sleep)
+        except DB_TRANSIENT as exc:
+            structlog.get_logger("cascade.beat").error(
+                "cascade.beat.database_unavailable",
+                job=job.__name__,
+                error=type(exc).__name__,
+                detail=(str(exc).strip().splitlines() or [""])[0][:200],
+                then="skipped until its next turn",
+            )
+            return None
+
+    return run
+
+
+_sleep = time.sleep
 
 
 def _backfill_beat() -> dict[str, Any]:

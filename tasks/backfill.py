@@ -24,7 +24,7 @@ from common.logs import get_logger
 from models import batches_repo, repo
 from models.repo import NewItem
 from models.sources import DbSource, SourceReader
-from tasks.app import app
+from tasks.app import app, beat_job
 from tasks.messages import Message, chunks
 from tasks.publish import publish
 from tasks.runtime import Runtime, get_runtime
@@ -224,6 +224,7 @@ def _ingest(
 
 
 @app.task(name="cascade.backfill")
+@beat_job
 def backfill(name: str) -> dict[str, Any]:
     """A configured backfill, as beat runs it nightly."""
     result = run_backfill(get_runtime(), find_backfill(name))

@@ -30,7 +30,7 @@ from common.logs import get_logger
 from models import batches_repo
 from models.ledger import Claimed
 from models.repo import utcnow
-from tasks.app import INFRA_RETRY, app, tier_queue
+from tasks.app import INFRA_RETRY, app, beat_job, tier_queue
 from tasks.messages import Message
 from tasks.publish import publish
 from tasks.runtime import Runtime, get_runtime
@@ -272,5 +272,6 @@ def poll_batch(self: Task[Any, Any], row_id: int, poll_token: str) -> str:
 
 
 @app.task(name="cascade.poll_open_batches")
+@beat_job
 def poll_open_batches(overdue_s: float = OVERDUE_S, stalled_s: float = STALLED_SUBMIT_S) -> int:
     return recover_once(get_runtime(), overdue_s, stalled_s)

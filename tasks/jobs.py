@@ -9,7 +9,7 @@ from celery.signals import worker_process_init
 
 from common.lifecycle import Phase
 from common.logs import get_logger
-from tasks.app import INFRA_RETRY, app
+from tasks.app import INFRA_RETRY, app, beat_job
 from tasks.flow import process
 from tasks.messages import Message
 from tasks.pool import pool_of
@@ -40,11 +40,13 @@ def run_fallback(self: Task[Any, Any], job_id: int, tier_index: int, ids: list[i
 
 
 @app.task(name="cascade.sweep")
+@beat_job
 def sweep() -> int:
     return sweep_once(get_runtime())
 
 
 @app.task(name="cascade.rollup")
+@beat_job
 def rollup() -> int:
     """Refresh the report_daily rollup (beat, every 5 minutes); returns the new watermark."""
     from models.rollup import refresh
