@@ -20,8 +20,7 @@ from cascade.cliutil import ensure_schema, err, fail, find_job, out
 from cascade.offline import KeyProblem, model_api
 from cascade.progress import STOP, JobBar, wait_for_job
 from common.settings import get_settings
-
-FALLBACK_QUEUE = "cascade.fallback"
+from tasks.queues import FALLBACK_QUEUE
 
 
 @contextmanager

@@ -26,22 +26,20 @@ from celery.signals import setup_logging, task_prerun, worker_init, worker_proce
 from common.logs import configure_logging
 from common.settings import get_settings
 from models.errors import DB_TRANSIENT, with_db_retry
+from tasks.queues import CONTROL_QUEUE, FALLBACK_QUEUE, NORMAL, PRIORITY_STEPS
 
-FALLBACK_QUEUE = "cascade.fallback"
-CONTROL_QUEUE = "cascade.control"
 VISIBILITY_TIMEOUT_S = 3600
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def tier_queue(tier_name: str) -> str:
-    return f"tier.{tier_name}"
-
-
 class CascadeCelery(Celery):
     def on_configure(self) -> None:  # type: ignore[override]
         settings = get_settings()
-        transport: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+        transport: dict[str, Any] = {
+            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            "priority_steps": list(PRIORITY_STEPS),
+        }
         if settings.embedded:
             transport["polling_interval"] = 0.01
         self.conf.update(
@@ -55,6 +53,7 @@ class CascadeCelery(Celery):
             task_reject_on_worker_lost=True,
             worker_prefetch_multiplier=1,
             task_default_queue=CONTROL_QUEUE,
+            task_default_priority=NORMAL,
             task_create_missing_queues=True,
             worker_hijack_root_logger=False,
             worker_redirect_stdouts=False,

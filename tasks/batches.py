@@ -30,9 +30,10 @@ from common.logs import get_logger
 from models import batches_repo
 from models.ledger import Claimed
 from models.repo import utcnow
-from tasks.app import INFRA_RETRY, app, beat_job, tier_queue
+from tasks.app import INFRA_RETRY, app, beat_job
 from tasks.messages import Message
 from tasks.publish import publish
+from tasks.queues import tier_queue
 from tasks.runtime import Runtime, get_runtime
 from tasks.settle import settle_and_route
 from workers.batch import PollPlan, custom_id, match_results, request_bytes, split

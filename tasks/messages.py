@@ -19,6 +19,7 @@ class Message:
     tier_index: int
     ids: list[int]
     countdown: float = 0.0  # seconds before a worker should take it
+    urgent: bool = False  # re-sent by the sweeper: ahead of the queue's backlog
 
 
 def chunks(ids: Sequence[int], size: int) -> list[list[int]]:

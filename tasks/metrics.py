@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
+from tasks.queues import queue_keys
 from workers.records import ItemResult
 
 _enabled = False
@@ -112,7 +113,8 @@ class QueueDepth:
         client = redis.Redis.from_url(self.broker_url, socket_timeout=2)
         try:
             for queue in self.queues:
-                family.add_metric([queue], float(client.llen(queue)))
+                depth = sum(int(client.llen(key)) for key in queue_keys(queue))
+                family.add_metric([queue], float(depth))
         except redis.RedisError:
             return
         finally:

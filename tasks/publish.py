@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from common.lifecycle import Phase
 from common.logs import get_logger
 from models import ledger, reuse
-from tasks.app import FALLBACK_QUEUE, app, tier_queue
+from tasks.app import app
 from tasks.fleet import queue_depths
 from tasks.messages import Message, chunks, released_messages
+from tasks.queues import FALLBACK_QUEUE, NORMAL, URGENT, tier_queue
 from tasks.runtime import Runtime
 
 log = get_logger("cascade.publish")
@@ -43,6 +45,7 @@ def send(rt: Runtime, msg: Message) -> None:
         args=(msg.job_id, msg.tier_index, msg.ids),
         queue=queue_for(rt, msg),
         countdown=msg.countdown or None,
+        priority=URGENT if msg.urgent else NORMAL,
         # Celery would otherwise repr every id for the message's header: half the
         # cost of sending a batch of 1,000
         argsrepr=f"({msg.job_id}, {msg.tier_index}, <{len(msg.ids)} ids>)",
@@ -120,8 +123,8 @@ def sweep_once(
             quiet=quiet,
             quiet_idle_s=QUIET_S,
         )
-    messages = freed + [
-        Message(s.phase, s.job_id, s.tier_index, chunk)
+    messages = [replace(m, urgent=True) for m in freed] + [
+        Message(s.phase, s.job_id, s.tier_index, chunk, urgent=True)
         for s in strays
         for chunk in chunks(s.ids, rt.batch_size(s.job_id, s.tier_index, s.phase))
     ]

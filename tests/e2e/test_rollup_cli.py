@@ -70,7 +70,8 @@ def test_embedded_report_refreshes_the_rollup_first(env: dict[str, str]) -> None
 
 def test_beat_refreshes_the_rollup_every_five_minutes_on_the_fallback_queue() -> None:
     import tasks.jobs  # noqa: F401  (registers the tasks)
-    from tasks.app import FALLBACK_QUEUE, app
+    from tasks.app import app
+    from tasks.queues import FALLBACK_QUEUE
 
     entry = app.conf.beat_schedule["rollup"]
     assert entry["task"] == "cascade.rollup"

@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 from cascade.fakeapi import FakeServer
 from cascade.fakeapi.brain import classify
 from migrations.runner import upgrade
+from tasks.queues import queue_keys
 from tests.services import require_service, service_redis_url
 from workers.pipeline import RulesTier, load_pipeline
 from workers.rules import CompiledRules
@@ -154,7 +155,9 @@ def _drain(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            if not any(client.llen(q) for q in queues) and not client.hlen("unacked"):
+            if not any(client.llen(k) for q in queues for k in queue_keys(q)) and not client.hlen(
+                "unacked"
+            ):
                 return
             time.sleep(0.1)
         raise AssertionError("the worker did not drain its queues in time")

@@ -260,6 +260,7 @@ def test_items_at_an_empty_queue_are_resent_within_seconds(
     assert asked == [[queue]]
     assert sorted(i for m in sent for i in m.ids) == sorted(ids)
     assert {(m.phase, m.job_id, m.tier_index) for m in sent} == {(Phase.TIER, job_id, SMALL)}
+    assert all(m.urgent for m in sent)  # ahead of the queue's backlog (test_priority.py)
     # ... once: the sweep touched them, so the next pass waits QUIET_S again.
     assert pub.sweep_once(rt, 600, depths=lambda qs: {}) == 0
     # No broker to ask: nothing is re-sent before the idle rule.

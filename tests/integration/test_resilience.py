@@ -22,11 +22,13 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cascade.fakeapi import FakeServer
 from migrations.runner import upgrade
+from tasks.queues import queue_keys
 from tests.integration.harness import (
     BASE_KNOBS,
     BREAKER_STATE_KEY,
@@ -441,12 +443,12 @@ def test_redis_flushed_mid_job_is_recovered_by_the_sweeper(
     try:
         # When messages wait on the small tier's queue, the broker's database is flushed
         deadline = time.monotonic() + 60
-        while sum(client.llen(q) for q in QUEUES) < 3 or not cluster.scalar(
+        while sum(_depth(client, q) for q in QUEUES) < 3 or not cluster.scalar(
             "SELECT count(*) FROM items WHERE status = 'done' AND tier_index = 1"
         ):
             assert time.monotonic() < deadline, cluster.logs()
             time.sleep(0.02)
-        queued = {q: int(client.llen(q)) for q in QUEUES}
+        queued = {q: _depth(client, q) for q in QUEUES}
         client.flushdb()
         t_flush = time.monotonic()
     finally:
@@ -702,3 +704,8 @@ def test_unreachable_breaker_store_does_not_fail_the_batch(
         # Then no batch crashed and the job finished with a consistent ledger
         assert not crashed, crashed[0][:300]
         cluster.check_ledger(20)
+
+
+def _depth(client: Any, queue: str) -> int:
+    """Messages on ``queue``, whatever their priority."""
+    return sum(int(client.llen(key)) for key in queue_keys(queue))

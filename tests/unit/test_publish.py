@@ -10,6 +10,7 @@ import pytest
 from common.lifecycle import Phase
 from tasks import publish as pub
 from tasks.messages import Message
+from tasks.queues import NORMAL, URGENT
 
 
 class _Broker:
@@ -36,7 +37,10 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> _Broker:
 
 def test_a_batch_message_names_its_ids_by_count(broker: _Broker) -> None:
     ids = list(range(10_000, 11_000))
-    messages = [Message(Phase.TIER, 7, 0, ids), Message(Phase.FALLBACK, 7, 1, ids[:3], 5.0)]
+    messages = [
+        Message(Phase.TIER, 7, 0, ids),
+        Message(Phase.FALLBACK, 7, 1, ids[:3], 5.0, urgent=True),
+    ]
     assert pub.publish(None, messages, sleep=lambda s: None) == 0  # type: ignore[arg-type]
     # The ids travel in the arguments; the header says how many there are
     assert [m["name"] for m in broker.sent] == ["cascade.run_tier", "cascade.run_fallback"]
@@ -44,6 +48,7 @@ def test_a_batch_message_names_its_ids_by_count(broker: _Broker) -> None:
     assert [m["argsrepr"] for m in broker.sent] == ["(7, 0, <1000 ids>)", "(7, 1, <3 ids>)"]
     assert [m["countdown"] for m in broker.sent] == [None, 5.0]
     assert [m["queue"] for m in broker.sent] == ["q.tier", "q.fallback"]
+    assert [m["priority"] for m in broker.sent] == [NORMAL, URGENT]
 
 
 def test_a_broker_blip_is_retried_with_backoff(broker: _Broker) -> None:
