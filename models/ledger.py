@@ -63,6 +63,7 @@ class Claimed:
     text: str
     steps: int  # the item's next step number
     error: str | None = None  # why the item was handed to the fallback chain
+    error_kind: str | None = None  # and the kind of that failure (an attempts outcome)
     deferrals: int = 0
     label: str | None = None  # the best answer of a lower tier, if it has one
     confidence: float | None = None
@@ -75,6 +76,7 @@ _CLAIMED = (
     ITEMS.c.text,
     ITEMS.c.steps,
     ITEMS.c.error,
+    ITEMS.c.error_kind,
     ITEMS.c.deferrals,
     ITEMS.c.label,
     ITEMS.c.confidence,
@@ -83,7 +85,9 @@ _CLAIMED = (
 
 def _claimed(rows: Any) -> list[Claimed]:
     return [
-        Claimed(r.id, r.text or "", r.steps, r.error, r.deferrals, r.label, r.confidence)
+        Claimed(
+            r.id, r.text or "", r.steps, r.error, r.error_kind, r.deferrals, r.label, r.confidence
+        )
         for r in rows
     ]
 
@@ -314,6 +318,7 @@ class Settled:
     confidence: float | None = None
     reason: str | None = None
     error: str | None = None
+    error_kind: str | None = None  # a fallback's failure kind (the failed call's outcome)
     # shadow samples' cost: spent (budgets count it), never part of the item's cost
     calibration_nanos: int = 0
 
@@ -518,6 +523,7 @@ def settled_values(s: Settled, now: datetime, drop_text: bool) -> dict[str, Any]
             values["confidence"] = s.confidence
     elif move.keeps_error:
         values["error"] = s.error  # the fallback task reports it if nothing serves the item
+        values["error_kind"] = s.error_kind
     return values
 
 

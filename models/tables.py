@@ -116,6 +116,9 @@ class Item(Base):
     # times the fallback task found every link unavailable and put the item off
     deferrals: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
+    # the failure kind (an attempts.outcome: transient, permanent, ...) that handed the
+    # item to its fallback chain; the chain defers only failures that may pass (0012)
+    error_kind: Mapped[str | None] = mapped_column(String(16))
     lease_token: Mapped[str | None] = mapped_column(String(32))
     lease_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

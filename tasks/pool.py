@@ -135,6 +135,7 @@ class Pool:
                 c.steps,
                 tuple(step_of_row(r) for r in c.recorded),
                 c.error,
+                c.error_kind,
                 c.deferrals,
                 c.label,
             )

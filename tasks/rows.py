@@ -7,7 +7,7 @@ from typing import Any
 
 from models.attempt_rows import attempt_row
 from models.ledger import Settled
-from workers.decision import Capped, Escalate
+from workers.decision import Capped, Escalate, Fallback
 from workers.records import ItemResult, Step
 
 
@@ -68,4 +68,5 @@ def settled_of(tier_index: int, tier: str, result: ItemResult) -> Settled:
         confidence=confidence,
         reason=getattr(d, "reason", None),
         error=getattr(d, "why", None) if isinstance(d, Capped) or not label else None,
+        error_kind=result.steps[-1].outcome if isinstance(d, Fallback) and result.steps else None,
     )

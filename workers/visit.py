@@ -16,7 +16,7 @@ from typing import Any
 from common.lifecycle import ANSWERED, Outcome
 from workers import quality
 from workers.answers import Answer, Judged, Malformed, Refused
-from workers.decision import TEMPORARY_KINDS, Accept, Fallback, GiveUp, after_chain, decide
+from workers.decision import Accept, Fallback, GiveUp, after_chain, decide
 from workers.engine import Engine
 from workers.pipeline import ClaudeTier, LocalTier, ModelRef, RulesTier
 from workers.providers.base import Usage
@@ -34,6 +34,7 @@ class Visit:
     next_step: int
     recorded: tuple[Step, ...] = ()
     error: str | None = None  # why the item was handed to the fallback chain
+    error_kind: str | None = None  # the outcome of the call that failed (None: an answer)
     deferrals: int = 0
     label: str | None = None  # the answer of the tier below, if it escalated with one
 
@@ -164,7 +165,7 @@ async def serve_fallback(
     assert isinstance(tier, ClaudeTier)
     links = tier.chain if visit.deferrals > 0 else tier.fallbacks
     reasons = [f"{tier.primary.key}: {visit.error}" if visit.error else tier.primary.key]
-    kinds = [error_kind(visit.error)]
+    kinds = [visit.error_kind or "answer"]
     steps: list[Step] = list(visit.recorded)
     by_fallback = False
     for link in links:
@@ -192,12 +193,6 @@ async def serve_fallback(
     if steps:
         steps[-1] = replace(steps[-1], decision=decision.kind)
     return result
-
-
-def error_kind(reason: str | None) -> str:
-    """The failure kind at the head of a recorded reason (``"transient: HTTP 529 ..."``)."""
-    head = (reason or "").split(":", 1)[0]
-    return head if head in TEMPORARY_KINDS or head in ("permanent", "context") else "answer"
 
 
 def shadowed(visit: Visit) -> bool:

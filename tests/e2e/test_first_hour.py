@@ -43,9 +43,10 @@ def test_submit_without_a_key_stops_at_once_with_one_line(env: dict[str, str]) -
     # Given no ANTHROPIC_API_KEY (the README's own "Using it" line)
     started = time.monotonic()
     done = run(no_key(env), "submit", str(TICKETS), "--pipeline", str(PIPELINE))
-    # Then it stops within seconds (about 1 s on an idle machine; the bound leaves room
-    # for a busy CI host), with one line saying what to set, and writes nothing
-    assert time.monotonic() - started < 10
+    # Then it stops before doing any work (about 1 s on an idle machine: the bound only
+    # catches a hang or a wait for retries, and leaves room for a loaded host), with one
+    # line saying what to set, and writes nothing
+    assert time.monotonic() - started < 60
     assert done.returncode != 0
     lines = [x for x in done.stderr.splitlines() if x.strip()]
     assert len(lines) == 1, done.stderr

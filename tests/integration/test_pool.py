@@ -275,3 +275,56 @@ def test_items_at_an_empty_queue_are_resent_within_seconds(
         raise ConnectionError("broker restarting")
 
     assert pub.sweep_once(rt, 600, depths=down) == 0
+
+
+@pytest.fixture
+def retired_fallback(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Runtime, list[Message]]]:
+    """A runtime whose small tier's fallback model is retired (404: a permanent failure)."""
+    with FakeServer(seed=3, faults={"claude-haiku-4-5": {"error_status": 404}}) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.start())
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key-never-logged-0123456789")
+        url = engine.url.render_as_string(hide_password=False)
+        settings = Settings(
+            database_url=url, broker_url="memory://localhost/", sweep_every_s=0, flush_ms=5
+        )
+        sent: list[Message] = []
+        monkeypatch.setattr(pub, "send", lambda rt, msg: sent.append(msg))
+        rt = Runtime(settings)
+        yield rt, sent
+        rt.close()
+
+
+def test_the_chain_defers_by_the_recorded_failure_kind_not_its_text(
+    engine: Engine, retired_fallback: tuple[Runtime, list[Message]]
+) -> None:
+    """The primary's failure kind is a field: a chain whose own link fails for good still
+    defers an item whose primary failed in a way that may pass (transient), and gives up
+    on one whose primary's answer was the problem; the text of ``error`` is not read."""
+    rt, _ = retired_fallback
+    job_id, ids = small_tier_job(engine, TEXTS[:2])
+    passing, answer = ids
+    with make_sessionmaker(engine).begin() as s:
+        for pk, kind in ((passing, Outcome.TRANSIENT), (answer, None)):
+            s.execute(
+                ITEMS.update()
+                .where(ITEMS.c.id == pk)
+                .values(status=Status.FALLBACK, error="it could not serve", error_kind=kind)
+            )
+    assert pool_of(rt).admit(Message(Phase.FALLBACK, job_id, SMALL, ids)) == 2
+    deadline = time.monotonic() + 30
+    while True:
+        with engine.connect() as c:
+            rows = {
+                r.id: r
+                for r in c.execute(
+                    select(ITEMS.c.id, ITEMS.c.status, ITEMS.c.deferrals).where(ITEMS.c.id.in_(ids))
+                )
+            }
+        if all(r.status != Status.FALLBACK_RUNNING for r in rows.values()):
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.05)
+    assert (rows[passing].status, rows[passing].deferrals) == (Status.FALLBACK, 1)
+    assert rows[answer].status == Status.FAILED
