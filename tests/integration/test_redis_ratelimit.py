@@ -13,7 +13,7 @@ import redis.asyncio as aredis
 from tasks.redis_ratelimit import RedisRateLimiter
 from tests.services import require_service, service_redis_url
 from tests.unit.test_ratelimit import RPM600, SCENARIOS, Scenario, replay_pure
-from workers.ratelimit import BucketState, Cost, Observed, limits_table
+from workers.ratelimit import BucketState, Cost, Limits, Observed, limits_table, reserve
 
 REDIS_URL = service_redis_url(11)
 KEY = "anthropic:claude-haiku-5-5"
@@ -152,3 +152,27 @@ def test_adapt_skips_the_round_trip_only_when_it_could_change_nothing(redis_url:
     assert skipped == (None, None, None)
     assert low == (60, None, None)
     assert refreshed == (60, None, None)
+
+
+def test_concurrent_acquires_of_one_process_share_script_runs(redis_url: str) -> None:
+    """300 acquires at once on a client with one connection: every one is booked, in
+    arrival order, exactly as the pure ``reserve`` booking them one after the other."""
+    costs = [Cost(1, 100 * (i % 7), 10 * (i % 3)) for i in range(300)]
+    limits = Limits(requests_per_min=600, input_tokens_per_min=60_000, burst_s=2.0)
+
+    async def run() -> list[float]:
+        client = aredis.Redis.from_url(redis_url, max_connections=1)
+        limiter = RedisRateLimiter(client, limits_table({KEY: limits}), clock=lambda: 50.0)
+        limiter.max_batch = 64  # several script runs, each booking up to 64
+        try:
+            return await asyncio.gather(*(limiter.acquire(KEY, *c.units()) for c in costs))
+        finally:
+            await client.aclose()
+
+    waits = asyncio.run(run())
+    state, expected = BucketState(), []
+    for cost in costs:
+        state, wait = reserve(limits, state, 50.0, cost)
+        expected.append(wait)
+    assert waits == pytest.approx(expected, abs=1e-9)
+    assert waits[-1] > 20.0  # the queue really was booked far ahead
