@@ -11,6 +11,7 @@ import redis
 import redis.asyncio as aredis
 
 from tasks.redis_ratelimit import RedisRateLimiter
+from tasks.runtime import SHARED_REDIS_CONNECTIONS, shared_redis_client
 from tests.services import require_service, service_redis_url
 from tests.unit.test_ratelimit import RPM600, SCENARIOS, Scenario, replay_pure
 from workers.ratelimit import BucketState, Cost, Limits, Observed, limits_table, reserve
@@ -176,3 +177,22 @@ def test_concurrent_acquires_of_one_process_share_script_runs(redis_url: str) ->
         expected.append(wait)
     assert waits == pytest.approx(expected, abs=1e-9)
     assert waits[-1] > 20.0  # the queue really was booked far ahead
+
+
+def test_the_shared_client_queues_a_burst_instead_of_failing(redis_url: str) -> None:
+    """More commands at once than the pool holds connections: they wait their turn
+    (redis-py 8's default pool raised MaxConnectionsError past 100 at once)."""
+
+    async def run() -> list[object]:
+        client = shared_redis_client(redis_url)
+        try:
+            many = SHARED_REDIS_CONNECTIONS * 4
+            return await asyncio.gather(
+                *(client.incr("burst") for _ in range(many)), return_exceptions=True
+            )
+        finally:
+            await client.aclose()
+
+    results = asyncio.run(run())
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert sorted(results) == list(range(1, SHARED_REDIS_CONNECTIONS * 4 + 1))  # type: ignore[type-var]
