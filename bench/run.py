@@ -577,6 +577,9 @@ def tail_rows(r: dict[str, Any], add: Callable[..., None]) -> list[tuple[str, st
     if rr and "limit_share" in rr:
         for model, share in rr["limit_share"].items():
             add(f"realistic: share of 4,000 rpm used, {model} (%)", share["share"] * 100, "-", None)
+        for model, share in rr.get("limit_share_while_busy", {}).items():
+            v = share["share"] * 100
+            add(f"realistic: share while busy, {model} (%)", v, ">= 95", v >= 95)
         add("realistic: 429 responses", rr["responses_429"], "-", None, "{:,.0f}")
         add(
             "realistic: slot utilization (%)",
