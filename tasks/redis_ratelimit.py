@@ -13,9 +13,10 @@ whose value is then passed in instead. The limits are passed as arguments on
 every call, so they are configured in one place (the caller's settings).
 
 Key: ``{prefix}{key}`` (``prefix`` defaults to ``cascade:rate:``), a hash with
-``t1..t3`` (theoretical arrival times for requests, input and output tokens) and
-``l1..l3`` (a lower per-minute limit learnt from the API's headers). It expires
-after an hour without use.
+``t1..t3`` (theoretical arrival times for requests, input and output tokens),
+``l1..l3`` (a lower per-minute limit learnt from the API's headers) and ``c1..c3``
+with ``a1..a3`` (the rate after the last cut, and when: see
+:func:`workers.ratelimit.adapt`). It expires after an hour without use.
 
 :meth:`RedisRateLimiter.adapt` runs on every reply that carries rate-limit headers,
 so it skips the round trip when the script could not change anything: nothing is
@@ -33,7 +34,17 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as redis
 
-from workers.ratelimit import BucketState, Cost, LimitsFor, Observed, could_lower
+from workers.ratelimit import (
+    CUT,
+    CUT_HOLD_S,
+    FLOOR,
+    RECOVER_PER_S,
+    BucketState,
+    Cost,
+    LimitsFor,
+    Observed,
+    could_lower,
+)
 
 _PRELUDE = """
 local now
@@ -44,18 +55,26 @@ else
   now = tonumber(ARGV[1])
 end
 local burst = tonumber(ARGV[2])
-local h = redis.call('HMGET', KEYS[1], 't1', 't2', 't3', 'l1', 'l2', 'l3')
+local h = redis.call('HMGET', KEYS[1], 't1', 't2', 't3', 'l1', 'l2', 'l3',
+                     'c1', 'c2', 'c3', 'a1', 'a2', 'a3')
 local tat = {tonumber(h[1]) or 0, tonumber(h[2]) or 0, tonumber(h[3]) or 0}
 local learnt = {tonumber(h[4]), tonumber(h[5]), tonumber(h[6])}
+local cut = {tonumber(h[7]), tonumber(h[8]), tonumber(h[9])}
+local cut_at = {tonumber(h[10]) or 0, tonumber(h[11]) or 0, tonumber(h[12]) or 0}
 local configured = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])}
-local function rate(d)
+local function rate(d)                            -- workers.ratelimit.effective_per_min
   local c = configured[d]
   if c == nil then return nil end
-  if learnt[d] ~= nil and learnt[d] < c then return learnt[d] end
-  return c
+  local r = c
+  if learnt[d] ~= nil and learnt[d] < r then r = learnt[d] end
+  if cut[d] ~= nil then
+    local back = cut[d] + c * @RECOVER_PER_S@ * math.max(now - cut_at[d], 0)
+    if back < c and back < r then r = back end
+  end
+  return r
 end
 local function num(x) return string.format('%.17g', x) end
-"""
+""".replace("@RECOVER_PER_S@", repr(RECOVER_PER_S))
 
 # ARGV: now|'' , burst, 3 configured per-minute limits ('' = none), then 3 units per call
 # for one or more calls, booked in that order at the same ``now``.
@@ -111,6 +130,11 @@ for d = 1, 3 do
     if remaining < avail then
       tat[d] = math.max(tat[d], now + burst - math.max(remaining, 0) * spacing)
     end
+    local held = cut[d] ~= nil and now - cut_at[d] < @CUT_HOLD_S@
+    if remaining < burst * r / 60 and not held then
+      cut[d] = math.max(r * @CUT@, configured[d] * @FLOOR@)
+      cut_at[d] = now
+    end
   end
 end
 redis.call('HSET', KEYS[1], 't1', num(tat[1]), 't2', num(tat[2]), 't3', num(tat[3]))
@@ -120,10 +144,15 @@ for d = 1, 3 do
   else
     redis.call('HDEL', KEYS[1], 'l' .. d)
   end
+  if cut[d] ~= nil then
+    redis.call('HSET', KEYS[1], 'c' .. d, num(cut[d]), 'a' .. d, num(cut_at[d]))
+  end
 end
 redis.call('EXPIRE', KEYS[1], 3600)
 return 1
-"""
+""".replace("@CUT_HOLD_S@", repr(CUT_HOLD_S))
+    .replace("@CUT@", repr(CUT))
+    .replace("@FLOOR@", repr(FLOOR))
 )
 
 
@@ -279,7 +308,15 @@ class RedisRateLimiter:
         self._sent[key] = (seen.limit, time.monotonic())
 
     async def state(self, key: str) -> BucketState:
-        raw = await self.client.hmget(self.prefix + key, ["t1", "t2", "t3", "l1", "l2", "l3"])
+        fields = ["t1", "t2", "t3", "l1", "l2", "l3", "c1", "c2", "c3", "a1", "a2", "a3"]
+        raw = await self.client.hmget(self.prefix + key, fields)
         t = [_float(v) or 0.0 for v in raw[:3]]
-        learnt = [_float(v) for v in raw[3:]]
-        return BucketState((t[0], t[1], t[2]), (learnt[0], learnt[1], learnt[2]))
+        learnt = [_float(v) for v in raw[3:6]]
+        cut = [_float(v) for v in raw[6:9]]
+        cut_at = [_float(v) or 0.0 for v in raw[9:]]
+        return BucketState(
+            (t[0], t[1], t[2]),
+            (learnt[0], learnt[1], learnt[2]),
+            (cut[0], cut[1], cut[2]),
+            (cut_at[0], cut_at[1], cut_at[2]),
+        )

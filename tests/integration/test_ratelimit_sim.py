@@ -142,10 +142,15 @@ def store(request: pytest.FixtureRequest) -> Iterator[str]:
 def simulate(
     store: str,
     seconds: float,
+    *,
+    api_rpm: float = RPM,
     other_client_per_s: float = 0.0,
 ) -> tuple[SimApi, VirtualTime]:
+    """``seconds`` of ``CALLERS`` callers limited to ``RPM`` against an API enforcing
+    ``api_rpm``; with ``other_client_per_s``, another client empties the API's bucket
+    at the start and then tries that many calls a second."""
     vt = VirtualTime()
-    api = SimApi(vt, FakeBuckets(FakeRateLimits(requests_per_min=RPM), clock=vt.clock))
+    api = SimApi(vt, FakeBuckets(FakeRateLimits(requests_per_min=api_rpm), clock=vt.clock))
     until = vt.now + seconds
 
     async def main() -> None:
@@ -166,7 +171,7 @@ def simulate(
 
         async def other_client() -> None:
             api.buckets.take(MODEL, 0, 0)
-            for _ in range(int(RPM) - 1):  # it has just spent the whole minute's bucket
+            for _ in range(int(api_rpm) - 1):  # it has just spent the whole minute's bucket
                 api.buckets.take(MODEL, 0, 0)
             while True:  # and keeps trying for its share
                 await vt.sleep(1.0 / other_client_per_s)
@@ -195,3 +200,29 @@ def test_grants_the_configured_rate_when_the_api_reports_plenty_left(
     # booked start times are spaced exactly 0.1 s), and the API never says 429
     assert api.rate_in(start + 10, start + 70) == pytest.approx(RPM, rel=0.02)
     assert api.rejected == 0
+
+
+def test_slows_to_the_limit_the_api_reports_when_it_is_lower(store: str) -> None:
+    # Given an API that allows only 300/min on a key we were told allows 600
+    api, vt = simulate(store, seconds=70.0, api_rpm=300.0)
+    start = vt.now - 70.0
+    # Then the "-limit" header slows the fleet to 300/min before the API's bucket
+    # (a minute's worth) runs out: no 429 at all
+    assert api.rate_in(start + 10, start + 70) == pytest.approx(300.0, rel=0.03)
+    assert api.rejected == 0
+
+
+def test_backs_off_when_the_api_says_little_is_left(store: str) -> None:
+    # Given another client that spent the API's whole bucket and keeps trying 5 calls a
+    # second, so about 5 a second are left for us while our limit says 10
+    api, vt = simulate(store, seconds=130.0, other_client_per_s=5.0)
+    start = vt.now - 130.0
+    ours = api.rate_in(start + 10, start + 130)
+    attempts = len(api.admitted) + api.rejected
+    # Then the cuts on "remaining" slow us to about what is left, with few 429s (before
+    # the cuts: 330/min and 45 % of our calls refused; lowering only what is left spent
+    # our burst, and the calls booked meanwhile still went at our full rate)
+    assert 0.8 * 300 <= ours <= 1.1 * 300
+    assert api.rejected <= 0.08 * attempts
+    # and the other client still gets what it asks for, nearly all of it
+    assert api.rate_in(start + 10, start + 130, api.others) >= 0.95 * 300

@@ -71,6 +71,11 @@ def test_redis_limiter_agrees_with_pure_functions(redis_url: str, scenario: Scen
         assert gw == (None if ew is None else pytest.approx(ew, abs=1e-9))
         assert gs.tat == pytest.approx(es.tat, abs=1e-9)
         assert gs.learnt_per_min == es.learnt_per_min
+        assert [c is None for c in gs.cut_per_min] == [c is None for c in es.cut_per_min]
+        assert [c or 0.0 for c in gs.cut_per_min] == pytest.approx(
+            [c or 0.0 for c in es.cut_per_min], abs=1e-9
+        )
+        assert gs.cut_at == pytest.approx(es.cut_at, abs=1e-9)
 
 
 def test_concurrent_callers_on_separate_connections_share_one_bucket(redis_url: str) -> None:
