@@ -55,6 +55,8 @@ HEADER_DIMENSIONS: Final = {
 }
 HEADER_PREFIX: Final = "anthropic-ratelimit-"
 
+# A request readied (booked, waited for) but not sent is held this long at most.
+READY_TTL_S: Final = 600.0
 # Waits shorter than this are float noise (tat + need - tau a hair above now): no wait.
 EPSILON_S: Final = 1e-9
 # The back-off when the API says less than a burst is left (see the module docstring).
@@ -351,14 +353,24 @@ class RateLimitedProvider:
         self._sleep = sleep
         self._output_share = output_share
         self._on_wait = on_wait  # told of every wait (metrics)
-        self._ready: set[int] = set()  # requests booked by ready(), not sent yet
+        # requests booked by ready() and not sent yet, by id, with when they were booked;
+        # held (so no other request can take the id) for READY_TTL_S at most: one that is
+        # never sent (its breaker opened meanwhile, say) must not be held for ever, and
+        # one sent later than that is simply booked again
+        self._ready: dict[int, tuple[ClassifyRequest, float]] = {}
 
     async def ready(self, request: ClassifyRequest) -> None:
         """Book the call and sleep as told: after this the request may leave at once.
 
         The retry loop calls it before it writes the call's ledger row, so a worker
-        killed while waiting here has sent nothing and recorded nothing.
+        killed while waiting here has sent nothing and recorded nothing. Once per send:
+        a request already readied and not sent yet is not booked again, so the engine
+        can wait here *before* it takes one of its call slots (a model over its limit
+        must not hold the slots another model's calls could use) and the retry loop's
+        own call is then a no-op.
         """
+        if self._readied(request):
+            return
         key = limiter_key(request.provider, request.model)
         wait = await self.limiter.acquire(
             key,
@@ -370,15 +382,24 @@ class RateLimitedProvider:
             if self._on_wait is not None:
                 self._on_wait(key, wait)
             await self._sleep(wait)
-        self._ready.add(id(request))
+        now = time.monotonic()
+        self._ready.pop(id(request), None)  # re-inserted last: the dict stays oldest first
+        self._ready[id(request)] = (request, now)
+        while self._ready:  # oldest first: a dict keeps insertion order
+            oldest = next(iter(self._ready))
+            if now - self._ready[oldest][1] <= READY_TTL_S:
+                break
+            del self._ready[oldest]
+
+    def _readied(self, request: ClassifyRequest) -> bool:
+        found = self._ready.get(id(request))
+        return found is not None and found[0] is request
 
     async def classify(self, request: ClassifyRequest) -> Reply:
         key = limiter_key(request.provider, request.model)
-        if id(request) in self._ready:
-            self._ready.discard(id(request))
-        else:
+        if not self._readied(request):
             await self.ready(request)
-            self._ready.discard(id(request))
+        self._ready.pop(id(request), None)
         try:
             reply = await self.inner.classify(request)
         except ProviderError as exc:
