@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, text
 
 from bench import accounting as acc
 from bench import data, stack
-from bench.procs import start_worker, stop_group
+from bench.procs import Sampler, start_worker, stop_group
 from cascade.fakeapi.latency import LatencySpec
 from cascade.fakeapi.reqlog import read_log
 
@@ -67,8 +67,12 @@ def run_job(
     *,
     extra_env: dict[str, str] | None = None,
     timeout: float = 900,
+    sampler: Sampler | None = None,
 ) -> dict[str, Any]:
-    """One job of ``n`` posts through the fleet; the figures of the tail scenarios."""
+    """One job of ``n`` posts through the fleet; the figures of the tail scenarios.
+
+    With a ``sampler``, the workers' process trees are tracked (role ``worker``) from
+    their start until the job is done."""
     path = data.write(work / f"posts_{n}.jsonl", data.posts(n))
     wlog = work / f"{name}.workers.log"
     wlog.unlink(missing_ok=True)
@@ -84,6 +88,10 @@ def run_job(
             )
             for i in range(fleet.workers)
         ]
+        if sampler is not None:
+            for p in procs:
+                sampler.track(p.pid, "worker")
+            sampler.start()
         try:
             time.sleep(6.0)  # the SDK imported, children forked and consuming
             t0 = time.time()
@@ -92,6 +100,8 @@ def run_job(
             )
             done = stack.wait_done(url, job, timeout)
             wall = time.time() - t0
+            if sampler is not None:
+                sampler.stop()
         finally:
             for p in procs:
                 stop_group(p)
