@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 import redis
 
-from bench import data, tail
+from bench import data, memory, tail
 from bench.procs import BIN, ROOT, Sampler, spawn, start_worker, stop, stop_group, wait_for_line
 from bench.tail import Fleet
 from common.settings import Settings
@@ -51,9 +51,10 @@ class Sizes:
     sequential: int
     rate_window_s: float
     tail: int = 3_000  # moderation posts per job of the tail and realistic scenarios
+    memory: tuple[int, int] = (10_000, 100_000)  # the `memory` scenario's two job sizes
 
 
-QUICK = Sizes(10_000, 100_000, 100_000, 10_000, 10_000, 150, 30.0, tail=1_000)
+QUICK = Sizes(10_000, 100_000, 100_000, 10_000, 10_000, 150, 30.0, 1_000, (2_000, 20_000))
 FULL = Sizes(100_000, 1_000_000, 1_000_000, 10_000, 50_000, 300, 120.0)
 
 
@@ -573,10 +574,22 @@ def tail_rows(r: dict[str, Any], add: Callable[..., None]) -> list[tuple[str, st
                     "{:.3f}",
                 )
         add("tail: steady calls/s lognormal / constant", t["throughput_ratio"], "-", None, "{:.3f}")
+    mem = r.get("memory")
+    if mem and mem.get("ratio") is not None:
+        small, big = mem["small"]["items"], mem["big"]["items"]
+        add(
+            f"distributed worker child peak RSS MB {small:,} -> {big:,}",
+            mem["peak_big_mb"],
+            f"<= {mem['peak_small_mb'] * 1.1:.0f}",
+            mem["ratio"] <= 1.1,
+        )
     rr = r.get("realistic")
     if rr and "limit_share" in rr:
         for model, share in rr["limit_share"].items():
             add(f"realistic: share of 4,000 rpm used, {model} (%)", share["share"] * 100, "-", None)
+        for model, share in rr.get("limit_share_while_busy", {}).items():
+            v = share["share"] * 100
+            add(f"realistic: share while busy, {model} (%)", v, ">= 95", v >= 95)
         add("realistic: 429 responses", rr["responses_429"], "-", None, "{:,.0f}")
         add(
             "realistic: slot utilization (%)",
@@ -635,7 +648,17 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SCENARIOS = ("peers", "mixed", "rules", "submit", "latency", "ratelimit", "tail", "realistic")
+SCENARIOS = (
+    "peers",
+    "mixed",
+    "rules",
+    "submit",
+    "latency",
+    "ratelimit",
+    "tail",
+    "realistic",
+    "memory",
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -682,7 +705,7 @@ def main(argv: list[str] | None = None) -> None:
         previous = json.loads(latest.read_text())
         results = {**previous, **results, "merged_from_previous_run": True}
     started = time.monotonic()
-    if set(a.only) - {"tail", "realistic"}:
+    if set(a.only) - {"tail", "realistic", "memory"}:
         bench.start_fake()  # the tail scenarios start fakes of their own
     fleet = Fleet(workers=2, processes=max(1, a.workers // 2), concurrency=a.concurrency)
     busy = Fleet(workers=2, processes=fleet.processes, concurrency=a.realistic_concurrency)
@@ -715,6 +738,7 @@ def main(argv: list[str] | None = None) -> None:
         ("ratelimit", "rate_limit", bench.rate_limit),
         ("tail", "tail", lambda: tail.tail(a.work_dir, tail_n, fleet, BROKER)),
         ("realistic", "realistic", lambda: tail.realistic(a.work_dir, tail_n, busy, BROKER)),
+        ("memory", "memory", lambda: memory.memory(a.work_dir, *sizes.memory, fleet, BROKER)),
     ]
     try:
         for group, key, fn in steps:

@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, text
 
 from bench import accounting as acc
 from bench import data, stack
-from bench.procs import start_worker, stop_group
+from bench.procs import Sampler, start_worker, stop_group
 from cascade.fakeapi.latency import LatencySpec
 from cascade.fakeapi.reqlog import read_log
 
@@ -67,8 +67,12 @@ def run_job(
     *,
     extra_env: dict[str, str] | None = None,
     timeout: float = 900,
+    sampler: Sampler | None = None,
 ) -> dict[str, Any]:
-    """One job of ``n`` posts through the fleet; the figures of the tail scenarios."""
+    """One job of ``n`` posts through the fleet; the figures of the tail scenarios.
+
+    With a ``sampler``, the workers' process trees are tracked (role ``worker``) from
+    their start until the job is done."""
     path = data.write(work / f"posts_{n}.jsonl", data.posts(n))
     wlog = work / f"{name}.workers.log"
     wlog.unlink(missing_ok=True)
@@ -84,6 +88,10 @@ def run_job(
             )
             for i in range(fleet.workers)
         ]
+        if sampler is not None:
+            for p in procs:
+                sampler.track(p.pid, "worker")
+            sampler.start()
         try:
             time.sleep(6.0)  # the SDK imported, children forked and consuming
             t0 = time.time()
@@ -92,6 +100,8 @@ def run_job(
             )
             done = stack.wait_done(url, job, timeout)
             wall = time.time() - t0
+            if sampler is not None:
+                sampler.stop()
         finally:
             for p in procs:
                 stop_group(p)
@@ -183,6 +193,8 @@ def realistic(work: Path, n: int, fleet: Fleet, broker: str) -> dict[str, Any]:
     calls = [acc.Call.from_log(e) for e in read_log(work / "realistic.requests.jsonl")]
     out["limit_rpm_per_model"] = RPM
     out["limit_share"] = limit_share(calls, RPM)
+    out["limit_share_while_busy"] = share_while_busy(calls, RPM)
+    out["handoff"] = handoff(calls, *LIMITED_MODELS)
     out["responses_429"] = sum(1 for c in calls if c.status == 429)
     return out
 
@@ -204,3 +216,52 @@ def limit_share(calls: list[acc.Call], rpm: float) -> dict[str, Any]:
         per_min = len(admitted) / (hi - lo) * 60
         out[model] = {"admitted_per_min": round(per_min, 1), "share": round(per_min / rpm, 4)}
     return out
+
+
+def share_while_busy(calls: list[acc.Call], rpm: float) -> dict[str, Any]:
+    """Per model, over the middle 80 % of *its own* admitted calls by arrival: admitted
+    per minute, and that as a share of the limit. What the limiter grants while the
+    model has work; :func:`limit_share`'s common window also counts the time a model
+    had none (the second tier before the first escalates, the first after it is done)."""
+    out: dict[str, Any] = {}
+    for model in sorted({c.model for c in calls if c.model}):
+        times = sorted(c.received for c in calls if c.model == model and c.status != 429)
+        k = len(times)
+        if k < 10:
+            continue
+        lo, hi = times[int(k * 0.1)], times[min(k - 1, int(k * 0.9))]
+        if hi <= lo:
+            continue
+        per_min = sum(1 for t in times if lo <= t < hi) / (hi - lo) * 60
+        out[model] = {
+            "window_s": round(hi - lo, 1),
+            "admitted_per_min": round(per_min, 1),
+            "share": round(per_min / rpm, 4),
+        }
+    return out
+
+
+def handoff(calls: list[acc.Call], first: str, second: str) -> dict[str, Any]:
+    """Items escalated from ``first`` to ``second``: seconds from the first's reply to the
+    second's call arriving (p50/p95), and the second's calls per second while the first
+    was busy (its middle 80 %) against its rate after that."""
+    replied = {c.item: c.ended for c in calls if c.model == first and c.status == 200 and c.item}
+    later = [c for c in calls if c.model == second and c.item in replied]
+    if not later:
+        return {}
+    gaps = sorted(c.received - replied[c.item] for c in later if c.item)
+    firsts = sorted(c.received for c in calls if c.model == first and c.status != 429)
+    lo, hi = firsts[int(len(firsts) * 0.1)], firsts[int(len(firsts) * 0.9)]
+    during = sum(1 for c in later if lo <= c.received < hi) / max(hi - lo, 1e-9)
+    after = sorted(c.received for c in later if c.received >= hi)
+    span = after[-1] - after[0] if len(after) > 1 else 0.0
+    after_rate = (len(after) - 1) / span if span > 0 else None
+    return {
+        "items": len(later),
+        "wait_s": {
+            "p50": round(gaps[len(gaps) // 2], 2),
+            "p95": round(gaps[int(len(gaps) * 0.95)], 2),
+        },
+        f"{second}_calls_per_s_while_{first}_busy": round(during, 1),
+        f"{second}_calls_per_s_after": None if after_rate is None else round(after_rate, 1),
+    }

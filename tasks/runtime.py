@@ -56,6 +56,10 @@ def tier_batch_size(settings: Settings, pipeline: Pipeline, tier_index: int, pha
     return settings.batch_size
 
 
+# Connections of a process's shared Redis client; more callers wait for one.
+SHARED_REDIS_CONNECTIONS = 64
+
+
 def shared_redis_client(url: str) -> aioredis.Redis:
     """The client for fleet-wide state (breakers, rate limits).
 
@@ -63,15 +67,21 @@ def shared_redis_client(url: str) -> aioredis.Redis:
     ``CASCADE_BREAKER_STORE_DOWN`` decides what happens then); a pooled connection that
     died with a Redis restart is pinged before use and reconnected once at once, so the
     first commands after Redis is back succeed instead of failing one per connection.
+    The pool blocks (up to a second) when all its connections are in use: redis-py 8's
+    default pool raises ``MaxConnectionsError`` at once past 100, which 128 calls in
+    flight reached (every breaker check and rate-limit booking of the burst failed).
     """
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=SHARED_REDIS_CONNECTIONS,
+        timeout=1.0,
         socket_connect_timeout=1.0,
         socket_timeout=1.0,
         health_check_interval=2,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 class Runtime:

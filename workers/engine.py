@@ -48,7 +48,15 @@ from workers.providers.base import (
     Usage,
 )
 from workers.records import ItemResult, Step, WorkItem
-from workers.retry import CallJournal, LeaseLost, RetryPolicy, Sleep, Try, call_with_retry
+from workers.retry import (
+    CallJournal,
+    LeaseLost,
+    Paced,
+    RetryPolicy,
+    Sleep,
+    Try,
+    call_with_retry,
+)
 from workers.rules import CompiledRules
 from workers.stores import BreakerStore
 
@@ -111,11 +119,24 @@ class RealtimeExecutor:
         # breaker transitions this process saw, each with the job whose call caused it
         self.transitions: list[tuple[Transition, int | None]] = []
 
+    async def _paced(self, request: ClassifyRequest) -> Provider | None:
+        """The request's provider after its rate-limit wait, taken *outside* the call slots:
+        a model over its limit must not hold the slots another model's calls could use.
+        None when the lookup or the booking failed: the call meets the error again below."""
+        try:
+            provider = self._providers(request.provider)
+            if isinstance(provider, Paced):
+                await provider.ready(request)  # its retry loop's ready() is then a no-op
+        except Exception:
+            return None
+        return provider
+
     async def _one(self, request: ClassifyRequest, disabled: Mapping[str, str]) -> list[Try]:
         key = breaker_key(request.provider, request.model)
         drill = disabled.get(key)
         if drill is not None:
             return [Try(None, DrillError(f"chaos drill on {key}: {drill}"), 0)]
+        paced = await self._paced(request)
         async with self._sem:
             probe = False
             if self._breakers is not None:
@@ -137,7 +158,7 @@ class RealtimeExecutor:
                     probe = admission.probe
             ticket = await self._warmer.before_call(request)
             try:
-                provider = self._providers(request.provider)
+                provider = paced or self._providers(request.provider)
                 tries = await call_with_retry(
                     provider,
                     request,

@@ -15,7 +15,14 @@ bucket is full (it could never fit otherwise) and pushes later calls back.
 :func:`adapt` takes what the API's ``anthropic-ratelimit-*`` headers say is
 left (:func:`parse_rate_headers`) and lowers what we think is left to match, and
 lowers the limit itself when the API reports a smaller one. It never raises it
-above the configured limit.
+above the configured limit. When the API says less than one burst is left (someone
+else spends from the same limit, or it counts differently), lowering what is left
+only spends our burst: the calls already booked still go at our full rate into an
+empty bucket, a 429 each. So the rate is also *cut* to ``CUT`` of itself (at most
+once per ``CUT_HOLD_S``: the replies already in flight report the same shortage),
+and climbs back linearly by ``RECOVER_PER_S`` of the limit a second (additive
+increase, multiplicative decrease, as TCP does). The API reporting plenty left
+never cuts, so a fleet alone on its limit runs at the full configured rate.
 
 Stores: :class:`MemoryRateLimiter` here (one process, the embedded runtime);
 ``tasks/redis_ratelimit.py`` runs the same rules in one Lua script per call, so
@@ -48,8 +55,15 @@ HEADER_DIMENSIONS: Final = {
 }
 HEADER_PREFIX: Final = "anthropic-ratelimit-"
 
+# A request readied (booked, waited for) but not sent is held this long at most.
+READY_TTL_S: Final = 600.0
 # Waits shorter than this are float noise (tat + need - tau a hair above now): no wait.
 EPSILON_S: Final = 1e-9
+# The back-off when the API says less than a burst is left (see the module docstring).
+CUT: Final = 0.75  # the rate after a cut, as a share of the rate before it
+CUT_HOLD_S: Final = 2.0  # at most one cut per this many seconds
+RECOVER_PER_S: Final = 0.01  # a cut rate climbs back by this share of the limit a second
+FLOOR: Final = 0.05  # a cut never goes below this share of the limit
 
 log = structlog.stdlib.get_logger("cascade.ratelimit")
 
@@ -91,10 +105,13 @@ class Cost:
 
 @dataclass(frozen=True, slots=True)
 class BucketState:
-    """Per dimension: the theoretical arrival time, and a lower limit learnt from the API."""
+    """Per dimension: the theoretical arrival time, a lower limit learnt from the API,
+    and the rate right after the last cut (None: never cut) with when it was made."""
 
     tat: tuple[float, float, float] = (0.0, 0.0, 0.0)
     learnt_per_min: tuple[float | None, float | None, float | None] = (None, None, None)
+    cut_per_min: tuple[float | None, float | None, float | None] = (None, None, None)
+    cut_at: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +122,21 @@ class Observed:
     remaining: tuple[float | None, float | None, float | None] = (None, None, None)
 
 
-def effective_per_min(limits: Limits, state: BucketState, d: int) -> float | None:
+def recovering_per_min(limits: Limits, state: BucketState, d: int, now: float) -> float | None:
+    """A cut rate as it has climbed back by ``now``; None once it is back at the limit."""
+    configured, cut = limits.per_min()[d], state.cut_per_min[d]
+    if configured is None or cut is None:
+        return None
+    rate = cut + configured * RECOVER_PER_S * max(now - state.cut_at[d], 0.0)
+    return rate if rate < configured else None
+
+
+def effective_per_min(limits: Limits, state: BucketState, d: int, now: float) -> float | None:
     configured = limits.per_min()[d]
-    learnt = state.learnt_per_min[d]
     if configured is None:
         return None  # we only ever lower a limit we were given
-    return configured if learnt is None else min(configured, learnt)
+    lower = (state.learnt_per_min[d], recovering_per_min(limits, state, d, now))
+    return min([configured, *(r for r in lower if r is not None)])
 
 
 def reserve(
@@ -121,7 +147,7 @@ def reserve(
     start = now
     spacing: list[float] = [0.0, 0.0, 0.0]
     for d in range(3):
-        rate = effective_per_min(limits, state, d)
+        rate = effective_per_min(limits, state, d, now)
         if rate is None or units[d] <= 0:
             continue
         spacing[d] = 60.0 / rate
@@ -138,7 +164,7 @@ def reserve(
 
 def available(limits: Limits, state: BucketState, now: float, d: int) -> float:
     """Units of dimension ``d`` that could go right now (math.inf when unlimited)."""
-    rate = effective_per_min(limits, state, d)
+    rate = effective_per_min(limits, state, d, now)
     if rate is None:
         return math.inf
     spacing = 60.0 / rate
@@ -146,9 +172,12 @@ def available(limits: Limits, state: BucketState, now: float, d: int) -> float:
 
 
 def adapt(limits: Limits, state: BucketState, now: float, seen: Observed) -> BucketState:
-    """Lower our view to what the API says: a smaller limit, or fewer units left now."""
+    """Lower our view to what the API says: a smaller limit, or fewer units left now
+    (and, with less than a burst left, cut the rate)."""
     learnt = list(state.learnt_per_min)
     tat = list(state.tat)
+    cut = list(state.cut_per_min)
+    cut_at = list(state.cut_at)
     for d in range(3):
         reported = seen.limit[d]
         configured = limits.per_min()[d]
@@ -158,20 +187,30 @@ def adapt(limits: Limits, state: BucketState, now: float, seen: Observed) -> Buc
     lowered = replace(state, learnt_per_min=(learnt[0], learnt[1], learnt[2]))
     for d in range(3):
         remaining = seen.remaining[d]
-        rate = effective_per_min(limits, lowered, d)
-        if remaining is None or rate is None:
+        rate = effective_per_min(limits, lowered, d, now)
+        configured = limits.per_min()[d]
+        if remaining is None or rate is None or configured is None:
             continue
         if remaining < available(limits, lowered, now, d):
             spacing = 60.0 / rate
             tat[d] = max(tat[d], now + limits.burst_s - max(remaining, 0.0) * spacing)
-    return replace(lowered, tat=(tat[0], tat[1], tat[2]))
+        held = cut[d] is not None and now - cut_at[d] < CUT_HOLD_S
+        if remaining < limits.burst_s * rate / 60.0 and not held:
+            cut[d], cut_at[d] = max(rate * CUT, configured * FLOOR), now
+    return replace(
+        lowered,
+        tat=(tat[0], tat[1], tat[2]),
+        cut_per_min=(cut[0], cut[1], cut[2]),
+        cut_at=(cut_at[0], cut_at[1], cut_at[2]),
+    )
 
 
 def could_lower(limits: Limits, seen: Observed) -> bool:
     """Whether ``seen.remaining`` could lower a bucket whatever its state.
 
     :func:`adapt` moves ``tat`` only when fewer units are left than :func:`available`,
-    which never exceeds a full burst at the configured rate; so when every dimension
+    and cuts the rate only when fewer than a burst at the current rate are left; both
+    are at most a full burst at the configured rate; so when every dimension
     has at least that much left, only a changed limit can make adapt do anything. A
     shared store uses this to skip the round trip on most replies (the API usually
     reports far more left than one burst).
@@ -314,14 +353,24 @@ class RateLimitedProvider:
         self._sleep = sleep
         self._output_share = output_share
         self._on_wait = on_wait  # told of every wait (metrics)
-        self._ready: set[int] = set()  # requests booked by ready(), not sent yet
+        # requests booked by ready() and not sent yet, by id, with when they were booked;
+        # held (so no other request can take the id) for READY_TTL_S at most: one that is
+        # never sent (its breaker opened meanwhile, say) must not be held for ever, and
+        # one sent later than that is simply booked again
+        self._ready: dict[int, tuple[ClassifyRequest, float]] = {}
 
     async def ready(self, request: ClassifyRequest) -> None:
         """Book the call and sleep as told: after this the request may leave at once.
 
         The retry loop calls it before it writes the call's ledger row, so a worker
-        killed while waiting here has sent nothing and recorded nothing.
+        killed while waiting here has sent nothing and recorded nothing. Once per send:
+        a request already readied and not sent yet is not booked again, so the engine
+        can wait here *before* it takes one of its call slots (a model over its limit
+        must not hold the slots another model's calls could use) and the retry loop's
+        own call is then a no-op.
         """
+        if self._readied(request):
+            return
         key = limiter_key(request.provider, request.model)
         wait = await self.limiter.acquire(
             key,
@@ -333,15 +382,24 @@ class RateLimitedProvider:
             if self._on_wait is not None:
                 self._on_wait(key, wait)
             await self._sleep(wait)
-        self._ready.add(id(request))
+        now = time.monotonic()
+        self._ready.pop(id(request), None)  # re-inserted last: the dict stays oldest first
+        self._ready[id(request)] = (request, now)
+        while self._ready:  # oldest first: a dict keeps insertion order
+            oldest = next(iter(self._ready))
+            if now - self._ready[oldest][1] <= READY_TTL_S:
+                break
+            del self._ready[oldest]
+
+    def _readied(self, request: ClassifyRequest) -> bool:
+        found = self._ready.get(id(request))
+        return found is not None and found[0] is request
 
     async def classify(self, request: ClassifyRequest) -> Reply:
         key = limiter_key(request.provider, request.model)
-        if id(request) in self._ready:
-            self._ready.discard(id(request))
-        else:
+        if not self._readied(request):
             await self.ready(request)
-            self._ready.discard(id(request))
+        self._ready.pop(id(request), None)
         try:
             reply = await self.inner.classify(request)
         except ProviderError as exc:

@@ -11,9 +11,10 @@ import redis
 import redis.asyncio as aredis
 
 from tasks.redis_ratelimit import RedisRateLimiter
+from tasks.runtime import SHARED_REDIS_CONNECTIONS, shared_redis_client
 from tests.services import require_service, service_redis_url
 from tests.unit.test_ratelimit import RPM600, SCENARIOS, Scenario, replay_pure
-from workers.ratelimit import BucketState, Cost, Observed, limits_table
+from workers.ratelimit import BucketState, Cost, Limits, Observed, limits_table, reserve
 
 REDIS_URL = service_redis_url(11)
 KEY = "anthropic:claude-haiku-5-5"
@@ -70,6 +71,11 @@ def test_redis_limiter_agrees_with_pure_functions(redis_url: str, scenario: Scen
         assert gw == (None if ew is None else pytest.approx(ew, abs=1e-9))
         assert gs.tat == pytest.approx(es.tat, abs=1e-9)
         assert gs.learnt_per_min == es.learnt_per_min
+        assert [c is None for c in gs.cut_per_min] == [c is None for c in es.cut_per_min]
+        assert [c or 0.0 for c in gs.cut_per_min] == pytest.approx(
+            [c or 0.0 for c in es.cut_per_min], abs=1e-9
+        )
+        assert gs.cut_at == pytest.approx(es.cut_at, abs=1e-9)
 
 
 def test_concurrent_callers_on_separate_connections_share_one_bucket(redis_url: str) -> None:
@@ -152,3 +158,46 @@ def test_adapt_skips_the_round_trip_only_when_it_could_change_nothing(redis_url:
     assert skipped == (None, None, None)
     assert low == (60, None, None)
     assert refreshed == (60, None, None)
+
+
+def test_concurrent_acquires_of_one_process_share_script_runs(redis_url: str) -> None:
+    """300 acquires at once on a client with one connection: every one is booked, in
+    arrival order, exactly as the pure ``reserve`` booking them one after the other."""
+    costs = [Cost(1, 100 * (i % 7), 10 * (i % 3)) for i in range(300)]
+    limits = Limits(requests_per_min=600, input_tokens_per_min=60_000, burst_s=2.0)
+
+    async def run() -> list[float]:
+        client = aredis.Redis.from_url(redis_url, max_connections=1)
+        limiter = RedisRateLimiter(client, limits_table({KEY: limits}), clock=lambda: 50.0)
+        limiter.max_batch = 64  # several script runs, each booking up to 64
+        try:
+            return await asyncio.gather(*(limiter.acquire(KEY, *c.units()) for c in costs))
+        finally:
+            await client.aclose()
+
+    waits = asyncio.run(run())
+    state, expected = BucketState(), []
+    for cost in costs:
+        state, wait = reserve(limits, state, 50.0, cost)
+        expected.append(wait)
+    assert waits == pytest.approx(expected, abs=1e-9)
+    assert waits[-1] > 20.0  # the queue really was booked far ahead
+
+
+def test_the_shared_client_queues_a_burst_instead_of_failing(redis_url: str) -> None:
+    """More commands at once than the pool holds connections: they wait their turn
+    (redis-py 8's default pool raised MaxConnectionsError past 100 at once)."""
+
+    async def run() -> list[object]:
+        client = shared_redis_client(redis_url)
+        try:
+            many = SHARED_REDIS_CONNECTIONS * 4
+            return await asyncio.gather(
+                *(client.incr("burst") for _ in range(many)), return_exceptions=True
+            )
+        finally:
+            await client.aclose()
+
+    results = asyncio.run(run())
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert sorted(results) == list(range(1, SHARED_REDIS_CONNECTIONS * 4 + 1))  # type: ignore[type-var]

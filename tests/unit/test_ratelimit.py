@@ -16,6 +16,10 @@ import pytest
 
 from workers.providers.base import ClassifyRequest, ProviderError, Reply, TransientError, Usage
 from workers.ratelimit import (
+    CUT,
+    CUT_HOLD_S,
+    FLOOR,
+    RECOVER_PER_S,
     BucketState,
     Cost,
     Limits,
@@ -25,6 +29,7 @@ from workers.ratelimit import (
     adapt,
     available,
     could_lower,
+    effective_per_min,
     limits_table,
     parse_rate_headers,
     parse_reset,
@@ -154,7 +159,42 @@ def test_adapt_then_reserve_waits_for_the_api() -> None:
     state = adapt(RPM600, BucketState(), 100.0, Observed(NONE, (0, None, None)))
     assert available(RPM600, state, 100.0, 0) == 0
     _, wait = reserve(RPM600, state, 100.0, Cost())
-    assert wait == pytest.approx(0.1)
+    assert wait == pytest.approx(60 / (600 * CUT))  # one spacing at the cut rate
+
+
+def test_little_left_cuts_the_rate_once_per_hold_and_it_climbs_back() -> None:
+    # Given 600/min (a burst of 10 requests)
+    fresh = BucketState()
+    # a reply saying 10 are left (a full burst) cuts nothing
+    assert adapt(RPM600, fresh, 100.0, Observed(NONE, (10, None, None))).cut_per_min == NONE
+    # When one says 3 are left: the rate is cut to 3/4 of itself
+    cut = adapt(RPM600, fresh, 100.0, Observed(NONE, (3, None, None)))
+    assert cut.cut_per_min == (600 * CUT, None, None)
+    assert cut.cut_at[0] == 100.0
+    assert effective_per_min(RPM600, cut, 0, 100.0) == 450.0
+    # replies within the hold (sent before the cut) say the same: no second cut
+    held = adapt(RPM600, cut, 100.0 + CUT_HOLD_S / 2, Observed(NONE, (0, None, None)))
+    assert held.cut_per_min == cut.cut_per_min
+    # the rate climbs back by 1 % of the limit a second ...
+    assert effective_per_min(RPM600, cut, 0, 110.0) == pytest.approx(450 + 600 * RECOVER_PER_S * 10)
+    # ... and after the hold, a shortage cuts again, from where it had climbed to
+    later = 100.0 + CUT_HOLD_S
+    again = adapt(RPM600, cut, later, Observed(NONE, (0, None, None)))
+    climbed = 450 + 600 * RECOVER_PER_S * CUT_HOLD_S
+    assert again.cut_per_min[0] == pytest.approx(climbed * CUT)
+    # back at the limit once it has climbed all the way
+    back = later + (600 - climbed * CUT) / (600 * RECOVER_PER_S)
+    assert effective_per_min(RPM600, again, 0, back + 0.01) == 600.0
+    # cut after cut, it settles where a hold's climb makes up for a cut, above the floor
+    state = fresh
+    for k in range(100):
+        state = adapt(RPM600, state, 100.0 + k * CUT_HOLD_S, Observed(NONE, (0, None, None)))
+    climb = 600 * RECOVER_PER_S * CUT_HOLD_S
+    assert state.cut_per_min[0] == pytest.approx(CUT * climb / (1 - CUT))
+    # and a cut never goes below the floor
+    low = BucketState(cut_per_min=(1.0, None, None), cut_at=(100.0, 0.0, 0.0))
+    floored = adapt(RPM600, low, 100.0 + CUT_HOLD_S, Observed(NONE, (0, None, None)))
+    assert floored.cut_per_min[0] == 600 * FLOOR
 
 
 # --- headers ------------------------------------------------------------------------------
@@ -235,6 +275,21 @@ SCENARIOS = [
             (1000.2, "acquire", Cost()),
             (1001.0, "adapt", Observed((600, None, None), (500, None, None))),
             (1001.0, "acquire", Cost()),
+        ],
+    ),
+    Scenario(
+        "cut_hold_recover",
+        RPM600,
+        [
+            (1000.0, "acquire", Cost()),
+            (1000.0, "adapt", Observed(NONE, (3, None, None))),  # cut to 450/min
+            (1000.5, "acquire", Cost()),
+            (1001.0, "adapt", Observed(NONE, (0, None, None))),  # held: no second cut
+            (1001.5, "acquire", Cost()),
+            (1003.0, "adapt", Observed(NONE, (1, None, None))),  # cut again, from 468/min
+            (1003.0, "acquire", Cost()),
+            (1030.0, "acquire", Cost()),  # climbing back
+            (1100.0, "acquire", Cost()),  # back at the limit
         ],
     ),
 ]
