@@ -14,14 +14,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select, true
 from sqlalchemy.orm import Session
 
-from common.lifecycle import UNFINISHED
+from common.lifecycle import ANSWERED, UNFINISHED, Phase, Status, phase_of
 from models.repo import ITEMS, JOBS, utcnow
 
 CANCELLED = "cancelled by the user"
-WAITING = ("pending", "fallback")  # on a queue (or meant to be), not leased by anyone
-LEASED = ("running", "fallback_running")
-# Outcomes of a call the API answered (HTTP 200), even if the answer was not accepted.
-REPLIED = ("ok", "refusal", "malformed")
+WAITING = (Status.PENDING, Status.FALLBACK)  # on a queue (or meant to be), not leased by anyone
+LEASED = (Status.RUNNING, Status.FALLBACK_RUNNING)
 
 
 def stop_job(session: Session, job_id: int, message: str) -> None:
@@ -85,7 +83,7 @@ class Waiting:
     """Items of one job at one tier and phase, to put on that queue again."""
 
     tier_index: int
-    phase: str  # tier | fallback
+    phase: Phase
     ids: list[int]
 
 
@@ -125,16 +123,16 @@ def uncarried(
             ITEMS.c.job_id == job_id,
             ITEMS.c.tier_index.in_(list(tiers)) if tiers is not None else true(),
             or_(
-                and_(ITEMS.c.status == "pending", ITEMS.c.updated_at <= before),
-                and_(ITEMS.c.status == "fallback", ITEMS.c.updated_at <= fb_before),
+                and_(ITEMS.c.status == Status.PENDING, ITEMS.c.updated_at <= before),
+                and_(ITEMS.c.status == Status.FALLBACK, ITEMS.c.updated_at <= fb_before),
                 and_(ITEMS.c.status.in_(LEASED), ITEMS.c.lease_until < now),
             ),
         )
         .order_by(ITEMS.c.id)
     ).all()
-    groups: dict[tuple[int, str], list[int]] = {}
+    groups: dict[tuple[int, Phase], list[int]] = {}
     for tier_index, status, pk in rows:
-        phase = "fallback" if status.startswith("fallback") else "tier"
+        phase = phase_of(status)
         groups.setdefault((tier_index, phase), []).append(pk)
     return [Waiting(t, p, ids) for (t, p), ids in sorted(groups.items())]
 
@@ -156,7 +154,7 @@ def fail_if_no_call_passed(session: Session, job_id: int) -> bool:
         .where(
             ATTEMPTS.c.job_id == job_id,
             ATTEMPTS.c.role.not_in(("rules", "shadow")),
-            ATTEMPTS.c.outcome.in_(REPLIED),
+            ATTEMPTS.c.outcome.in_(list(ANSWERED)),  # the API answered (HTTP 200),
         )
         .limit(1)
     ).first()

@@ -133,7 +133,7 @@ def hold_repeats(
         return held
     rows = session.execute(
         select(ITEMS.c.id, ITEMS.c.text_hash).where(
-            ITEMS.c.id.in_(ids), ITEMS.c.status == "pending", ITEMS.c.text_hash.is_not(None)
+            ITEMS.c.id.in_(ids), ITEMS.c.status == Status.PENDING, ITEMS.c.text_hash.is_not(None)
         )
     ).all()
     if not rows:
@@ -150,7 +150,7 @@ def hold_repeats(
                 .where(
                     ITEMS.c.text_hash.in_(hashes),
                     ITEMS.c.job_id != job_id,
-                    ITEMS.c.status == "done",
+                    ITEMS.c.status == Status.DONE,
                     ITEMS.c.finished_at >= since,
                 )
                 .group_by(ITEMS.c.text_hash)
@@ -164,7 +164,7 @@ def hold_repeats(
                 ITEMS.c.job_id == job_id,
                 ITEMS.c.text_hash.in_(hashes - set(source)),
                 ITEMS.c.reuse_of.is_(None),
-                ITEMS.c.status.not_in(("failed", "budget_capped")),
+                ITEMS.c.status.not_in((Status.FAILED, Status.BUDGET_CAPPED)),
             )
             .group_by(ITEMS.c.text_hash)
         )
@@ -190,7 +190,7 @@ def hold_repeats(
     wait: list[dict[str, Any]] = []
     for pk, src in pairs:
         row = sources.get(src)
-        if row is None or row.status == "failed":
+        if row is None or row.status == Status.FAILED:
             continue  # a source gone bad meanwhile: the repeat goes its own way
         if row.status in TAKEN:
             take.append((pk, job_id, 0, row))
@@ -280,7 +280,9 @@ def _hand_on(session: Session, failed: Mapping[int, list[Any]], now: datetime) -
         session.execute(
             ITEMS.update()
             .where(ITEMS.c.id == bindparam("p_id"))
-            .values(status="pending", tier_index=0, reuse_of=None, updated_at=bindparam("p_now")),
+            .values(
+                status=Status.PENDING, tier_index=0, reuse_of=None, updated_at=bindparam("p_now")
+            ),
             fresh,
         )
     if moves:

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
+from common.lifecycle import NOT_SENT, Verdict
 from tasks.queues import queue_keys
 from workers.records import ItemResult
 
@@ -70,7 +71,7 @@ def record(tier: str, results: Sequence[ItemResult], decisions: Sequence[str]) -
     m = _define()
     for decision in decisions:
         m["items"].labels(tier, decision).inc()
-        if decision == "escalate":
+        if decision == Verdict.ESCALATE:
             m["escalations"].labels(tier).inc()
     for r in results:
         for s in r.steps:
@@ -78,7 +79,7 @@ def record(tier: str, results: Sequence[ItemResult], decisions: Sequence[str]) -
                 continue
             m["calls"].labels(s.model, s.outcome).inc()
             m["cost"].labels(s.model).inc(s.cost_nanos / 1e9)
-            if s.outcome not in ("drill", "breaker_open"):
+            if s.outcome not in NOT_SENT:  # a step that sent nothing took no time
                 m["latency"].labels(tier).observe(s.latency_ms / 1000)
             if s.role == "fallback" and s.decision is not None:
                 m["fallbacks"].labels(tier, f"{s.provider}:{s.model}").inc()

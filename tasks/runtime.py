@@ -21,6 +21,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from common.lifecycle import Phase
 from common.settings import Settings, get_settings
 from models.db import make_engine, make_sessionmaker
 from models.repo import job_by_ref
@@ -51,7 +52,7 @@ def worker_name() -> str:
 
 def tier_batch_size(settings: Settings, pipeline: Pipeline, tier_index: int, phase: str) -> int:
     tier = pipeline.tiers[tier_index]
-    if phase == "tier" and isinstance(tier, RulesTier | LocalTier):
+    if phase == Phase.TIER and isinstance(tier, RulesTier | LocalTier):
         return settings.free_batch_size
     return settings.batch_size
 
@@ -217,7 +218,7 @@ class Runtime:
             self._engines[job_id] = engine
         return engine
 
-    def batch_size(self, job_id: int, tier_index: int, phase: str = "tier") -> int:
+    def batch_size(self, job_id: int, tier_index: int, phase: str = Phase.TIER) -> int:
         """Item ids per message for this tier visit: larger where the tier is free."""
         pipeline = self.engine_for(job_id).pipeline
         return tier_batch_size(self.settings, pipeline, tier_index, phase)

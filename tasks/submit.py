@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from common.lifecycle import Phase
+from common.lifecycle import Phase, Verdict
 from common.logs import get_logger
 from models import copyin, ledger, repo, reuse
 from models.bulk import add_items_fast
@@ -258,11 +258,11 @@ def door_messages(rt: Runtime, job_id: int, tier: str, decided: Decided) -> list
     (what :func:`tasks.settle.route` does after a worker's rules batch)."""
     names = [decided.names[k] for k in decided.kinds]
     counts = Counter(names)
-    if set(counts) - {"accept", "escalate"}:
+    if set(counts) - {Verdict.ACCEPT, Verdict.ESCALATE}:
         raise RuntimeError(f"a rules tier decided {sorted(counts)}: only accept or escalate")
     metrics.record(tier, (), names)
     log.info("cascade.batch.settled", items=len(names), lost_lease=0, **counts)
-    up = [pk for pk, name in zip(decided.ids, names, strict=True) if name == "escalate"]
+    up = [pk for pk, name in zip(decided.ids, names, strict=True) if name == Verdict.ESCALATE]
     return [Message(Phase.TIER, job_id, 1, c) for c in chunks(up, rt.batch_size(job_id, 1))]
 
 
@@ -282,7 +282,7 @@ class _Submission:
         self.rt, self.engine, self.job_id, self.sub_id = rt, engine, job_id, sub_id
         self.source, self.on_progress = source, on_progress
         self.door = door_tier(rt, engine)
-        self.first_batch = tier_batch_size(rt.settings, engine.pipeline, 0, "tier")
+        self.first_batch = tier_batch_size(rt.settings, engine.pipeline, 0, Phase.TIER)
         # repeats of a text take its decision (models.reuse): every item gets its hash
         pipeline = engine.pipeline
         self.hasher = (
@@ -345,7 +345,7 @@ class _Submission:
             candidates = [
                 pk
                 for pk, kind in zip(decided.ids, decided.kinds, strict=True)
-                if names[kind] != "accept"
+                if names[kind] != Verdict.ACCEPT
             ]
             if not candidates:  # all decided at the door: no round trip
                 return ids, decided
