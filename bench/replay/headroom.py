@@ -97,12 +97,7 @@ def _bound(errors: int, n: int, confidence: float) -> float:
 
 
 def _fits(wrong: np.ndarray, how: str, target: float, confidence: float) -> bool:
-    n, errors = len(wrong), int(wrong.sum())
-    if n == 0:
-        return True
-    if how == "realized":
-        return errors / n <= target
-    return _bound(errors, n, confidence) <= target
+    return _fits_counts(int(wrong.sum()), len(wrong), how, target, confidence)
 
 
 def outcome(h: Half, local: Cut, small: Cut) -> tuple[float, float, np.ndarray, np.ndarray]:
@@ -119,26 +114,50 @@ def outcome(h: Half, local: Cut, small: Cut) -> tuple[float, float, np.ndarray, 
 
 def best(h: Half, how: str, per_label: bool, target: float, confidence: float) -> float:
     """The best saving meeting the constraints: per-label thresholds at the local tier,
-    one for both labels at the small tier (a per-label search there takes minutes a seed)."""
-    gpt4 = float(h.gpt4_ok.mean())
+    one for both labels at the small tier (a per-label search there takes minutes a seed).
+
+    The same arithmetic as :func:`outcome`, the small tier's thresholds all at once."""
+    gpt4_right = float(h.gpt4_ok.sum())
     top = -np.inf
-
-    def fits(mask: np.ndarray, yes: np.ndarray, ok: np.ndarray) -> bool:
-        parts = [mask & (yes == lb) for lb in (True, False)] if per_label else [mask]
-        return all(_fits(~ok[m], how, target, confidence) for m in parts)
-
-    cuts: list[float | None] = [*GRID, None]
+    grid = np.array(GRID)
+    s_wrong = ~h.small_ok
     for ty in GRID:
         for tn in GRID:
-            local: Cut = {True: ty, False: tn}
-            if not fits(accepted(h.yes, h.conf, local), h.yes, h.local_ok):
+            la = accepted(h.yes, h.conf, {True: ty, False: tn})
+            parts = [la & (h.yes == lb) for lb in (True, False)] if per_label else [la]
+            if not all(_fits(~h.local_ok[m], how, target, confidence) for m in parts):
                 continue
-            for ts in cuts:
-                small: Cut = {True: ts, False: ts}
-                saving, acc, _, sa = outcome(h, local, small)
-                if saving > top and acc >= gpt4 and fits(sa, h.small_yes, h.small_ok):
-                    top = saving
+            esc = ~la
+            to_large = float(h.large_cost[esc].sum())
+            right = float(h.local_ok[la].sum() + h.large_ok[esc].sum())
+            if right >= gpt4_right:  # the small tier left out (it accepts nothing)
+                top = max(top, 1 - to_large / h.gpt4_cost)
+            cand = esc & h.small_valid
+            taken = (h.small_conf[cand][None, :] >= grid[:, None]).astype(
+                float
+            )  # a row a threshold
+            cost = h.small_cost[esc].sum() + to_large - taken @ h.large_cost[cand]
+            gain = taken @ (h.small_ok[cand].astype(float) - h.large_ok[cand])
+            groups = [h.small_yes[cand], ~h.small_yes[cand]] if per_label else [cand[cand]]
+            counts = [
+                (taken @ g.astype(float), taken @ (s_wrong[cand] & g).astype(float)) for g in groups
+            ]
+            for i in range(len(GRID)):
+                saving = 1 - cost[i] / h.gpt4_cost
+                if saving <= top or right + gain[i] < gpt4_right:
+                    continue
+                if all(_fits_counts(round(e[i]), round(n[i]), how, target, confidence)
+                       for n, e in counts):  # fmt: skip
+                    top = float(saving)
     return float(top)
+
+
+def _fits_counts(errors: int, n: int, how: str, target: float, confidence: float) -> bool:
+    if n == 0:
+        return True
+    if how == "realized":
+        return errors / n <= target
+    return _bound(errors, n, confidence) <= target
 
 
 def one_seed(rows: list[Row], seed: int, target: float, confidence: float) -> dict[str, float]:
