@@ -101,20 +101,45 @@ def tune(
 ) -> None:
     """Per tier, the threshold trade-off curve from the ledger, and the cheapest threshold
     that meets the target; with --max-error, thresholds with a stated guarantee."""
-    from workers.tuning import curve, recommend, set_min_confidence
-
     setup()
     given = [x for x in (target_agreement, target_accuracy, budget_per_item) if x is not None]
-    if len(given) > 1:
+    _check_tune_args(len(given), max_error, confidence, write, pipeline)
+    job_id, spec, items = _tuning_items(job)
+    has_gold = any(i.gold is not None for i in items)
+    if target_accuracy is not None and not has_gold:
+        raise fail('--target-accuracy needs gold labels ("gold" in the items\' metadata)')
+    target_file = pipeline if write else None
+    if max_error is not None:
+        _guarantee(
+            items, spec, job_id, max_error, confidence, per_label, allow_uncertified, has_gold,
+            target_file,
+        )  # fmt: skip
+        return
+    use_gold = target_accuracy is not None or (budget_per_item is not None and has_gold)
+    target = target_accuracy if target_accuracy is not None else target_agreement
+    if target is None:
+        target = 0.98  # the default target: agreement with the higher tier
+    budget = budget_per_item * 1e9 if budget_per_item is not None else None
+    chosen = _recommend_all(items, spec, job_id, use_gold, target, budget)
+    if target_file is not None:
+        _write_min_confidence(target_file, chosen)
+
+
+def _check_tune_args(
+    targets: int, max_error: float | None, confidence: float, write: bool, pipeline: Path | None
+) -> None:
+    if targets > 1:
         raise fail("give one of --target-agreement, --target-accuracy, --budget-per-item")
-    if given and max_error is not None:
+    if targets and max_error is not None:
         raise fail("--max-error is a target of its own: give it without the other targets")
     if max_error is not None and not (0 < max_error < 1 and 0 < confidence < 1):
         raise fail("--max-error and --confidence must be within (0, 1)")
-    if not given:
-        target_agreement = 0.98
     if write and pipeline is None:
         raise fail("--write needs --pipeline P.toml (the file to update)")
+
+
+def _tuning_items(job: str) -> tuple[int, dict[str, Any], list[Any]]:
+    """(job id, its pipeline spec, its items with their verdicts) from the ledger."""
     ensure_schema()
     from models.tuning import tuning_items
     from tasks.runtime import get_runtime
@@ -123,77 +148,89 @@ def tune(
         found = find_job(session, job)
         job_id, spec = found.id, dict(found.pipeline)
         items = tuning_items(session, job_id)
-    tiers = spec.get("tiers", [])
-    has_gold = any(i.gold is not None for i in items)
-    if target_accuracy is not None and not has_gold:
-        raise fail('--target-accuracy needs gold labels ("gold" in the items\' metadata)')
-    use_gold = target_accuracy is not None or (budget_per_item is not None and has_gold)
-    if max_error is not None:
-        _guarantee(
-            items,
-            spec,
-            job_id,
-            max_error,
-            confidence,
-            per_label,
-            allow_uncertified,
-            has_gold,
-            pipeline if write else None,
-        )
-        return
+    return job_id, spec, list(items)
+
+
+def _recommend_all(
+    items: Sequence[Any],
+    spec: dict[str, Any],
+    job_id: int,
+    use_gold: bool,
+    target: float,
+    budget: float | None,
+) -> dict[int, float]:
+    """Print each tier's curve and recommendation; return the recommended thresholds."""
     measure = "accuracy" if use_gold else "agreement"
-    target = target_accuracy if target_accuracy is not None else target_agreement
-    budget = budget_per_item * 1e9 if budget_per_item is not None else None
-    chosen: dict[int, float] = {}
     out.print(
         f"job {job_id}: {len(items):,} items; quality = {measure}"
         + ("" if use_gold else " with the higher tier's answer")
     )
-    for k, tier in enumerate(tiers[:-1]):
-        if tier.get("kind") == "rules":
-            continue
-        obs = observations(items, k, use_gold)
-        pairs = sum(1 for o in obs if o.correct is not None)
-        current = float(tier.get("accept", {}).get("min_confidence", 0.8))
-        points = curve(obs)
-        if budget is not None:
-            rec = recommend(points, pairs, budget_nanos=budget)
-        else:
-            assert target is not None
-            rec = recommend(points, pairs, target=target)
-        table = Table(title=f"tier {k} {tier.get('name')} ({len(obs)} answers, {pairs} pairs)")
-        for col in ("min_confidence", "kept", measure, "judged", "cost/item"):
-            table.add_column(col, justify="right")
-        for p in points:
-            mark = " *" if rec.point is not None and p.threshold == rec.point.threshold else ""
-            mark += " (now)" if math.isclose(p.threshold, current) else ""
-            table.add_row(
-                f"{p.threshold:.2f}{mark}",
-                f"{100 * p.kept_share:.1f}%",
-                "-" if p.quality is None or not p.verified else f"{p.quality:.4f}",
-                str(p.verified),
-                _usd(p.cost_per_item_nanos),
-            )
-        out.print(table)
-        if rec.point is None:
-            out.print(f"  {rec.reason}; keep min_confidence {current:g}")
-            continue
-        out.print(
-            f"  recommend min_confidence = {rec.point.threshold:g} (now {current:g}): "
-            f"{rec.reason}; rests on {rec.pairs} pairs, {rec.point.verified} judged at that "
-            f"threshold, {_spread(rec.point.quality, rec.point.verified)}"
-            + ("  [few pairs: treat as a hint]" if rec.pairs < 100 else "")
+    chosen: dict[int, float] = {}
+    for k, tier in enumerate(spec.get("tiers", [])[:-1]):
+        if tier.get("kind") != "rules":
+            value = _recommend_tier(items, k, tier, use_gold, measure, target, budget)
+            if value is not None:
+                chosen[k] = value
+    return chosen
+
+
+def _recommend_tier(
+    items: Sequence[Any],
+    k: int,
+    tier: dict[str, Any],
+    use_gold: bool,
+    measure: str,
+    target: float,
+    budget: float | None,
+) -> float | None:
+    """One tier's curve table and recommended min_confidence (None: keep the current one)."""
+    from workers.tuning import curve, recommend
+
+    obs = observations(items, k, use_gold)
+    pairs = sum(1 for o in obs if o.correct is not None)
+    current = float(tier.get("accept", {}).get("min_confidence", 0.8))
+    points = curve(obs)
+    if budget is not None:
+        rec = recommend(points, pairs, budget_nanos=budget)
+    else:
+        rec = recommend(points, pairs, target=target)
+    table = Table(title=f"tier {k} {tier.get('name')} ({len(obs)} answers, {pairs} pairs)")
+    for col in ("min_confidence", "kept", measure, "judged", "cost/item"):
+        table.add_column(col, justify="right")
+    for p in points:
+        mark = " *" if rec.point is not None and p.threshold == rec.point.threshold else ""
+        mark += " (now)" if math.isclose(p.threshold, current) else ""
+        table.add_row(
+            f"{p.threshold:.2f}{mark}",
+            f"{100 * p.kept_share:.1f}%",
+            "-" if p.quality is None or not p.verified else f"{p.quality:.4f}",
+            str(p.verified),
+            _usd(p.cost_per_item_nanos),
         )
-        chosen[k] = rec.point.threshold
-    if write and pipeline is not None:
-        try:
-            text = pipeline.read_text(encoding="utf-8")
-            for k, value in chosen.items():
-                text = set_min_confidence(text, k, value)
-        except (OSError, ValueError) as exc:
-            raise fail(f"{pipeline}: {exc}") from None
-        pipeline.write_text(text, encoding="utf-8")
-        out.print(f"wrote {len(chosen)} threshold(s) to {pipeline}")
+    out.print(table)
+    if rec.point is None:
+        out.print(f"  {rec.reason}; keep min_confidence {current:g}")
+        return None
+    out.print(
+        f"  recommend min_confidence = {rec.point.threshold:g} (now {current:g}): "
+        f"{rec.reason}; rests on {rec.pairs} pairs, {rec.point.verified} judged at that "
+        f"threshold, {_spread(rec.point.quality, rec.point.verified)}"
+        + ("  [few pairs: treat as a hint]" if rec.pairs < 100 else "")
+    )
+    return rec.point.threshold
+
+
+def _write_min_confidence(pipeline: Path, chosen: dict[int, float]) -> None:
+    from workers.tuning import set_min_confidence
+
+    try:
+        text = pipeline.read_text(encoding="utf-8")
+        for k, value in chosen.items():
+            text = set_min_confidence(text, k, value)
+    except (OSError, ValueError) as exc:
+        raise fail(f"{pipeline}: {exc}") from None
+    pipeline.write_text(text, encoding="utf-8")
+    out.print(f"wrote {len(chosen)} threshold(s) to {pipeline}")
 
 
 def _guarantee(

@@ -175,16 +175,17 @@ class HeldItem:
     pk: int
     text: str
     steps: int
+    label: str | None = None  # the best answer of a lower tier, if it escalated with one
 
 
 def held_items(session: Session, pks: Sequence[int], token: str) -> list[HeldItem]:
     """The items still leased under ``token`` (the batch's claim)."""
     rows = session.execute(
-        select(ITEMS.c.id, ITEMS.c.text, ITEMS.c.steps).where(
+        select(ITEMS.c.id, ITEMS.c.text, ITEMS.c.steps, ITEMS.c.label).where(
             ITEMS.c.id.in_(list(pks)), ITEMS.c.lease_token == token
         )
     ).all()
-    return [HeldItem(r.id, r.text or "", r.steps) for r in rows]
+    return [HeldItem(r.id, r.text or "", r.steps, r.label) for r in rows]
 
 
 def release_items(session: Session, pks: Sequence[int], token: str) -> list[int]:

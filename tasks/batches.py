@@ -38,6 +38,7 @@ from tasks.runtime import Runtime, get_runtime
 from tasks.settle import settle_and_route
 from workers.batch import PollPlan, custom_id, match_results, request_bytes, split
 from workers.engine import Engine
+from workers.moderation import mark_disagreements
 from workers.pipeline import ClaudeTier, ModelRef
 from workers.providers.base import BatchProvider, ClassifyRequest, ProviderError, TransientError
 from workers.records import WorkItem
@@ -219,6 +220,9 @@ def _collect(rt: Runtime, engine: Engine, row_id: int, provider: BatchProvider) 
     decided = engine.results_from_tries(
         row.tier_index, items, link, tries, role="primary", is_batch=True
     )
+    # as the realtime path does: a contradicted answer goes to a person, where asked for
+    below = {pk: held[pk].label for pk, _ in keep}
+    mark_disagreements(engine.pipeline, row.tier_index, below, decided)
     msg = Message(Phase.TIER, row.job_id, row.tier_index, [pk for pk, _ in keep])
     out = settle_and_route(rt, msg, row.tier, row.lease_token, decided)
     publish(rt, out)

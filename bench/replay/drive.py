@@ -95,16 +95,7 @@ async def run(
     result = RunResult()
     waiting = [WorkItem(pk, text, 1) for pk, text in enumerate(texts)]
     if local is not None:
-        never = not isinstance(local_min_confidence, Mapping) and local_min_confidence > 1.0
-        policy = AcceptPolicy.model_validate(accept_table(1.0 if never else local_min_confidence))
-        still = []
-        for item, (label, conf) in zip(waiting, local.predict(texts), strict=True):
-            decision = decide(policy, Answer(label, conf, "local", False), is_last=False)
-            if isinstance(decision, Accept) and not never:
-                result.labels[item.pk], result.tier[item.pk] = label, "local"
-            else:
-                still.append(WorkItem(item.pk, item.text, 2))
-        waiting = still
+        waiting = _local_tier(result, waiting, local, local_min_confidence)
     provider = AnthropicProvider(api_key="replay", base_url=base_url, timeout_s=30)
 
     def providers(_: str) -> Any:
@@ -112,42 +103,67 @@ async def run(
 
     engine = Engine(pipe, prices, RealtimeExecutor(providers, RetryPolicy(), concurrency=16))
     try:
-        for index, tier in enumerate(pipe.tiers):
-            assert isinstance(tier, ClaudeTier)
+        for index in range(len(pipe.tiers)):
             if not waiting:
                 break
-            nxt: list[WorkItem] = []
-            to_fallback: list[WorkItem] = []
-            for res in await engine.run_model(index, waiting, tier.primary, role="primary"):
-                result.cost_nanos += res.cost_nanos
-                result.calls += res.model_calls
-                item = WorkItem(res.pk, texts[res.pk], 1 + len(res.steps))
-                if isinstance(res.decision, Accept):
-                    result.labels[res.pk], result.tier[res.pk] = res.decision.label, tier.name
-                elif isinstance(res.decision, Escalate):
-                    nxt.append(item)
-                elif isinstance(res.decision, Fallback):
-                    to_fallback.append(item)
-                else:  # GiveUp: no answer, counted wrong
-                    result.labels[res.pk], result.tier[res.pk] = None, "failed"
-            for link in tier.fallbacks:
-                if not to_fallback:
-                    break
-                again = []
-                for res in await engine.run_model(index, to_fallback, link, role="fallback"):
-                    result.cost_nanos += res.cost_nanos
-                    result.calls += res.model_calls
-                    if isinstance(res.decision, Accept):
-                        result.labels[res.pk], result.tier[res.pk] = res.decision.label, tier.name
-                    else:
-                        again.append(WorkItem(res.pk, texts[res.pk], 1))
-                to_fallback = again
-            for item in to_fallback:
-                result.labels[item.pk], result.tier[item.pk] = None, "failed"
-            waiting = nxt
+            waiting = await _model_tier(engine, index, result, waiting, texts)
     finally:
         await provider.aclose()
     return result
+
+
+def _local_tier(
+    result: RunResult, waiting: list[WorkItem], local: Predictor, threshold: Threshold
+) -> list[WorkItem]:
+    """The local tier in-process: settle what it accepts, return what it escalates."""
+    never = not isinstance(threshold, Mapping) and threshold > 1.0
+    policy = AcceptPolicy.model_validate(accept_table(1.0 if never else threshold))
+    still = []
+    predicted = local.predict([item.text for item in waiting])
+    for item, (label, conf) in zip(waiting, predicted, strict=True):
+        decision = decide(policy, Answer(label, conf, "local", False), is_last=False)
+        if isinstance(decision, Accept) and not never:
+            result.labels[item.pk], result.tier[item.pk] = label, "local"
+        else:
+            still.append(WorkItem(item.pk, item.text, 2))
+    return still
+
+
+async def _model_tier(
+    engine: Engine, index: int, result: RunResult, waiting: list[WorkItem], texts: Sequence[str]
+) -> list[WorkItem]:
+    """One model tier, its fallback chain walked as ``tasks.flow`` does; returns escalations."""
+    tier = engine.pipeline.tiers[index]
+    assert isinstance(tier, ClaudeTier)
+    nxt: list[WorkItem] = []
+    to_fallback: list[WorkItem] = []
+    for res in await engine.run_model(index, waiting, tier.primary, role="primary"):
+        result.cost_nanos += res.cost_nanos
+        result.calls += res.model_calls
+        item = WorkItem(res.pk, texts[res.pk], 1 + len(res.steps))
+        if isinstance(res.decision, Accept):
+            result.labels[res.pk], result.tier[res.pk] = res.decision.label, tier.name
+        elif isinstance(res.decision, Escalate):
+            nxt.append(item)
+        elif isinstance(res.decision, Fallback):
+            to_fallback.append(item)
+        else:  # GiveUp: no answer, counted wrong
+            result.labels[res.pk], result.tier[res.pk] = None, "failed"
+    for link in tier.fallbacks:
+        if not to_fallback:
+            break
+        again = []
+        for res in await engine.run_model(index, to_fallback, link, role="fallback"):
+            result.cost_nanos += res.cost_nanos
+            result.calls += res.model_calls
+            if isinstance(res.decision, Accept):
+                result.labels[res.pk], result.tier[res.pk] = res.decision.label, tier.name
+            else:
+                again.append(WorkItem(res.pk, texts[res.pk], 1))
+        to_fallback = again
+    for item in to_fallback:
+        result.labels[item.pk], result.tier[item.pk] = None, "failed"
+    return nxt
 
 
 def run_sync(*args: Any, **kwargs: Any) -> RunResult:

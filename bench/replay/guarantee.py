@@ -103,6 +103,15 @@ def calibrate(
     return local, small, scorer
 
 
+def dropped(cut: Mapping[str, float | str]) -> bool:
+    """A tier certified for no label accepts nothing: it is left out of the cascade.
+
+    Every call to it would be paid for and then escalated (`cascade tune` says so and
+    advises dropping the tier). Decided on the train half's certificates only.
+    """
+    return all(v == "never" for v in cut.values())
+
+
 def realized(run: drive.RunResult, gold: Sequence[str], tier: str) -> tuple[int, int]:
     """(accepted, wrong) among the test items ``tier`` settled."""
     mine = [i for i, t in run.tier.items() if t == tier]
@@ -132,9 +141,14 @@ def one_seed(
             LARGE: {r.text: Recorded(r.answers[LARGE], 1.0, r.cost_nanos[LARGE]) for r in test},
             BACKUP: {r.text: Recorded(r.answers[BACKUP], 1.0, r.cost_nanos[BACKUP]) for r in test},
         })  # fmt: skip
-        pipe = drive.pipeline(
-            [("small", SMALL, thresholds(small), []), ("large", LARGE, 0.0, [BACKUP])]
-        )
+        small_cut = thresholds(small)
+        tiers: list[tuple[str, str, drive.Threshold, list[str]]] = [
+            ("small", SMALL, small_cut, []),
+            ("large", LARGE, 0.0, [BACKUP]),
+        ]
+        if dropped(small_cut):
+            tiers = tiers[1:]  # as `cascade tune` advises: a tier that accepts nothing only costs
+        pipe = drive.pipeline(tiers)
         with ReplayServer(book, seed=seed) as server:
             if "gpt4" not in out:
                 alone = drive.pipeline([("large", LARGE, 0.8, [])])
@@ -181,9 +195,10 @@ def report(
             accs.append(got["accuracy"])
             gaps.append(got["accuracy"] - g_acc)
             cuts = got["thresholds"]
+            small_cut = "dropped" if dropped(cuts["small"]) else _fmt(cuts["small"])
             print(
                 f"  seed {r['seed']:>2}: local [{_fmt(cuts['local'])}] small "
-                f"[{_fmt(cuts['small'])}] -> error local {errs['local']:.4f} "
+                f"[{small_cut}] -> error local {errs['local']:.4f} "
                 f"({got['errors']['local'][0]}), small {errs['small']:.4f} "
                 f"({got['errors']['small'][0]}); accuracy {got['accuracy']:.4f} / GPT-4 "
                 f"{g_acc:.4f}; saving {100 * saving:.1f} %  {'HOLDS' if ok else 'EXCEEDED'}"

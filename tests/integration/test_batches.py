@@ -340,3 +340,83 @@ def test_resume_after_every_worker_was_killed_between_submit_and_collect(
     assert len({b for b, _ in rows}) == len(rows) == fake_batch_count(fake)
     assert fake_batch_count(fake) >= submitted
     engine.dispose()
+
+
+def review_pipeline(tmp_path: Path) -> Path:
+    """Rules that guess "spam" unsure, then a last tier in batch mode; the pipeline sends
+    disagreements, refusals and unsure last-tier answers to a person."""
+    path = tmp_path / "review-batch.toml"
+    path.write_text(
+        """
+name = "review-batch"
+labels = ["safe", "spam", "harassment", "hate", "self_harm", "sexual", "violence"]
+instructions = "Moderate the post."
+review_on_disagreement = true
+
+[[tiers]]
+name = "rules"
+kind = "rules"
+[tiers.accept]
+min_confidence = 0.9
+[[tiers.rules]]
+pattern = '(?i)\\bstupid\\b'
+label = "spam"
+confidence = 0.5
+
+[[tiers]]
+name = "large"
+kind = "claude"
+model = "claude-sonnet-5-5"
+mode = "batch"
+poll_seconds = 0.5
+on_refusal = "review"
+[tiers.accept]
+min_confidence = 0.0
+review_below = 0.9
+"""
+    )
+    return path
+
+
+def test_a_batch_last_tier_sends_disagreements_refusals_and_unsure_answers_to_review(
+    workers: Workers, pg_url: str, fake: FakeServer, tmp_path: Path
+) -> None:
+    # Given posts the rules call "spam" (unsure, so they escalate with that answer) that
+    # the large model calls "harassment", posts it refuses, and posts with no rule match
+    set_batches(fake, delay_s=0.2)
+    fake.set_faults("claude-sonnet-5-5", refuse_pattern="(?i)password")
+    labels = ["safe", "spam", "harassment", "hate", "self_harm", "sexual", "violence"]
+    sonnet = "claude-sonnet-5-5"
+    said = [f"you are a stupid person number {i}" for i in range(40)]
+    # sure answers only: an unsure one would go to review whether or not tiers disagree
+    sure = [t for t in said if classify(sonnet, t, labels).confidence >= 0.9][:4]
+    assert len(sure) == 4
+    assert {classify(sonnet, t, labels).label for t in sure} == {"harassment"}
+    texts = {
+        **{f"d{i}": t for i, t in enumerate(sure)},
+        **{f"r{i}": f"what is my password again, try {i}" for i in range(3)},
+        **{f"n{i}": f"a calm post about the weather, day {i}" for i in range(12)},
+    }
+    unsure = {
+        k for k in texts if k[0] == "n" and classify(sonnet, texts[k], labels).confidence < 0.9
+    }
+    assert unsure and len(unsure) < 12  # both kinds of plain post are present
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text("".join(json.dumps({"id": k, "text": t}) + "\n" for k, t in texts.items()))
+    # When they are submitted to the pipeline and waited for
+    done = cli(workers.env, "submit", str(posts), "--pipeline", str(review_pipeline(tmp_path)),
+               "--wait")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        got = {
+            r.item_key: r for r in conn.execute(text("SELECT item_key, status, label FROM items"))
+        }
+        batch_calls = conn.execute(text("SELECT count(*) FROM attempts WHERE is_batch")).scalar()
+    engine.dispose()
+    assert batch_calls == len(texts)  # every item reached the batch tier
+    # Then, as on the realtime path, every contradicted, refused or unsure item waits for
+    # a person, and only the rest is done by the machine
+    review = {k for k in texts if k[0] in "dr"} | unsure
+    assert {k for k, r in got.items() if r.status == "review"} == review
+    assert {k for k, r in got.items() if r.status == "done"} == set(texts) - review
