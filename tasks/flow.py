@@ -14,6 +14,7 @@ database has committed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import structlog
@@ -51,8 +52,10 @@ def process(rt: Runtime, msg: Message) -> list[Message]:
         return _process_free(rt, msg, tier)
     if msg.phase == Phase.TIER and isinstance(tier, ClaudeTier) and tier.mode == "batch":
         return _process_batch(rt, msg, tier)
-    pool_of(rt).admit(msg)
-    return []
+    back = pool_of(rt).admit(msg).back
+    # the pool is full of items waiting on something else than call slots: this
+    # message goes back to its queue, so the process can take other queues' work
+    return [replace(msg, ids=back)] if back else []
 
 
 def _process_batch(rt: Runtime, msg: Message, tier: ClaudeTier) -> list[Message]:

@@ -7,14 +7,18 @@ seconds): a pool that settles a batch when its slowest call returns idles most o
 slots behind one slow call. Celery's prefork pool runs one task at a time per process,
 so a tier task here does not run its batch: it *admits* it — claims the items under a
 lease and hands each one to the process's event loop — and returns as soon as there
-is room (at most ``CASCADE_CONCURRENCY × CASCADE_ADMIT_FACTOR`` items out per
-process). The process then takes its next message while the tail of the last one is
-still in flight. Keeping prefork (rather than Celery's thread pool, or a consumer of
-our own) keeps ``celery worker -c N`` meaning N processes on N cores, and every
-deployment recipe as it was.
+is room (about ``CASCADE_CONCURRENCY × CASCADE_ADMIT_FACTOR`` items out per process:
+a message is admitted whole once the process is below that). The process then takes
+its next message while the tail of the last one is still in flight. Keeping prefork
+(rather than Celery's thread pool, or a consumer of our own) keeps ``celery worker -c
+N`` meaning N processes on N cores, and every deployment recipe as it was.
 
 Three threads per worker process:
-- Celery's task thread: claims and admits (blocks while the pool is full);
+- Celery's task thread: claims and admits. While the pool is full it waits, unless
+  its call slots are idle: then what it holds is waiting on something else (a rate
+  limit, a cache being written), and holding this message too would only keep the
+  process from other queues' work, so the message goes back to its queue (after a
+  pause, so a process does not spin on one busy queue);
 - the loop thread: every call, check and decision (:mod:`workers.visit`);
 - the ledger thread (:class:`tasks.writer.Writer`): writes each call as it is sent and
   as it returns, settles items in small groups, renews the leases of what it holds,
@@ -33,6 +37,7 @@ import threading
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from common.lifecycle import Outcome, Phase
@@ -55,6 +60,17 @@ from workers.retry import LeaseLost, Try
 from workers.visit import Visit, serve, serve_fallback, shadowed, step_of_row
 
 log = get_logger("cascade.pool")
+# How long a full pool waits for room before it sends a message back to its queue, when
+# its call slots are idle (at most this often per process, a message goes back).
+BACK_AFTER_S = 0.2
+# Idle slots: fewer calls on the wire than this share of CASCADE_CONCURRENCY.
+IDLE_BELOW = 0.75
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    taken: int  # items handed to the loop (or settled at once: budget holds)
+    back: list[int]  # ids not taken: the caller puts them back on their queue
 
 
 class Pool:
@@ -63,9 +79,9 @@ class Pool:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.loop = rt.start_loop()
-        self._room = threading.Semaphore(
-            max(1, int(rt.settings.concurrency * rt.settings.admit_factor))
-        )
+        self._room = max(1, int(rt.settings.concurrency * rt.settings.admit_factor))
+        self._admitted = 0  # items handed to the loop and not yet decided
+        self._on_wire = 0  # calls sent and not yet returned (the journal counts them)
         self._lock = threading.Condition()
         self._owner: dict[int, str] = {}  # item -> the lease token it is held under
         self._out: Counter[str] = Counter()  # lease token -> items not settled yet
@@ -103,14 +119,18 @@ class Pool:
             return len(self._owner)
 
     # -- admission (Celery's task thread) --------------------------------------------
-    def admit(self, msg: Message) -> int:
-        """Claim the message's items and hand each to the loop; returns how many."""
+    def admit(self, msg: Message) -> Admitted:
+        """Claim the message's items and hand each to the loop, once there is room; or,
+        while the pool is full and its call slots idle, give the message back."""
+        if not self._room_for(len(msg.ids)):
+            return Admitted(0, list(msg.ids))
         rt = self.rt
         engine = rt.engine_for(msg.job_id)
         tier = engine.pipeline.tiers[msg.tier_index]
         got = claim(rt, msg, lease_s=rt.settings.lease_seconds)
         if not got.items:
-            return 0
+            self._unreserve(len(msg.ids))
+            return Admitted(0, [])
         token, claimed, disabled = got.token, got.items, got.disabled
         held: list[ItemResult] = []
         worst: dict[int, int] = {}
@@ -125,10 +145,10 @@ class Pool:
                 self._owner[pk] = token
                 self._reserve[pk] = (msg.job_id, worst.get(pk, 0))
             self._out[token] += len(claimed) + len(held)
+        self._unreserve(len(msg.ids) - len(claimed))  # not claimable, or held by the budget
         for result in held:
             self.writer.settle(msg, tier.name, token, result)
         for c in claimed:
-            self._room.acquire()
             visit = Visit(
                 c.pk,
                 c.text,
@@ -143,10 +163,38 @@ class Pool:
                 self._serve(msg, tier.name, token, visit, disabled), self.loop
             )
             future.add_done_callback(self._served)
-        return len(claimed)
+        return Admitted(len(claimed) + len(held), [])
+
+    def _room_for(self, n: int) -> bool:
+        """Wait for room, then reserve it for ``n`` items; False: give the message back."""
+        idle_below = self.rt.settings.concurrency * IDLE_BELOW
+        with self._lock:
+            while self._admitted >= self._room:
+                if self._on_wire < idle_below:
+                    # the items out wait on something else than call slots
+                    if not self._lock.wait_for(lambda: self._admitted < self._room, BACK_AFTER_S):
+                        return False
+                else:
+                    self._lock.wait(0.05)
+            self._admitted += n
+            return True
+
+    def _unreserve(self, n: int) -> None:
+        if n:
+            with self._lock:
+                self._admitted -= n
+                self._lock.notify_all()
+
+    def calls_on_wire(self) -> int:
+        with self._lock:
+            return self._on_wire
+
+    def on_wire(self, delta: int) -> None:
+        with self._lock:
+            self._on_wire += delta
 
     def _served(self, future: Future[None]) -> None:
-        self._room.release()
+        self._unreserve(1)
         if not future.cancelled() and future.exception() is not None:
             log.error("cascade.item.crashed", error=repr(future.exception()))
 
@@ -214,8 +262,10 @@ class Journal:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pool.writer.journal(row, done)
         await done
+        self._pool.on_wire(1)
 
     def returned(self, request: ClassifyRequest, n: int, attempt: Try) -> None:
+        self._pool.on_wire(-1)
         tag = request.tag
         assert tag is not None
         link = ModelRef(provider=request.provider, model=request.model)

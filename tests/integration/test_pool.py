@@ -25,7 +25,7 @@ from models.db import make_sessionmaker
 from models.repo import ATTEMPTS, ITEMS, NewItem
 from tasks import publish as pub
 from tasks.messages import Message
-from tasks.pool import pool_of
+from tasks.pool import BACK_AFTER_S, pool_of
 from tasks.runtime import Runtime
 from workers.pipeline import load_pipeline
 
@@ -113,7 +113,7 @@ def test_each_item_settles_when_its_own_call_returns(
     job_id, ids = small_tier_job(engine, TEXTS * 4)
     # When one message of 24 items is admitted (calls of 20 to 780 ms)
     t0 = time.monotonic()
-    assert pool_of(rt).admit(Message(Phase.TIER, job_id, SMALL, ids)) == len(ids)
+    assert pool_of(rt).admit(Message(Phase.TIER, job_id, SMALL, ids)).taken == len(ids)
     admitted_s = time.monotonic() - t0
     rows = wait_settled(engine, ids)
     # Then admission returned at once, without waiting for the calls ...
@@ -153,7 +153,7 @@ def test_a_cut_off_visit_is_continued_not_redone(
             ITEMS.update().where(ITEMS.c.id.in_(ids)).values(lease_until=text("'2000-01-01'"))
         )
     # When the items are claimed again (their lease ran out)
-    assert pool_of(rt).admit(Message(Phase.TIER, job_id, SMALL, ids)) == 2
+    assert pool_of(rt).admit(Message(Phase.TIER, job_id, SMALL, ids)).taken == 2
     rows = {r.id: r for r in wait_settled(engine, ids)}
     calls = attempts(engine, ids)
     # Then the recorded answer decided its item, with no new call
@@ -312,7 +312,7 @@ def test_the_chain_defers_by_the_recorded_failure_kind_not_its_text(
                 .where(ITEMS.c.id == pk)
                 .values(status=Status.FALLBACK, error="it could not serve", error_kind=kind)
             )
-    assert pool_of(rt).admit(Message(Phase.FALLBACK, job_id, SMALL, ids)) == 2
+    assert pool_of(rt).admit(Message(Phase.FALLBACK, job_id, SMALL, ids)).taken == 2
     deadline = time.monotonic() + 30
     while True:
         with engine.connect() as c:
@@ -328,3 +328,68 @@ def test_the_chain_defers_by_the_recorded_failure_kind_not_its_text(
         time.sleep(0.05)
     assert (rows[passing].status, rows[passing].deferrals) == (Status.FALLBACK, 1)
     assert rows[answer].status == Status.FAILED
+
+
+def _pool_runtime(
+    engine: Engine, fake: FakeServer, monkeypatch: pytest.MonkeyPatch, **knobs: Any
+) -> Runtime:
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.start())
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key-never-logged-0123456789")
+    url = engine.url.render_as_string(hide_password=False)
+    monkeypatch.setattr(pub, "send", lambda rt, msg: None)
+    return Runtime(
+        Settings(
+            database_url=url,
+            broker_url="memory://localhost/",
+            sweep_every_s=0,
+            flush_ms=5,
+            concurrency=4,
+            admit_factor=1,
+            **knobs,
+        )
+    )
+
+
+def test_a_pool_full_of_items_waiting_on_a_rate_limit_gives_a_message_back(
+    engine: Engine, fake: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items waiting for their rate-limit turn hold no call slot: a process full of them
+    gives the next message back to its queue (to take other queues' work) rather than
+    block on it; a process full of calls on the wire waits for room instead."""
+    # one request a minute, after a burst of one: the pool's 4 items wait on the limiter
+    limits = {"anthropic:claude-haiku-5-5": {"requests_per_min": 1.0}}
+    # (the items still waiting at the end are dropped after the 3 s lease)
+    rt = _pool_runtime(engine, fake, monkeypatch, rate_limits=limits, lease_seconds=3)
+    try:
+        job_id, ids = small_tier_job(engine, TEXTS)
+        pool = pool_of(rt)
+        assert pool.admit(Message(Phase.TIER, job_id, SMALL, ids[:4])).taken == 4
+        t0 = time.monotonic()
+        got = pool.admit(Message(Phase.TIER, job_id, SMALL, ids[4:]))
+        assert (got.taken, got.back) == (0, ids[4:])
+        assert time.monotonic() - t0 >= BACK_AFTER_S * 0.9  # it waited for room first
+        with engine.connect() as c:  # untouched: still waiting at the tier for a message
+            rows = c.execute(select(ITEMS.c.status).where(ITEMS.c.id.in_(ids[4:]))).all()
+        assert {r.status for r in rows} == {Status.PENDING}
+    finally:
+        rt.close()
+
+
+def test_a_pool_full_of_calls_on_the_wire_waits_for_room(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeServer(latency_ms=600, seed=5) as slow:
+        rt = _pool_runtime(engine, slow, monkeypatch)
+        try:
+            job_id, ids = small_tier_job(engine, TEXTS)
+            pool = pool_of(rt)
+            assert pool.admit(Message(Phase.TIER, job_id, SMALL, ids[:4])).taken == 4
+            deadline = time.monotonic() + 20  # the first call writes the cache, then 3 go
+            while pool.calls_on_wire() < 3:
+                assert time.monotonic() < deadline, pool.calls_on_wire()
+                time.sleep(0.01)
+            got = pool.admit(Message(Phase.TIER, job_id, SMALL, ids[4:]))
+            assert (got.taken, got.back) == (2, [])
+            wait_settled(engine, ids)
+        finally:
+            rt.close()
