@@ -32,6 +32,16 @@ class Status(StrEnum):
     REVIEW = "review"  # final for the machine: a person decides (`cascade review`)
 
 
+class JobStatus(StrEnum):
+    """Where a job is (``jobs.status``)."""
+
+    SUBMITTING = "submitting"  # its file is being read in
+    RUNNING = "running"
+    PAUSED = "paused"  # the spend limit or the budget: `cascade resume`
+    DONE = "done"
+    FAILED = "failed"  # stopped, cancelled, or no model call passed (resumable)
+
+
 class Phase(StrEnum):
     """Which queue an item waits on: its tier's, or the fallback queue."""
 
