@@ -11,6 +11,7 @@ import typer
 
 from cascade.cliutil import app, ensure_schema, err, fail, out, setup
 from cascade.offline import Offline
+from common.lifecycle import JobStatus, RunStatus, Status
 from common.settings import get_settings
 
 if TYPE_CHECKING:
@@ -114,13 +115,12 @@ def _wait(job_id: int) -> None:
             job = job_by_ref(session, job_id)
             batches = open_batch_count(session, job_id)
         assert job is not None
-        line = (
-            f"job {job_id}: {p['done'] + p['failed']}/{p['total']} finished, {batches} open batches"
-        )
+        finished = p[Status.DONE] + p[Status.FAILED]
+        line = f"job {job_id}: {finished}/{p['total']} finished, {batches} open batches"
         if line != shown:
             err.print(f"[dim]{line}[/dim]")
             shown = line
-        if job.status in ("done", "failed", "paused"):
+        if job.status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.PAUSED):
             return
         time.sleep(0.5)
 
@@ -230,7 +230,7 @@ def _run(spec: Any, pipe: Any, wait: bool) -> None:
             result = run_backfill(rt, spec)
         except (PipelineError, InputError, SubmitError, ValueError) as exc:
             raise fail(str(exc)) from None
-        if result.status == "empty" or result.job_id is None:
+        if result.status == RunStatus.EMPTY or result.job_id is None:
             out.print(
                 f"backfill run {result.run_id}: nothing new in {result.source} since "
                 f"{_when(result.since)}"

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from common.lifecycle import Outcome as StepOutcome
+from common.lifecycle import Role
 from workers import quality
 from workers.answers import Answer, Malformed
 from workers.caching import CachePlan
@@ -363,7 +364,7 @@ class Engine:
         if steps:  # the last try decides the item
             steps[-1] = replace(steps[-1], decision=decision.kind)
         final_usage = next((s.usage for s in reversed(steps) if s.outcome == StepOutcome.OK), None)
-        result = ItemResult(item.pk, decision, steps, served_by_fallback=role == "fallback")
+        result = ItemResult(item.pk, decision, steps, served_by_fallback=role == Role.FALLBACK)
         if isinstance(decision, Accept | GiveUp | Review):
             result.baseline_nanos = self.baseline(len(item.text), final_usage)
         return result

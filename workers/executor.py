@@ -14,6 +14,7 @@ from typing import Protocol
 
 import structlog
 
+from common.lifecycle import Outcome
 from workers.breaker import Transition
 from workers.caching import CacheWarmer, MemoryWarmStore
 from workers.providers.base import (
@@ -130,7 +131,7 @@ class RealtimeExecutor:
                 # permanent error (a retired model, a bad request) is no outage, so it must
                 # not open the breaker and turn into deferrals (issue 21).
                 last = tries[-1].error
-                ok = last is None or last.kind != "transient"
+                ok = last is None or last.kind != Outcome.TRANSIENT
                 try:
                     change = await self._breakers.record(key, self._clock(), ok, probe)
                 except Exception as exc:

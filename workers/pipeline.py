@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from common.lifecycle import Verdict
+
 PROVIDERS = ("anthropic", "bedrock", "vertex")
 Provider = Literal["anthropic", "bedrock", "vertex"]
 # How a Claude tier obtains a structured answer; "auto" picks per model (see prices.toml).
@@ -172,7 +174,7 @@ class ClaudeTier(_Strict):
     # tier's primary, recorded as role "shadow" (calibration spend; never changes an item).
     shadow_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     # fallback | escalate | review | label:NAME (see REFUSAL_RE)
-    on_refusal: str = "fallback"
+    on_refusal: str = Verdict.FALLBACK.value
     # "batch": this tier's calls go through the Message Batches API (half price, results
     # within 24 h); the items wait under a long lease while a poll task collects them.
     mode: Literal["realtime", "batch"] = "realtime"
@@ -382,7 +384,7 @@ def _moderation_checks(tiers: list[Any], labels: set[str] | None) -> list[str]:
         if accept.get("review_below") is not None and i != last:
             problems.append(f"tiers[{i}].accept.review_below: only on the last tier")
         refusal = tier.get("on_refusal")
-        if refusal == "escalate" and i == last:
+        if refusal == Verdict.ESCALATE and i == last:
             problems.append(f"tiers[{i}].on_refusal: the last tier has no next tier")
         named = refusal.removeprefix("label:") if isinstance(refusal, str) else None
         if named != refusal and labels is not None and named not in labels:

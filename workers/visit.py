@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from common.lifecycle import ANSWERED, Outcome
+from common.lifecycle import ANSWERED, Outcome, Role
 from workers import quality
 from workers.answers import Answer, Judged, Malformed, Refused
 from workers.decision import TEMPORARY_KINDS, Accept, Fallback, GiveUp, after_chain, decide
@@ -22,7 +22,7 @@ from workers.pipeline import ClaudeTier, LocalTier, ModelRef, RulesTier
 from workers.providers.base import Usage
 from workers.records import SHADOW, ItemResult, Step, WorkItem
 
-PRIMARY, FALLBACK = "primary", "fallback"
+PRIMARY, FALLBACK = Role.PRIMARY, Role.FALLBACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +197,11 @@ async def serve_fallback(
 def error_kind(reason: str | None) -> str:
     """The failure kind at the head of a recorded reason (``"transient: HTTP 529 ..."``)."""
     head = (reason or "").split(":", 1)[0]
-    return head if head in TEMPORARY_KINDS or head in ("permanent", "context") else "answer"
+    return (
+        head
+        if head in TEMPORARY_KINDS or head in (Outcome.PERMANENT, Outcome.CONTEXT)
+        else "answer"
+    )
 
 
 def shadowed(visit: Visit) -> bool:

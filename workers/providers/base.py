@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from common.lifecycle import Outcome
+
 # The concrete mechanism a request uses to get a structured answer.
 Mechanism = Literal["forced_tool", "tool", "json_schema"]
 TOOL_NAME = "record_classification"
@@ -102,15 +104,15 @@ class ProviderError(Exception):
 
 
 class TransientError(ProviderError):
-    kind = "transient"
+    kind = Outcome.TRANSIENT.value
 
 
 class PermanentError(ProviderError):
-    kind = "permanent"
+    kind = Outcome.PERMANENT.value
 
 
 class ContextError(PermanentError):
-    kind = "context"
+    kind = Outcome.CONTEXT.value
 
 
 class AuthError(PermanentError):
@@ -120,19 +122,19 @@ class AuthError(PermanentError):
 
 
 class SpendLimitError(ProviderError):
-    kind = "spend_limit"
+    kind = Outcome.SPEND_LIMIT.value
 
 
 class BreakerOpenError(ProviderError):
     """No call was made: the model's circuit breaker is open (fleet-wide)."""
 
-    kind = "breaker_open"
+    kind = Outcome.BREAKER_OPEN.value
 
 
 class DrillError(ProviderError):
     """No call was made: an operator's chaos drill has disabled the model."""
 
-    kind = "drill"
+    kind = Outcome.DRILL.value
 
 
 # Steps recorded for a call that never left the process: counted apart from calls made.
