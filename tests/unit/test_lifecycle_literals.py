@@ -35,7 +35,7 @@ WORDS = frozenset(str(v) for enum in ENUMS for v in enum)
 # (file, word): why that word there is not the lifecycle's. Keep it tiny.
 ALLOWED: dict[tuple[str, str], str] = {
     ("workers/answers.py", "refusal"): "the Anthropic API's stop_reason, compared as it arrives",
-    ("workers/pipeline.py", "accept"): "the pipeline file's key (a tier's [accept] table)",
+    ("workers/pipeline_checks.py", "accept"): "the pipeline file's key (a tier's [accept] table)",
     ("cascade/cli_review.py", "review"): "the CLI command's name (`cascade review`)",
     ("models/views.py", "failed"): "a report view's column name",
 }
