@@ -17,6 +17,7 @@ empty answers and labels outside the set are judged by :mod:`workers.answers`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -177,3 +178,26 @@ class BatchProvider(Protocol):
     async def batch_results(
         self, batch_id: str, mechanism: str
     ) -> dict[str, Reply | ProviderError]: ...
+
+
+def classification_schema(labels: Sequence[str]) -> dict[str, Any]:
+    """JSON schema of the structured answer: used as tool input schema and as output format."""
+    return {
+        "type": "object",
+        "properties": {
+            "label": {"type": "string", "enum": list(labels)},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "reason": {"type": "string", "maxLength": 200},
+        },
+        "required": ["label", "confidence", "reason"],
+        "additionalProperties": False,
+    }
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object in ``text`` (a json_schema answer), or None."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
