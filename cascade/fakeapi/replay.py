@@ -31,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cascade.fakeapi.request import item_text, user_text
 from cascade.fakeapi.server import STATE_KEY, FakeServer
 from cascade.fakeapi.wire import (
     FakeConfig,
@@ -38,8 +39,6 @@ from cascade.fakeapi.wire import (
     ModelStats,
     Outcome,
     error_outcome,
-    item_text,
-    user_text,
 )
 
 
