@@ -15,7 +15,7 @@ from common.lifecycle import JobStatus, RunStatus, Status
 from common.settings import get_settings
 
 if TYPE_CHECKING:
-    from tasks.backfill import BatchReport
+    from tasks.backfill import BackfillSpec, BatchReport
 
 
 def _usd(nanos: int) -> str:
@@ -162,42 +162,22 @@ def backfill(
     if list_:
         _list()
         return
-    from pydantic import ValidationError
-
-    from tasks.backfill import BackfillSpec, find_backfill
-    from workers.pipeline import PipelineError
-
     if mode not in (None, "batch", "realtime"):
         raise fail("--mode must be batch or realtime")
-    try:
-        when = datetime.fromisoformat(since) if since else None
-    except ValueError:
-        raise fail(f"--since: not an ISO time: {since!r}") from None
-    if when is not None and when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    spec: BackfillSpec
-    try:
-        if name is not None:
-            spec = find_backfill(name)
-            spec = spec.model_copy(update={"since": when or spec.since, "mode": mode or spec.mode})
-        else:
-            if pipeline is None or source is None:
-                raise fail("--pipeline and --source are required (or --name, or --list)")
-            spec = BackfillSpec(
-                pipeline=pipeline,
-                source=source,
-                table=table,
-                query=query,
-                id_column=id_column,
-                text_column=text_column,
-                updated_column=updated_column,
-                mode=mode,
-                since=when,
-            )
-    except (LookupError, ValueError, ValidationError) as exc:
-        raise fail(str(exc)) from None
+    spec = _spec(
+        name,
+        _since(since),
+        mode,
+        pipeline=pipeline,
+        source=source,
+        table=table,
+        query=query,
+        id_column=id_column,
+        text_column=text_column,
+        updated_column=updated_column,
+    )
     from cascade.jobrun import models_for
-    from workers.pipeline import load_pipeline
+    from workers.pipeline import PipelineError, load_pipeline
 
     try:
         pipe = load_pipeline(spec.pipeline)
@@ -205,6 +185,35 @@ def backfill(
         raise fail(str(exc)) from None
     with models_for(pipe, offline):
         _run(spec, pipe, wait)
+
+
+def _since(since: str | None) -> datetime | None:
+    """``--since`` as an aware time (UTC when it names no zone)."""
+    try:
+        when = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        raise fail(f"--since: not an ISO time: {since!r}") from None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when
+
+
+def _spec(name: str | None, when: datetime | None, mode: str | None, **source: Any) -> BackfillSpec:
+    """The configured backfill ``name`` (``--since`` and ``--mode`` over its own), or
+    the one the options describe."""
+    from pydantic import ValidationError
+
+    from tasks.backfill import BackfillSpec, find_backfill
+
+    try:
+        if name is not None:
+            spec = find_backfill(name)
+            return spec.model_copy(update={"since": when or spec.since, "mode": mode or spec.mode})
+        if source["pipeline"] is None or source["source"] is None:
+            raise fail("--pipeline and --source are required (or --name, or --list)")
+        return BackfillSpec(**source, mode=mode, since=when)
+    except (LookupError, ValueError, ValidationError) as exc:
+        raise fail(str(exc)) from None
 
 
 def _run(spec: Any, pipe: Any, wait: bool) -> None:

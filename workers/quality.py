@@ -100,7 +100,6 @@ def steps_from_tries(
     """One step per try, deciding nothing; and what the last try amounted to."""
     steps: list[Step] = []
     outcome: Outcome = CallFailed(StepOutcome.TRANSIENT, "no call was made")
-    result: str  # the step's outcome
     for n, attempt in enumerate(tries):
         label = confidence = error = None
         hedged = False
@@ -109,7 +108,7 @@ def steps_from_tries(
             outcome = judged
             usage, status, request_id = attempt.reply.usage, None, attempt.reply.request_id
             if isinstance(judged, Answer):
-                result = StepOutcome.OK
+                result: str = StepOutcome.OK  # the step's outcome
                 label, confidence, hedged = judged.label, judged.confidence, judged.hedged
             else:
                 result = (
