@@ -160,10 +160,10 @@ def prepare(
     decisions = decide(ids, unique, now) if decide is not None else None
     if decisions is not None and len(decisions.kinds) != len(unique):
         raise ValueError("one kind per item")
-    kinds = _Kinds(decisions)
+    out, kinds = Prepared(unique, duplicates, ids, "", None), _Kinds(decisions)
     if len(unique) <= SMALL_ROWS:
-        return _as_rows(job_id, submission_id, unique, duplicates, ids, now, kinds)
-    return _as_copy(job_id, submission_id, unique, duplicates, ids, now, kinds)
+        return _as_rows(out, (job_id, submission_id), now, kinds)
+    return _as_copy(out, (job_id, submission_id), now, kinds)
 
 
 class _Kinds:
@@ -192,44 +192,29 @@ class _Kinds:
         return one
 
 
-def _as_rows(
-    job_id: int,
-    submission_id: int,
-    unique: list[NewItem],
-    duplicates: list[tuple[int, str, int]],
-    ids: list[int],
-    now: datetime,
-    kinds: _Kinds,
-) -> Prepared:
-    """A small chunk's rows as values (one INSERT)."""
-    rows = Rows([], (), [])
-    for n, it in enumerate(unique):
-        pk, kind = ids[n], kinds.of(n)
+def _as_rows(out: Prepared, owner: tuple[int, int], now: datetime, kinds: _Kinds) -> Prepared:
+    """A small chunk's rows as values (one INSERT); ``owner``: (job, submission)."""
+    (job_id, submission_id), rows = owner, Rows([], (), [])
+    for n, it in enumerate(out.items):
+        pk, kind = out.ids[n], kinds.of(n)
         keep = None if kind.no_text else it.text
         values = tuple(now if v is NOW else v for v in kind.tail)
         rows.items.append(
             (pk, job_id, submission_id, it.key, it.line_no, keep, it.meta, it.text_hash, *values)
         )
         rows.attempts += [(job_id, pk, step, *rest) for step, rest in kind.steps]
-    rows.attempt_names = kinds.names
-    return Prepared(unique, duplicates, ids, "", None, rows)
+    rows.attempt_names, out.rows = kinds.names, rows
+    return out
 
 
-def _as_copy(
-    job_id: int,
-    submission_id: int,
-    unique: list[NewItem],
-    duplicates: list[tuple[int, str, int]],
-    ids: list[int],
-    now: datetime,
-    kinds: _Kinds,
-) -> Prepared:
+def _as_copy(out: Prepared, owner: tuple[int, int], now: datetime, kinds: _Kinds) -> Prepared:
     """A chunk's rows as COPY text (items, and attempt rows if any)."""
+    job_id, submission_id = owner
     head = f"{job_id}\t{submission_id}\t"
     parts: list[str] = []
     tries: list[str] = []
-    for n, it in enumerate(unique):
-        pk, kind = ids[n], kinds.of(n)
+    for n, it in enumerate(out.items):
+        pk, kind = out.ids[n], kinds.of(n)
         tail, steps = kind.formatted(now)
         text = "\\N" if kind.no_text else field(it.text)
         h = "\\N" if it.text_hash is None else it.text_hash
@@ -239,8 +224,9 @@ def _as_copy(
         )
         for step, rest in steps:
             tries.append(f"{job_id}\t{pk}\t{step}\t{rest}\n")
-    attempts = (kinds.names, "".join(tries)) if tries else None
-    return Prepared(unique, duplicates, ids, "".join(parts), attempts)
+    out.items_text = "".join(parts)
+    out.attempts = (kinds.names, "".join(tries)) if tries else None
+    return out
 
 
 def _attempt_names(rows: Sequence[Mapping[str, Any]], names: tuple[str, ...]) -> tuple[str, ...]:

@@ -276,6 +276,22 @@ class Engine:
             estimate_nanos=self.estimate_nanos(model, len(item.text), max_tokens),
         )
 
+    def requests(
+        self, tier_index: int, link: ModelRef, items: Sequence[WorkItem], role: str
+    ) -> list[ClassifyRequest]:
+        """One request to ``link`` per item at that tier, tagged from the item's next step."""
+        tier = self.pipeline.tiers[tier_index]
+        assert isinstance(tier, ClaudeTier)
+        return [
+            self.request(
+                tier,
+                link,
+                item.text,
+                tag=self.tag(item, item.next_step, tier_index, role, link.model, tier.max_tokens),
+            )
+            for item in items
+        ]
+
     def estimate_nanos(self, model: str, text_len: int, max_tokens: int) -> int:
         """What a call probably cost when its reply was never seen: the prompt at
         characters / 4 plus its fixed part, and a typical answer's output."""
@@ -297,17 +313,7 @@ class Engine:
         disabled: Mapping[str, str] | None = None,
     ) -> list[ItemResult]:
         """Call ``link`` once per item (with retries) and decide each item."""
-        tier = self.pipeline.tiers[tier_index]
-        assert isinstance(tier, ClaudeTier)
-        requests = [
-            self.request(
-                tier,
-                link,
-                item.text,
-                tag=self.tag(item, item.next_step, tier_index, role, link.model, tier.max_tokens),
-            )
-            for item in items
-        ]
+        requests = self.requests(tier_index, link, items, role)
         all_tries = await self.executor.execute(requests, disabled=disabled)
         results = self.results_from_tries(tier_index, items, link, all_tries, role=role)
         # consistency / verifier: extra calls on what the tier would accept

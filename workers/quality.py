@@ -67,6 +67,10 @@ class Engine(Protocol):
         tag: CallTag | None = None,
     ) -> ClassifyRequest: ...
 
+    def requests(
+        self, tier_index: int, link: ModelRef, items: Sequence[WorkItem], role: str
+    ) -> list[ClassifyRequest]: ...
+
     def auto_mechanism(self, model: str) -> Mechanism: ...
 
     def tag(
@@ -327,15 +331,7 @@ async def run_shadows(
     work = [WorkItem(r.pk, by_pk[r.pk].text, _next_step(by_pk[r.pk], r)) for r in samples]
     if isinstance(tier, ClaudeTier):
         link = tier.primary
-        requests = [
-            engine.request(
-                tier,
-                link,
-                w.text,
-                tag=engine.tag(w, w.next_step, nxt, SHADOW, link.model, tier.max_tokens),
-            )
-            for w in work
-        ]
+        requests = engine.requests(nxt, link, work, SHADOW)
         all_tries = await engine.executor.execute(requests, disabled=disabled)
         for result, w, tries in zip(samples, work, all_tries, strict=True):
             steps, _ = steps_from_tries(

@@ -294,15 +294,15 @@ def answer(
     out = math.ceil(len(result_json) / 4) + 8
     tools = body.get("tools")
     if tools:
-        block = {
-            "type": "tool_use",
-            "id": f"toolu_fake_{state.next_id()}",
-            "name": tools[0].get("name"),
-            "input": result,
-        }
+        block = tool_use(tools, result, f"toolu_fake_{state.next_id()}")
         return Outcome(200, _envelope(state, model, [block], "tool_use", (tokens_in, out)))
     content = [{"type": "text", "text": result_json}]
     return Outcome(200, _envelope(state, model, content, "end_turn", (tokens_in, out)))
+
+
+def tool_use(tools: list[Any], result: dict[str, Any], block_id: str) -> dict[str, Any]:
+    """The content block answering ``result`` through the request's first tool."""
+    return {"type": "tool_use", "id": block_id, "name": tools[0].get("name"), "input": result}
 
 
 def _verdict(model: str, body: Mapping[str, Any], item: str, labels: list[str]) -> Verdict:

@@ -155,6 +155,20 @@ def map_status_error(exc: anthropic.APIStatusError, secret: str | None = None) -
     return PermanentError(detail, **common)
 
 
+def sdk_error(exc: anthropic.AnthropicError, secret: str | None, timeout_s: float) -> ProviderError:
+    """Any other SDK failure -> our error tree (the caller raises it ``from exc``)."""
+    if isinstance(exc, anthropic.APIStatusError):
+        return map_status_error(exc, secret)
+    if isinstance(exc, anthropic.APITimeoutError):
+        return TransientError(f"timeout: no reply within {timeout_s:g} s")
+    if isinstance(exc, anthropic.APIConnectionError):
+        return TransientError(f"connection error: {type(exc.__cause__ or exc).__name__}")
+    if isinstance(exc, anthropic.APIError):  # e.g. a 200 reply the SDK could not parse
+        return TransientError(f"api error: {type(exc).__name__}")
+    # client set-up, e.g. missing cloud credentials
+    return PermanentError(f"client error: {type(exc).__name__}")
+
+
 def _no_credentials(exc: TypeError) -> bool:
     """The SDK raises a bare TypeError when it has no key to send (none set anywhere)."""
     return "authentication" in str(exc).lower()
@@ -222,17 +236,8 @@ class AnthropicProvider:
             # The raw response: the same parse as create() plus the headers, for the limiter.
             raw = await self._client.messages.with_raw_response.create(**params)
             message = await raw.parse()
-        except anthropic.APIStatusError as exc:
-            raise map_status_error(exc, self._api_key) from exc
-        except anthropic.APITimeoutError as exc:
-            raise TransientError(f"timeout: no reply within {self._timeout_s:g} s") from exc
-        except anthropic.APIConnectionError as exc:
-            cause = type(exc.__cause__ or exc).__name__
-            raise TransientError(f"connection error: {cause}") from exc
-        except anthropic.APIError as exc:  # e.g. a 200 reply the SDK could not parse
-            raise TransientError(f"api error: {type(exc).__name__}") from exc
-        except anthropic.AnthropicError as exc:  # client set-up, e.g. missing cloud credentials
-            raise PermanentError(f"client error: {type(exc).__name__}") from exc
+        except anthropic.AnthropicError as exc:
+            raise sdk_error(exc, self._api_key, self._timeout_s) from exc
         except TypeError as exc:
             if _no_credentials(exc):
                 raise AuthError(NO_KEY) from exc
@@ -247,15 +252,8 @@ class AnthropicProvider:
             counted = await self._client.messages.count_tokens(
                 model=model, messages=[{"role": "user", "content": text}]
             )
-        except anthropic.APIStatusError as exc:
-            raise map_status_error(exc, self._api_key) from exc
-        except anthropic.APITimeoutError as exc:
-            raise TransientError(f"timeout: no reply within {self._timeout_s:g} s") from exc
-        except anthropic.APIConnectionError as exc:
-            cause = type(exc.__cause__ or exc).__name__
-            raise TransientError(f"connection error: {cause}") from exc
-        except anthropic.APIError as exc:
-            raise TransientError(f"api error: {type(exc).__name__}") from exc
+        except anthropic.APIError as exc:  # not a client set-up error: that one propagates
+            raise sdk_error(exc, self._api_key, self._timeout_s) from exc
         except TypeError as exc:
             if _no_credentials(exc):
                 raise AuthError(NO_KEY) from exc
@@ -345,18 +343,8 @@ class AnthropicBatches:
     async def _guard(self, call: Awaitable[T]) -> T:
         try:
             return await call
-        except anthropic.APIStatusError as exc:
-            raise map_status_error(exc, self._p._api_key) from exc
-        except anthropic.APITimeoutError as exc:
-            raise TransientError(f"timeout: no reply within {self._p._timeout_s:g} s") from exc
-        except anthropic.APIConnectionError as exc:
-            raise TransientError(
-                f"connection error: {type(exc.__cause__ or exc).__name__}"
-            ) from exc
-        except anthropic.APIError as exc:
-            raise TransientError(f"api error: {type(exc).__name__}") from exc
         except anthropic.AnthropicError as exc:
-            raise PermanentError(f"client error: {type(exc).__name__}") from exc
+            raise sdk_error(exc, self._p._api_key, self._p._timeout_s) from exc
 
     async def create_batch(self, requests: Sequence[tuple[str, ClassifyRequest]]) -> str:
         body = [{"custom_id": cid, "params": build_params(r)} for cid, r in requests]
