@@ -47,6 +47,7 @@ class Engine:
         *,
         job_id: int = 0,
         tries_per_call: int = 3,
+        local_models: Mapping[int, LocalModel] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.prices = prices
@@ -59,13 +60,18 @@ class Engine:
             i: CompiledRules(t) for i, t in enumerate(pipeline.tiers) if isinstance(t, RulesTier)
         }
         self._labels = tuple(pipeline.labels)
-        # Loaded per process (engines are built after the fork); a model whose file does
-        # not match its manifest is refused by LocalModel.load.
-        self._local = {
-            i: LocalModel.load(Path(t.model_path))
-            for i, t in enumerate(pipeline.tiers)
-            if isinstance(t, LocalTier)
-        }
+        # The local tiers' models by tier index, given, or read here from their files
+        # (engines are built after the fork; LocalModel.load refuses a file that does not
+        # match its manifest).
+        self._local = (
+            dict(local_models)
+            if local_models is not None
+            else {
+                i: LocalModel.load(Path(t.model_path))
+                for i, t in enumerate(pipeline.tiers)
+                if isinstance(t, LocalTier)
+            }
+        )
         last = pipeline.tiers[-1]
         assert isinstance(last, ClaudeTier)
         self._baseline_model = last.model
@@ -150,10 +156,9 @@ class Engine:
                 label=said.label,
                 confidence=said.confidence,
             )
-            result = ItemResult(item.pk, said.decision, [step])
-            if isinstance(said.decision, Accept):
-                result.baseline_nanos = self.baseline(len(item.text), None)
-            results.append(result)
+            accepted = isinstance(said.decision, Accept)
+            baseline = self.baseline(len(item.text), None) if accepted else 0
+            results.append(ItemResult(item.pk, said.decision, [step], baseline_nanos=baseline))
         return results
 
     def rules_kinds(self, tier_index: int, texts: Sequence[str]) -> list[tuple[int, int]]:
@@ -214,10 +219,9 @@ class Engine:
                 label=label,
                 confidence=confidence,
             )
-            result = ItemResult(item.pk, decision, [step])
-            if isinstance(decision, Accept):
-                result.baseline_nanos = self.baseline(len(item.text), None)
-            results.append(result)
+            accepted = isinstance(decision, Accept)
+            baseline = self.baseline(len(item.text), None) if accepted else 0
+            results.append(ItemResult(item.pk, decision, [step], baseline_nanos=baseline))
         return results
 
     # -- model tiers ------------------------------------------------------------
@@ -370,7 +374,11 @@ class Engine:
         if steps:  # the last try decides the item
             steps[-1] = replace(steps[-1], decision=decision.kind)
         final_usage = next((s.usage for s in reversed(steps) if s.outcome == StepOutcome.OK), None)
-        result = ItemResult(item.pk, decision, steps, served_by_fallback=role == Role.FALLBACK)
-        if isinstance(decision, Accept | GiveUp | Review):
-            result.baseline_nanos = self.baseline(len(item.text), final_usage)
-        return result
+        final = isinstance(decision, Accept | GiveUp | Review)  # only these have a baseline
+        return ItemResult(
+            item.pk,
+            decision,
+            steps,
+            baseline_nanos=self.baseline(len(item.text), final_usage) if final else 0,
+            served_by_fallback=role == Role.FALLBACK,
+        )
