@@ -21,8 +21,9 @@ import tasks.jobs  # noqa: F401  (registers the tasks)
 from tasks import runtime
 from tasks.app import app
 from tasks.redis_ratelimit import RedisRateLimiter
+from workers.paced import RateLimitedProvider
 from workers.providers.base import Provider
-from workers.ratelimit import Limits, RateLimitedProvider, limits_table
+from workers.ratelimit import Limits, limits_table
 
 __all__ = ["app"]
 

@@ -11,6 +11,7 @@ import typer
 from cascade.cliutil import app, ensure_schema, fail, find_job, out, parse_usd, setup
 from cascade.offline import Offline
 from cascade.progress import tier_names, waiting_by_tier
+from common.lifecycle import Status
 from common.settings import get_settings
 
 
@@ -63,15 +64,15 @@ def status(job: Annotated[str, typer.Argument(help="job id or name")]) -> None:
     out.print(f"job {j.id} ({j.name}) · {j.pipeline_name} · [bold]{j.status}[/bold]")
     if j.message:
         out.print(f"[yellow]{j.message}[/yellow]", soft_wrap=True)
-    out.print(f"finished {p['done'] + p['failed']:,} of {p['total']:,}")
+    out.print(f"finished {p[Status.DONE] + p[Status.FAILED]:,} of {p['total']:,}")
     for name in (
-        "pending",
-        "reuse_wait",
-        "running",
-        "fallback",
-        "fallback_running",
-        "done",
-        "failed",
+        Status.PENDING,
+        Status.REUSE_WAIT,
+        Status.RUNNING,
+        Status.FALLBACK,
+        Status.FALLBACK_RUNNING,
+        Status.DONE,
+        Status.FAILED,
     ):
         if p.get(name):
             out.print(f"  {name:<20}{p[name]:>10,}")

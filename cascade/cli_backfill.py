@@ -11,10 +11,12 @@ import typer
 
 from cascade.cliutil import app, ensure_schema, err, fail, out, setup
 from cascade.offline import Offline
+from common.lifecycle import JobStatus, RunStatus, Status
 from common.settings import get_settings
 
 if TYPE_CHECKING:
     from tasks.backfill import BatchReport
+    from workers.backfills import BackfillSpec
 
 
 def _usd(nanos: int) -> str:
@@ -114,13 +116,12 @@ def _wait(job_id: int) -> None:
             job = job_by_ref(session, job_id)
             batches = open_batch_count(session, job_id)
         assert job is not None
-        line = (
-            f"job {job_id}: {p['done'] + p['failed']}/{p['total']} finished, {batches} open batches"
-        )
+        finished = p[Status.DONE] + p[Status.FAILED]
+        line = f"job {job_id}: {finished}/{p['total']} finished, {batches} open batches"
         if line != shown:
             err.print(f"[dim]{line}[/dim]")
             shown = line
-        if job.status in ("done", "failed", "paused"):
+        if job.status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.PAUSED):
             return
         time.sleep(0.5)
 
@@ -162,42 +163,22 @@ def backfill(
     if list_:
         _list()
         return
-    from pydantic import ValidationError
-
-    from workers.backfills import BackfillSpec, find_backfill
-    from workers.pipeline import PipelineError
-
     if mode not in (None, "batch", "realtime"):
         raise fail("--mode must be batch or realtime")
-    try:
-        when = datetime.fromisoformat(since) if since else None
-    except ValueError:
-        raise fail(f"--since: not an ISO time: {since!r}") from None
-    if when is not None and when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    spec: BackfillSpec
-    try:
-        if name is not None:
-            spec = find_backfill(name)
-            spec = spec.model_copy(update={"since": when or spec.since, "mode": mode or spec.mode})
-        else:
-            if pipeline is None or source is None:
-                raise fail("--pipeline and --source are required (or --name, or --list)")
-            spec = BackfillSpec(
-                pipeline=pipeline,
-                source=source,
-                table=table,
-                query=query,
-                id_column=id_column,
-                text_column=text_column,
-                updated_column=updated_column,
-                mode=mode,
-                since=when,
-            )
-    except (LookupError, ValueError, ValidationError) as exc:
-        raise fail(str(exc)) from None
+    spec = _spec(
+        name,
+        _since(since),
+        mode,
+        pipeline=pipeline,
+        source=source,
+        table=table,
+        query=query,
+        id_column=id_column,
+        text_column=text_column,
+        updated_column=updated_column,
+    )
     from cascade.jobrun import models_for
-    from workers.pipeline import load_pipeline
+    from workers.pipeline import PipelineError, load_pipeline
 
     try:
         pipe = load_pipeline(spec.pipeline)
@@ -205,6 +186,35 @@ def backfill(
         raise fail(str(exc)) from None
     with models_for(pipe, offline):
         _run(spec, pipe, wait)
+
+
+def _since(since: str | None) -> datetime | None:
+    """``--since`` as an aware time (UTC when it names no zone)."""
+    try:
+        when = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        raise fail(f"--since: not an ISO time: {since!r}") from None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when
+
+
+def _spec(name: str | None, when: datetime | None, mode: str | None, **source: Any) -> BackfillSpec:
+    """The configured backfill ``name`` (``--since`` and ``--mode`` over its own), or
+    the one the options describe."""
+    from pydantic import ValidationError
+
+    from workers.backfills import BackfillSpec, find_backfill
+
+    try:
+        if name is not None:
+            spec = find_backfill(name)
+            return spec.model_copy(update={"since": when or spec.since, "mode": mode or spec.mode})
+        if source["pipeline"] is None or source["source"] is None:
+            raise fail("--pipeline and --source are required (or --name, or --list)")
+        return BackfillSpec(**source, mode=mode, since=when)
+    except (LookupError, ValueError, ValidationError) as exc:
+        raise fail(str(exc)) from None
 
 
 def _run(spec: Any, pipe: Any, wait: bool) -> None:
@@ -230,7 +240,7 @@ def _run(spec: Any, pipe: Any, wait: bool) -> None:
             result = run_backfill(rt, spec)
         except (PipelineError, InputError, SubmitError, ValueError) as exc:
             raise fail(str(exc)) from None
-        if result.status == "empty" or result.job_id is None:
+        if result.status == RunStatus.EMPTY or result.job_id is None:
             out.print(
                 f"backfill run {result.run_id}: nothing new in {result.source} since "
                 f"{_when(result.since)}"

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cascade.cliutil import app, ensure_schema, fail, find_job, out, setup
+from common.lifecycle import JobStatus
 
 
 @app.command()
@@ -22,7 +23,7 @@ def cancel(job: Annotated[str, typer.Argument(help="job id or name")]) -> None:
 
     with get_runtime().sessions.begin() as session:
         j = find_job(session, job)
-        if j.status == "done":
+        if j.status == JobStatus.DONE:
             raise fail(f"job {j.id} is done: nothing to cancel", code=1)
         job_id = int(j.id)
         n = jobctl.cancel_job(session, job_id)

@@ -19,6 +19,7 @@ import typer
 from cascade.cliutil import ensure_schema, err, fail, find_job, out
 from cascade.offline import KeyProblem, model_api
 from cascade.progress import STOP, JobBar, wait_for_job
+from common.lifecycle import JobStatus
 from common.settings import get_settings
 from tasks.queues import FALLBACK_QUEUE
 
@@ -202,7 +203,7 @@ def _report_and_exit(job_id: int, status: str) -> None:
     from cascade.cli_report import print_job_report
 
     print_job_report(str(job_id), "table")
-    if status == "failed":
+    if status == JobStatus.FAILED:
         raise typer.Exit(1)
 
 
@@ -218,7 +219,7 @@ def run_resume(ref: str, budget_nanos: int | None, *, wait: bool, offline: bool)
         j = find_job(session, ref)
         job_id, status, message = int(j.id), str(j.status), j.message or ""
         pipe = parse_pipeline(j.pipeline, f"job {job_id}")
-    if status == "done":
+    if status == JobStatus.DONE:
         raise fail(f"job {job_id} is done: nothing to resume", code=1)
     if message == jobctl.CANCELLED:
         raise fail(f"job {job_id} was cancelled: submit the file as a new job", code=1)
@@ -226,7 +227,7 @@ def run_resume(ref: str, budget_nanos: int | None, *, wait: bool, offline: bool)
         rt = get_runtime()
         queues = [*pipe.queues, FALLBACK_QUEUE]
         with rt.sessions.begin() as session:
-            if status == "paused":
+            if status == JobStatus.PAUSED:
                 repo.resume_job(session, job_id, budget_nanos)
             else:
                 if budget_nanos is not None:

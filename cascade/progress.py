@@ -17,6 +17,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
+from common.lifecycle import JobStatus, Status
+
 POLL_S = 0.25
 
 
@@ -133,13 +135,13 @@ def _poll(job_id: int, bar: JobBar, on_stall: Callable[[], None] | None) -> str:
             p = progress(session, job_id)
             job = find_job(session, str(job_id))
             status, names, message = job.status, tier_names(job), job.message
-        done = p["done"] + p["failed"]
+        done = p[Status.DONE] + p[Status.FAILED]
         waiting = waiting_by_tier(p, names)
         bar.job(job_id, done, p["total"], "  ".join(f"{k} {v:,}" for k, v in waiting.items() if v))
-        if status in ("done", "failed"):
+        if status in (JobStatus.DONE, JobStatus.FAILED):
             return str(status)
-        in_flight = sum(p.get(s, 0) for s in ("pending", "running", "fallback"))
-        if status == "paused" and not in_flight + p.get("fallback_running", 0):
+        in_flight = sum(p.get(s, 0) for s in (Status.PENDING, Status.RUNNING, Status.FALLBACK))
+        if status == JobStatus.PAUSED and not in_flight + p.get(Status.FALLBACK_RUNNING, 0):
             err.print(f"[yellow]job {job_id} paused[/yellow]: {message}")
             return str(status)
         now = time.monotonic()

@@ -32,6 +32,47 @@ class Status(StrEnum):
     REVIEW = "review"  # final for the machine: a person decides (`cascade review`)
 
 
+class JobStatus(StrEnum):
+    """Where a job is (``jobs.status``)."""
+
+    SUBMITTING = "submitting"  # its file is being read in
+    RUNNING = "running"
+    PAUSED = "paused"  # the spend limit or the budget: `cascade resume`
+    DONE = "done"
+    FAILED = "failed"  # stopped, cancelled, or no model call passed (resumable)
+
+
+class BatchStatus(StrEnum):
+    """Where a Message Batch row is (``message_batches.status``)."""
+
+    SUBMITTING = "submitting"  # row written, API not yet called
+    IN_PROGRESS = "in_progress"  # the API's id stored
+    COLLECTED = "collected"  # results settled
+    FAILED = "failed"  # the API refused the batch: its items went to the fallback path
+    ABANDONED = "abandoned"  # a submit that never stored its id: items released
+
+
+class RunStatus(StrEnum):
+    """Where a backfill run is (``backfill_runs.status``)."""
+
+    RUNNING = "running"
+    DONE = "done"  # read and enqueued
+    EMPTY = "empty"  # nothing new
+    FAILED = "failed"
+
+
+class Role(StrEnum):
+    """What a step was for (``attempts.role``)."""
+
+    PRIMARY = "primary"
+    FALLBACK = "fallback"
+    RULES = "rules"
+    LOCAL = "local"
+    CONSISTENCY = "consistency"  # a check before accepting: part of the item's cost
+    VERIFIER = "verifier"  # likewise
+    SHADOW = "shadow"  # a sample sent to the next tier: calibration spend, never the item's
+
+
 class Phase(StrEnum):
     """Which queue an item waits on: its tier's, or the fallback queue."""
 

@@ -17,13 +17,14 @@ from typing import Any
 from sqlalchemy import Table, and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from common.lifecycle import BatchStatus, RunStatus, Status
 from models.repo import ITEMS, _insert, utcnow
 from models.tables import Attempt
 from models.tables_batches import BackfillRun, BackfillWatermark, MessageBatch
 
 BATCHES: Table = MessageBatch.__table__  # type: ignore[assignment]
 ATTEMPTS: Table = Attempt.__table__  # type: ignore[assignment]
-OPEN = ("submitting", "in_progress")
+OPEN = (BatchStatus.SUBMITTING, BatchStatus.IN_PROGRESS)
 
 
 def new_poll_token() -> str:
@@ -56,7 +57,7 @@ def add_batches(
             lease_token=token,
             items=[[pk, step] for pk, step in group],
             request_count=len(group),
-            status="submitting",
+            status=BatchStatus.SUBMITTING,
             poll_count=0,
         )
         session.add(row)
@@ -74,10 +75,10 @@ def mark_submitted(
 ) -> None:
     session.execute(
         BATCHES.update()
-        .where(BATCHES.c.id == row_id, BATCHES.c.status == "submitting")
+        .where(BATCHES.c.id == row_id, BATCHES.c.status == BatchStatus.SUBMITTING)
         .values(
             batch_id=batch_id,
-            status="in_progress",
+            status=BatchStatus.IN_PROGRESS,
             submitted_at=utcnow(),
             poll_token=poll_token,
             next_poll_at=next_poll_at,
@@ -89,7 +90,7 @@ def mark_failed(session: Session, row_id: int, status: str, error: str) -> None:
     """A batch the API refused (``failed``) or whose submit was lost (``abandoned``)."""
     session.execute(
         BATCHES.update()
-        .where(BATCHES.c.id == row_id, BATCHES.c.status == "submitting")
+        .where(BATCHES.c.id == row_id, BATCHES.c.status == BatchStatus.SUBMITTING)
         .values(status=status, error=error[:2000], collected_at=utcnow())
     )
 
@@ -116,7 +117,7 @@ def record_poll(
         .where(
             BATCHES.c.id == row_id,
             BATCHES.c.poll_token == poll_token,
-            BATCHES.c.status == "in_progress",
+            BATCHES.c.status == BatchStatus.IN_PROGRESS,
         )
         .values(values)
     )
@@ -126,8 +127,10 @@ def record_poll(
 def mark_collected(session: Session, row_id: int) -> None:
     session.execute(
         BATCHES.update()
-        .where(BATCHES.c.id == row_id, BATCHES.c.status == "in_progress")
-        .values(status="collected", collected_at=utcnow(), poll_token=None, next_poll_at=None)
+        .where(BATCHES.c.id == row_id, BATCHES.c.status == BatchStatus.IN_PROGRESS)
+        .values(
+            status=BatchStatus.COLLECTED, collected_at=utcnow(), poll_token=None, next_poll_at=None
+        )
     )
 
 
@@ -136,7 +139,7 @@ def take_over_poll(session: Session, row_id: int) -> str | None:
     token = new_poll_token()
     res = session.execute(
         BATCHES.update()
-        .where(BATCHES.c.id == row_id, BATCHES.c.status == "in_progress")
+        .where(BATCHES.c.id == row_id, BATCHES.c.status == BatchStatus.IN_PROGRESS)
         .values(poll_token=token, next_poll_at=utcnow())
     )
     return token if res.rowcount else None  # type: ignore[attr-defined]
@@ -161,8 +164,14 @@ def overdue_batches(
         )
         .where(
             or_(
-                and_(BATCHES.c.status == "in_progress", BATCHES.c.next_poll_at < polls_before),
-                and_(BATCHES.c.status == "submitting", BATCHES.c.created_at < submits_before),
+                and_(
+                    BATCHES.c.status == BatchStatus.IN_PROGRESS,
+                    BATCHES.c.next_poll_at < polls_before,
+                ),
+                and_(
+                    BATCHES.c.status == BatchStatus.SUBMITTING,
+                    BATCHES.c.created_at < submits_before,
+                ),
             )
         )
         .order_by(BATCHES.c.id)
@@ -193,7 +202,7 @@ def release_items(session: Session, pks: Sequence[int], token: str) -> list[int]
     rows = session.execute(
         ITEMS.update()
         .where(ITEMS.c.id.in_(list(pks)), ITEMS.c.lease_token == token)
-        .values(status="pending", lease_token=None, lease_until=None, updated_at=utcnow())
+        .values(status=Status.PENDING, lease_token=None, lease_until=None, updated_at=utcnow())
         .returning(ITEMS.c.id)
     ).all()
     return [r.id for r in rows]
@@ -254,7 +263,7 @@ def start_run(
         source=source[:500],
         mode=mode,
         since=since,
-        status="running",
+        status=RunStatus.RUNNING,
         items_added=0,
         lines_rejected=0,
     )

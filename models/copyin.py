@@ -25,10 +25,10 @@ from functools import lru_cache
 from typing import Any
 
 from psycopg import errors as pg_errors
-from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from common.lifecycle import UNFINISHED
+from models.copytext import ITEM_COLS, ITEM_TAIL, NOW, field, json_text, row_tail, row_text, tail_at
 from models.repo import (
     ATTEMPTS,
     ITEMS,
@@ -38,85 +38,8 @@ from models.repo import (
     split_duplicates,
 )
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def field(value: object) -> str:
-    """One value in COPY text format."""
-    if type(value) is str:  # the common case first; four scans beat one regex search
-        if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-            return value.translate(_ESCAPES)
-        return value
-    if value is None:
-        return "\\N"
-    if value is True:
-        return "t"
-    if value is False:
-        return "f"
-    if isinstance(value, str):  # a str subclass
-        return value.translate(_ESCAPES)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, int | float):
-        return repr(value)
-    raise TypeError(f"no COPY text form for {type(value).__name__}")
-
-
-def _fail(value: object) -> Any:
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-# json.dumps builds its C encoder on every call; this one is built once. Same output:
-# ASCII, ", " and ": " separators. (Parsed input cannot be circular: no markers.)
-_ENCODER = (
-    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-        None, _fail, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
-    )
-    if json.encoder.c_make_encoder is not None  # type: ignore[attr-defined]
-    else None
-)
-
-
-def json_text(value: Any) -> str:
-    if not value and type(value) is dict:  # most lines carry no metadata
-        return "{}"
-    return "".join(_ENCODER(value, 0)) if _ENCODER is not None else json.dumps(value)
-
-
-@lru_cache(maxsize=4096)
-def _tail(values: tuple[object, ...]) -> str:
-    return "\t".join(map(field, values))
-
-
-# Written per row; every column after ``meta`` is in the cached tail.
-_ITEM_HEAD = ("id", "job_id", "submission_id", "item_key", "line_no", "text", "meta", "text_hash")
-
-
-def _tail_defaults(table: Table, head: Sequence[str]) -> dict[str, Any]:
-    """Every other column with what an INSERT would give it: its Python-side scalar
-    default (``status='pending'``, ``model_calls=0``…), the chunk's transaction time
-    for a ``now()`` server default, else NULL."""
-    out: dict[str, Any] = {}
-    for col in table.columns:
-        default, server = col.default, col.server_default
-        if col.name in head:
-            continue
-        if default is not None and getattr(default, "is_scalar", False):
-            out[col.name] = default.arg  # type: ignore[attr-defined]
-        elif server is not None:
-            if "now" not in str(getattr(server, "arg", "")):
-                raise RuntimeError(f"{table.name}.{col.name}: unexpected server default")
-            out[col.name] = _NOW
-        else:
-            out[col.name] = None
-    return out
-
-
-_NOW = object()  # stands for the chunk's transaction timestamp
-_ITEM_TAIL = _tail_defaults(ITEMS, _ITEM_HEAD)
-_ITEM_COLS = (*_ITEM_HEAD, *_ITEM_TAIL)
-_STATUS = _ITEM_COLS.index("status")
-_COPY_ITEMS = f"COPY items ({', '.join(_ITEM_COLS)}) FROM STDIN"
+_STATUS = ITEM_COLS.index("status")
+_COPY_ITEMS = f"COPY items ({', '.join(ITEM_COLS)}) FROM STDIN"
 
 
 def supported(session: Session) -> bool:
@@ -194,7 +117,7 @@ class Prepared:
 
 @dataclass(slots=True)
 class _Kind:
-    """A kind's columns after ``meta`` (``_NOW`` for the chunk's time), whether its text
+    """A kind's columns after ``meta`` (``NOW`` for the chunk's time), whether its text
     is dropped, and its attempt rows as (step, the values after ``step``); the COPY
     text of both is formatted once, on first use."""
 
@@ -205,8 +128,8 @@ class _Kind:
 
     def formatted(self, now: datetime) -> tuple[str, tuple[tuple[int, str], ...]]:
         if self.text is None:
-            steps = tuple((step, _tail(rest)) for step, rest in self.steps)
-            self.text = (_tail_at(self.tail, now), steps)
+            steps = tuple((step, row_text(rest)) for step, rest in self.steps)
+            self.text = (tail_at(self.tail, now), steps)
         return self.text
 
 
@@ -237,51 +160,61 @@ def prepare(
     decisions = decide(ids, unique, now) if decide is not None else None
     if decisions is not None and len(decisions.kinds) != len(unique):
         raise ValueError("one kind per item")
-    kinds: dict[Hashable, _Kind] = {}
-    pending = _Kind(tuple(_ITEM_TAIL.values()), False, ())
-    names: tuple[str, ...] = ()
+    out, kinds = Prepared(unique, duplicates, ids, "", None), _Kinds(decisions)
+    if len(unique) <= SMALL_ROWS:
+        return _as_rows(out, (job_id, submission_id), now, kinds)
+    return _as_copy(out, (job_id, submission_id), now, kinds)
 
-    def kind_of(n: int) -> _Kind:
-        nonlocal names
+
+class _Kinds:
+    """Each kind's :class:`_Kind`, built from ``describe`` on first use; the attempt
+    rows' columns (``names``) as seen so far."""
+
+    def __init__(self, decisions: Decisions | None) -> None:
+        self._decisions = decisions
+        self._kinds: dict[Hashable, _Kind] = {}
+        self._pending = _Kind(tuple(ITEM_TAIL.values()), False, ())
+        self.names: tuple[str, ...] = ()
+
+    def of(self, n: int) -> _Kind:
+        """Item ``n``'s kind (pending at the first tier when nothing was decided)."""
+        decisions = self._decisions
         if decisions is None:
-            return pending
+            return self._pending
         key = decisions.kinds[n]
-        one = kinds.get(key)
+        one = self._kinds.get(key)
         if one is None:
             values, rows = decisions.describe(n)
-            names = _attempt_names(rows, names)
+            names = self.names = _attempt_names(rows, self.names)
             steps = tuple((r["step"], tuple(r[c] for c in names[3:])) for r in rows)
             no_text = values.get("text", "") is None
-            one = kinds[key] = _Kind(_row_tail(values), no_text, steps)
+            one = self._kinds[key] = _Kind(row_tail(values), no_text, steps)
         return one
 
-    if len(unique) <= SMALL_ROWS:
-        rows = Rows([], (), [])
-        for n, it in enumerate(unique):
-            pk, kind = ids[n], kind_of(n)
-            keep = None if kind.no_text else it.text
-            values = tuple(now if v is _NOW else v for v in kind.tail)
-            rows.items.append(
-                (
-                    pk,
-                    job_id,
-                    submission_id,
-                    it.key,
-                    it.line_no,
-                    keep,
-                    it.meta,
-                    it.text_hash,
-                    *values,
-                )
-            )
-            rows.attempts += [(job_id, pk, step, *rest) for step, rest in kind.steps]
-        rows.attempt_names = names
-        return Prepared(unique, duplicates, ids, "", None, rows)
+
+def _as_rows(out: Prepared, owner: tuple[int, int], now: datetime, kinds: _Kinds) -> Prepared:
+    """A small chunk's rows as values (one INSERT); ``owner``: (job, submission)."""
+    (job_id, submission_id), rows = owner, Rows([], (), [])
+    for n, it in enumerate(out.items):
+        pk, kind = out.ids[n], kinds.of(n)
+        keep = None if kind.no_text else it.text
+        values = tuple(now if v is NOW else v for v in kind.tail)
+        rows.items.append(
+            (pk, job_id, submission_id, it.key, it.line_no, keep, it.meta, it.text_hash, *values)
+        )
+        rows.attempts += [(job_id, pk, step, *rest) for step, rest in kind.steps]
+    rows.attempt_names, out.rows = kinds.names, rows
+    return out
+
+
+def _as_copy(out: Prepared, owner: tuple[int, int], now: datetime, kinds: _Kinds) -> Prepared:
+    """A chunk's rows as COPY text (items, and attempt rows if any)."""
+    job_id, submission_id = owner
     head = f"{job_id}\t{submission_id}\t"
     parts: list[str] = []
     tries: list[str] = []
-    for n, it in enumerate(unique):
-        pk, kind = ids[n], kind_of(n)
+    for n, it in enumerate(out.items):
+        pk, kind = out.ids[n], kinds.of(n)
         tail, steps = kind.formatted(now)
         text = "\\N" if kind.no_text else field(it.text)
         h = "\\N" if it.text_hash is None else it.text_hash
@@ -291,8 +224,9 @@ def prepare(
         )
         for step, rest in steps:
             tries.append(f"{job_id}\t{pk}\t{step}\t{rest}\n")
-    attempts = (names, "".join(tries)) if tries else None
-    return Prepared(unique, duplicates, ids, "".join(parts), attempts)
+    out.items_text = "".join(parts)
+    out.attempts = (kinds.names, "".join(tries)) if tries else None
+    return out
 
 
 def _attempt_names(rows: Sequence[Mapping[str, Any]], names: tuple[str, ...]) -> tuple[str, ...]:
@@ -370,7 +304,7 @@ def _one_statement(
     INSERTs are common table expressions ahead of ``then``'s own (attempts have no
     foreign key to wait for). Each table's rows are one JSON parameter: one message to
     send, and few enough parameters for the driver to cache the statement's parsing."""
-    params: dict[str, Any] = {"_items": _json_rows(_ITEM_COLS, rows.items)}
+    params: dict[str, Any] = {"_items": _json_rows(ITEM_COLS, rows.items)}
     if rows.attempts:
         params["_attempts"] = _json_rows(rows.attempt_names, rows.attempts)
     ctes = _insert_ctes(rows.attempt_names if rows.attempts else None)
@@ -403,7 +337,7 @@ def _insert_ctes(attempt_names: tuple[str, ...] | None) -> str:
             f"FROM json_populate_recordset(NULL::{table}, %({param})s)"
         )
 
-    ctes = f"new_items AS ({insert(ITEMS.name, _ITEM_COLS, '_items')})"
+    ctes = f"new_items AS ({insert(ITEMS.name, ITEM_COLS, '_items')})"
     if attempt_names:
         ctes += f", new_attempts AS ({insert(ATTEMPTS.name, attempt_names, '_attempts')})"
     return ctes
@@ -418,17 +352,3 @@ def add_items_direct(
 ) -> AddResult | None:
     """:func:`prepare` and :func:`write` in one go."""
     return write(session, prepare(session, job_id, submission_id, batch, decide))
-
-
-def _row_tail(values: Mapping[str, Any]) -> tuple[object, ...]:
-    """The columns after ``meta``: ``values`` over the defaults (``_NOW``: the chunk's time)."""
-    merged = _ITEM_TAIL | dict(values)
-    merged.pop("text", None)
-    if len(merged) != len(_ITEM_TAIL):
-        raise ValueError(f"not columns of items: {sorted(set(merged) - set(_ITEM_TAIL))}")
-    return tuple(merged.values())
-
-
-@lru_cache(maxsize=4096)
-def _tail_at(values: tuple[object, ...], now: datetime) -> str:
-    return "\t".join(field(now if v is _NOW else v) for v in values)

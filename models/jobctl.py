@@ -11,11 +11,11 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, true
+from sqlalchemy import and_, func, or_, select, true
 from sqlalchemy.orm import Session
 
-from common.lifecycle import ANSWERED, UNFINISHED, Phase, Status, phase_of
-from models.repo import ITEMS, JOBS, utcnow
+from common.lifecycle import ANSWERED, UNFINISHED, JobStatus, Phase, Status, phase_of
+from models.core import ATTEMPTS, ITEMS, JOBS, utcnow
 
 CANCELLED = "cancelled by the user"
 WAITING = (Status.PENDING, Status.FALLBACK)  # on a queue (or meant to be), not leased by anyone
@@ -29,12 +29,15 @@ def stop_job(session: Session, job_id: int, message: str) -> None:
     session.execute(
         ITEMS.update()
         .where(ITEMS.c.job_id == job_id, ITEMS.c.status.in_(WAITING))
-        .values(status="paused", error=message[:2000], updated_at=now)
+        .values(status=Status.PAUSED, error=message[:2000], updated_at=now)
     )
     session.execute(
         JOBS.update()
-        .where(JOBS.c.id == job_id, JOBS.c.status.in_(("running", "submitting", "paused")))
-        .values(status="failed", message=message[:2000], finished_at=now, updated_at=now)
+        .where(
+            JOBS.c.id == job_id,
+            JOBS.c.status.in_((JobStatus.RUNNING, JobStatus.SUBMITTING, JobStatus.PAUSED)),
+        )
+        .values(status=JobStatus.FAILED, message=message[:2000], finished_at=now, updated_at=now)
     )
 
 
@@ -47,7 +50,7 @@ def cancel_job(session: Session, job_id: int) -> int:
         ITEMS.update()
         .where(ITEMS.c.job_id == job_id, ITEMS.c.status.in_(UNFINISHED))
         .values(
-            status="failed",
+            status=Status.FAILED,
             error=CANCELLED,
             lease_token=None,
             lease_until=None,
@@ -58,7 +61,7 @@ def cancel_job(session: Session, job_id: int) -> int:
     session.execute(
         JOBS.update()
         .where(JOBS.c.id == job_id)
-        .values(status="failed", message=CANCELLED, finished_at=now, updated_at=now)
+        .values(status=JobStatus.FAILED, message=CANCELLED, finished_at=now, updated_at=now)
     )
     return int(res.rowcount)  # type: ignore[attr-defined]
 
@@ -68,13 +71,16 @@ def reopen_job(session: Session, job_id: int) -> None:
     now = utcnow()
     session.execute(
         ITEMS.update()
-        .where(ITEMS.c.job_id == job_id, ITEMS.c.status.in_(("paused", "paused_budget")))
-        .values(status="pending", error=None, updated_at=now)
+        .where(ITEMS.c.job_id == job_id, ITEMS.c.status.in_((Status.PAUSED, Status.PAUSED_BUDGET)))
+        .values(status=Status.PENDING, error=None, updated_at=now)
     )
     session.execute(
         JOBS.update()
-        .where(JOBS.c.id == job_id, JOBS.c.status.in_(("failed", "paused", "submitting")))
-        .values(status="running", message=None, finished_at=None, updated_at=now)
+        .where(
+            JOBS.c.id == job_id,
+            JOBS.c.status.in_((JobStatus.FAILED, JobStatus.PAUSED, JobStatus.SUBMITTING)),
+        )
+        .values(status=JobStatus.RUNNING, message=None, finished_at=None, updated_at=now)
     )
 
 
@@ -145,10 +151,6 @@ def fail_if_no_call_passed(session: Session, job_id: int) -> bool:
     """A finished job with failed items and not one model call the API answered (even
     with a refusal) failed as a job: every call failed permanently (a retired model, a
     refused request). Its message gives the commonest reason. True if it changed."""
-    from sqlalchemy import func
-
-    from models.repo import ATTEMPTS
-
     answered = session.execute(
         select(ATTEMPTS.c.id)
         .where(
@@ -162,7 +164,7 @@ def fail_if_no_call_passed(session: Session, job_id: int) -> bool:
         return False
     top = session.execute(
         select(ITEMS.c.error, func.count().label("n"))
-        .where(ITEMS.c.job_id == job_id, ITEMS.c.status == "failed")
+        .where(ITEMS.c.job_id == job_id, ITEMS.c.status == Status.FAILED)
         .group_by(ITEMS.c.error)
         .order_by(func.count().desc())
         .limit(1)
@@ -172,7 +174,7 @@ def fail_if_no_call_passed(session: Session, job_id: int) -> bool:
     message = f"every model call failed; the commonest reason ({top.n:,} items): {top.error}"
     res = session.execute(
         JOBS.update()
-        .where(JOBS.c.id == job_id, JOBS.c.status == "done")
-        .values(status="failed", message=message[:2000], updated_at=utcnow())
+        .where(JOBS.c.id == job_id, JOBS.c.status == JobStatus.DONE)
+        .values(status=JobStatus.FAILED, message=message[:2000], updated_at=utcnow())
     )
     return bool(res.rowcount)  # type: ignore[attr-defined]

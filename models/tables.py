@@ -27,6 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from common.lifecycle import JobStatus, Status
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -55,7 +57,7 @@ class Job(Base):
     pipeline_name: Mapped[str] = mapped_column(String(40), index=True)
     pipeline: Mapped[dict[str, Any]]  # the validated pipeline, as it was when the job started
     # running | done | failed | paused
-    status: Mapped[str] = mapped_column(String(16), default="running")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.RUNNING.value)
     message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
@@ -101,7 +103,7 @@ class Item(Base):
     text: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any]]
     # pending | running | fallback | done | failed | reuse_wait (a repeat waiting on reuse_of)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=Status.PENDING.value)
     tier_index: Mapped[int] = mapped_column(SmallInteger, default=0)
     label: Mapped[str | None] = mapped_column(String(64))
     confidence: Mapped[float | None] = mapped_column(Float)

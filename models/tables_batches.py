@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, Integer, SmallInteger, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
+from common.lifecycle import BatchStatus, RunStatus
 from models.tables import Base, BigId
 
 
@@ -35,7 +36,7 @@ class MessageBatch(Base):
     items: Mapped[list[Any]] = mapped_column(JSON)
     request_count: Mapped[int] = mapped_column(Integer)
     batch_id: Mapped[str | None] = mapped_column(String(100), unique=True)
-    status: Mapped[str] = mapped_column(String(12), default="submitting")
+    status: Mapped[str] = mapped_column(String(12), default=BatchStatus.SUBMITTING.value)
     counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the API's request_counts
     poll_count: Mapped[int] = mapped_column(Integer, default=0)
     # a poll message carries this; a recovery re-poll replaces it, so old chains stop
@@ -76,7 +77,7 @@ class BackfillRun(Base):
     items_added: Mapped[int] = mapped_column(Integer, default=0)
     lines_rejected: Mapped[int] = mapped_column(Integer, default=0)
     # running | done (read and enqueued) | empty (nothing new) | failed
-    status: Mapped[str] = mapped_column(String(12), default="running")
+    status: Mapped[str] = mapped_column(String(12), default=RunStatus.RUNNING.value)
     message: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(server_default=func.now())
     finished_at: Mapped[datetime | None]

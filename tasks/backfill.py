@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from common.lifecycle import Phase
+from common.lifecycle import Phase, RunStatus
 from common.logs import get_logger
 from models import batches_repo, repo
 from models.repo import NewItem
@@ -121,10 +121,10 @@ def run_backfill(rt: Runtime, spec: BackfillSpec) -> BackfillResult:
             until = max((f.updated_at for f in changed), default=None)
         if until is None:
             with rt.sessions.begin() as session:
-                batches_repo.finish_run(session, run_id, status="empty")
+                batches_repo.finish_run(session, run_id, status=RunStatus.EMPTY)
             log.info("cascade.backfill.nothing_new", source=key, since=since)
-            return BackfillResult(run_id, "empty", key, since, None)
-        result = BackfillResult(run_id, "done", key, since, until)
+            return BackfillResult(run_id, RunStatus.EMPTY, key, since, None)
+        result = BackfillResult(run_id, RunStatus.DONE, key, since, until)
         tag = since.strftime("%Y%m%dT%H%M%S.%f") if since else "initial"
         digest = hashlib.sha256(key.encode()).hexdigest()[:8]
         result.job_name = f"backfill-{pipeline.name}-{digest}-{tag}"
@@ -140,7 +140,7 @@ def run_backfill(rt: Runtime, spec: BackfillSpec) -> BackfillResult:
             batches_repo.finish_run(
                 session,
                 run_id,
-                status="done",
+                status=RunStatus.DONE,
                 job_id=result.job_id,
                 until=until,
                 items_added=result.items_added,
@@ -148,7 +148,7 @@ def run_backfill(rt: Runtime, spec: BackfillSpec) -> BackfillResult:
             )
     except Exception as exc:
         with rt.sessions.begin() as session:
-            batches_repo.finish_run(session, run_id, status="failed", message=str(exc))
+            batches_repo.finish_run(session, run_id, status=RunStatus.FAILED, message=str(exc))
         raise
     finally:
         if reader is not None:

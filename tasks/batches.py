@@ -25,7 +25,7 @@ from typing import Any, TypeVar, cast
 
 from celery import Task
 
-from common.lifecycle import Phase
+from common.lifecycle import BatchStatus, Phase
 from common.logs import get_logger
 from models import batches_repo
 from models.ledger import Claimed
@@ -124,7 +124,7 @@ def _submit(
         # The API refused the whole batch: each item takes the realtime failure path.
         log.warning("cascade.batch.submit_failed", row=row_id, error=str(exc))
         with rt.sessions.begin() as session:
-            batches_repo.mark_failed(session, row_id, "failed", str(exc))
+            batches_repo.mark_failed(session, row_id, BatchStatus.FAILED, str(exc))
         items = [WorkItem(pk, texts[pk], step) for pk, step in group]
         tries = [[Try(None, exc, 0)] for _ in items]
         results = engine.results_from_tries(
@@ -154,7 +154,7 @@ def poll_once(rt: Runtime, row_id: int, poll_token: str) -> str:
     """One look at a submitted batch: poll again later, or collect. Returns what happened."""
     with rt.sessions() as session:
         row = batches_repo.get_batch(session, row_id)
-    if row is None or row.status != "in_progress" or row.poll_token != poll_token:
+    if row is None or row.status != BatchStatus.IN_PROGRESS or row.poll_token != poll_token:
         return "stale"
     assert row.batch_id is not None
     engine = rt.engine_for(row.job_id)
@@ -183,7 +183,7 @@ def poll_once(rt: Runtime, row_id: int, poll_token: str) -> str:
             poll_batch.apply_async(
                 args=(row_id, poll_token), countdown=delay, queue=tier_queue(row.tier)
             )
-        return "in_progress" if mine else "stale"
+        return BatchStatus.IN_PROGRESS if mine else "stale"
     # Should collecting fail or the worker die, the recovery re-polls after this.
     with rt.sessions.begin() as session:
         mine = batches_repo.record_poll(
@@ -197,7 +197,7 @@ def poll_once(rt: Runtime, row_id: int, poll_token: str) -> str:
     if not mine:
         return "stale"
     _collect(rt, engine, row_id, provider)
-    return "collected"
+    return BatchStatus.COLLECTED
 
 
 def _collect(rt: Runtime, engine: Engine, row_id: int, provider: BatchProvider) -> None:
@@ -250,7 +250,7 @@ def recover_once(
             submits_before=now - timedelta(seconds=stalled_s),
         )
     for r in rows:
-        if r.status == "in_progress":
+        if r.status == BatchStatus.IN_PROGRESS:
             with rt.sessions.begin() as session:
                 token = batches_repo.take_over_poll(session, r.id)
             if token is not None:
@@ -262,7 +262,9 @@ def recover_once(
         with rt.sessions.begin() as session:
             row = batches_repo.get_batch(session, r.id)
             assert row is not None
-            batches_repo.mark_failed(session, r.id, "abandoned", "the submit never completed")
+            batches_repo.mark_failed(
+                session, r.id, BatchStatus.ABANDONED, "the submit never completed"
+            )
             ids = batches_repo.release_items(
                 session, [int(pk) for pk, _ in row.items], row.lease_token
             )

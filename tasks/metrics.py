@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from common.lifecycle import NOT_SENT, Verdict
+from common.lifecycle import NOT_SENT, Role, Verdict
 from tasks.queues import queue_keys
 from workers.records import ItemResult
 
@@ -75,13 +75,13 @@ def record(tier: str, results: Sequence[ItemResult], decisions: Sequence[str]) -
             m["escalations"].labels(tier).inc()
     for r in results:
         for s in r.steps:
-            if s.role == "rules":
+            if s.role == Role.RULES:
                 continue
             m["calls"].labels(s.model, s.outcome).inc()
             m["cost"].labels(s.model).inc(s.cost_nanos / 1e9)
             if s.outcome not in NOT_SENT:  # a step that sent nothing took no time
                 m["latency"].labels(tier).observe(s.latency_ms / 1000)
-            if s.role == "fallback" and s.decision is not None:
+            if s.role == Role.FALLBACK and s.decision is not None:
                 m["fallbacks"].labels(tier, f"{s.provider}:{s.model}").inc()
 
 

@@ -29,13 +29,13 @@ from tasks import metrics
 from tasks.redis_cache_warm import cache_warmer
 from workers.breaker import BreakerPolicy
 from workers.engine import Engine, RealtimeExecutor
+from workers.paced import RateLimitedProvider
 from workers.pipeline import LocalTier, Pipeline, RulesTier, parse_pipeline
 from workers.pricing import PriceTable
 from workers.providers.base import Provider
 from workers.ratelimit import (
     Limits,
     MemoryRateLimiter,
-    RateLimitedProvider,
     RateLimiter,
     limits_table,
 )

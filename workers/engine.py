@@ -9,192 +9,33 @@ tier can later run through the Message Batches API instead of one request per it
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-import random
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
 
-import structlog
-
+from common.lifecycle import Outcome as StepOutcome
+from common.lifecycle import Role
 from workers import quality
 from workers.answers import Answer, Malformed
-from workers.breaker import Transition
-from workers.caching import CachePlan, CacheWarmer, MemoryWarmStore
-from workers.decision import (
-    Accept,
-    Decision,
-    Escalate,
-    GiveUp,
-    Review,
-    decide,
-)
+from workers.caching import CachePlan
+from workers.decision import Accept, Decision, GiveUp, Review, decide
+from workers.executor import Executor, RealtimeExecutor, breaker_key
 from workers.local import LocalModel
 from workers.pipeline import ClaudeTier, LocalTier, ModelRef, Pipeline, RulesTier
 from workers.pricing import PriceTable
 from workers.prompt import system_prompt, user_prompt
-from workers.providers.base import (
-    BreakerOpenError,
-    CallTag,
-    ClassifyRequest,
-    DrillError,
-    Mechanism,
-    Provider,
-    TransientError,
-    Usage,
-)
+from workers.providers.base import CallTag, ClassifyRequest, Mechanism, Usage
 from workers.records import ItemResult, Step, WorkItem
-from workers.retry import (
-    CallJournal,
-    LeaseLost,
-    Paced,
-    RetryPolicy,
-    Sleep,
-    Try,
-    call_with_retry,
-)
-from workers.rules import CompiledRules
-from workers.stores import BreakerStore
+from workers.retry import Try
+from workers.rules import CompiledRules, RuleOutcome, rule_outcomes
 
-log = structlog.stdlib.get_logger("cascade.engine")
+# Where the executor lived before it had its own module; callers still import it here.
+__all__ = ["BASELINE_OUTPUT_TOKENS", "Engine", "Executor", "RealtimeExecutor", "breaker_key"]
 
 # Output tokens assumed for the baseline when no model call on the item was seen.
 BASELINE_OUTPUT_TOKENS = 60
-
-
-class Executor(Protocol):
-    """Runs the calls of one tier visit (realtime here; Message Batches elsewhere)."""
-
-    async def execute(
-        self, requests: Sequence[ClassifyRequest], *, disabled: Mapping[str, str] | None = None
-    ) -> list[list[Try]]: ...
-
-
-def _job_of(request: ClassifyRequest) -> int | None:
-    return request.tag.job_id if request.tag is not None else None
-
-
-def breaker_key(provider: str, model: str) -> str:
-    return f"{provider}:{model}"
-
-
-class RealtimeExecutor:
-    """One call per request, concurrently, each guarded by the fleet's circuit breaker.
-
-    ``disabled`` maps breaker keys under a chaos drill to the drill's reason: no call
-    is made for them. An open breaker makes no call either. Both come back as a try
-    whose error says why, so the decision sends the item down the fallback chain.
-    Breaker transitions are kept in ``transitions`` for the caller to log and store.
-    """
-
-    def __init__(
-        self,
-        providers: Callable[[str], Provider],
-        policy: RetryPolicy,
-        concurrency: int,
-        *,
-        breakers: BreakerStore | None = None,
-        sleep: Sleep = asyncio.sleep,
-        clock: Callable[[], float] = time.time,
-        rng: random.Random | None = None,
-        journal: CallJournal | None = None,
-        allow_when_store_down: bool = True,
-        warmer: CacheWarmer | None = None,
-    ) -> None:
-        self._providers = providers
-        # one call goes first on a cold cached prefix (in memory unless the fleet shares one)
-        self._warmer = warmer if warmer is not None else CacheWarmer(MemoryWarmStore())
-        self._policy = policy
-        self._sem = asyncio.Semaphore(concurrency)
-        self._breakers = breakers
-        self._allow_when_store_down = allow_when_store_down
-        self.journal = journal
-        self._sleep = sleep
-        self._clock = clock
-        self._rng = rng or random.Random()
-        # breaker transitions this process saw, each with the job whose call caused it
-        self.transitions: list[tuple[Transition, int | None]] = []
-
-    async def _paced(self, request: ClassifyRequest) -> Provider | None:
-        """The request's provider after its rate-limit wait, taken *outside* the call slots:
-        a model over its limit must not hold the slots another model's calls could use.
-        None when the lookup or the booking failed: the call meets the error again below."""
-        try:
-            provider = self._providers(request.provider)
-            if isinstance(provider, Paced):
-                await provider.ready(request)  # its retry loop's ready() is then a no-op
-        except Exception:
-            return None
-        return provider
-
-    async def _one(self, request: ClassifyRequest, disabled: Mapping[str, str]) -> list[Try]:
-        key = breaker_key(request.provider, request.model)
-        drill = disabled.get(key)
-        if drill is not None:
-            return [Try(None, DrillError(f"chaos drill on {key}: {drill}"), 0)]
-        paced = await self._paced(request)
-        async with self._sem:
-            probe = False
-            if self._breakers is not None:
-                try:
-                    admission = await self._breakers.admit(key, self._clock())
-                except Exception as exc:
-                    # CASCADE_BREAKER_STORE_DOWN: "allow" lets traffic through (fail open),
-                    # "deny" treats the breaker as open (fail closed: the fallback chain).
-                    log.warning("cascade.breaker.store_error", breaker=key, error=repr(exc))
-                    if not self._allow_when_store_down:
-                        error = BreakerOpenError(f"breaker store unreachable for {key}")
-                        return [Try(None, error, 0)]
-                else:
-                    if admission.transition is not None:
-                        self.transitions.append((admission.transition, _job_of(request)))
-                    if not admission.allowed:
-                        error = BreakerOpenError(f"circuit breaker open for {key}")
-                        return [Try(None, error, 0)]
-                    probe = admission.probe
-            ticket = await self._warmer.before_call(request)
-            try:
-                provider = paced or self._providers(request.provider)
-                tries = await call_with_retry(
-                    provider,
-                    request,
-                    self._policy,
-                    sleep=self._sleep,
-                    rng=self._rng,
-                    journal=self.journal,
-                )
-            except LeaseLost:  # the item is another worker's now: send nothing more for it
-                await self._warmer.after_call(ticket, False)
-                raise
-            except Exception as exc:
-                await self._warmer.after_call(ticket, False)
-                log.exception("cascade.call.unexpected_error", model=key)
-                return [Try(None, TransientError(f"internal error: {type(exc).__name__}"), 0)]
-            await self._warmer.after_call(ticket, tries[-1].reply is not None)
-            if self._breakers is not None:
-                # Only outages count: a refusal or a malformed answer arrived fine, and a
-                # permanent error (a retired model, a bad request) is no outage, so it must
-                # not open the breaker and turn into deferrals (issue 21).
-                last = tries[-1].error
-                ok = last is None or last.kind != "transient"
-                try:
-                    change = await self._breakers.record(key, self._clock(), ok, probe)
-                except Exception as exc:
-                    log.warning("cascade.breaker.store_error", breaker=key, error=repr(exc))
-                    change = None
-                if change is not None:
-                    self.transitions.append((change, _job_of(request)))
-            return tries
-
-    async def execute(
-        self, requests: Sequence[ClassifyRequest], *, disabled: Mapping[str, str] | None = None
-    ) -> list[list[Try]]:
-        off = disabled or {}
-        return list(await asyncio.gather(*(self._one(r, off) for r in requests)))
 
 
 class Engine:
@@ -206,6 +47,7 @@ class Engine:
         *,
         job_id: int = 0,
         tries_per_call: int = 3,
+        local_models: Mapping[int, LocalModel] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.prices = prices
@@ -218,13 +60,18 @@ class Engine:
             i: CompiledRules(t) for i, t in enumerate(pipeline.tiers) if isinstance(t, RulesTier)
         }
         self._labels = tuple(pipeline.labels)
-        # Loaded per process (engines are built after the fork); a model whose file does
-        # not match its manifest is refused by LocalModel.load.
-        self._local = {
-            i: LocalModel.load(Path(t.model_path))
-            for i, t in enumerate(pipeline.tiers)
-            if isinstance(t, LocalTier)
-        }
+        # The local tiers' models by tier index, given, or read here from their files
+        # (engines are built after the fork; LocalModel.load refuses a file that does not
+        # match its manifest).
+        self._local = (
+            dict(local_models)
+            if local_models is not None
+            else {
+                i: LocalModel.load(Path(t.model_path))
+                for i, t in enumerate(pipeline.tiers)
+                if isinstance(t, LocalTier)
+            }
+        )
         last = pipeline.tiers[-1]
         assert isinstance(last, ClaudeTier)
         self._baseline_model = last.model
@@ -239,9 +86,7 @@ class Engine:
         self.cache = CachePlan(
             lambda m: system_prompt(pipeline, m), self._labels, prices.cache_min_tokens
         )
-        self._rule_outcomes: dict[
-            int, list[tuple[Decision, str, str, str, str | None, float | None]]
-        ] = {}
+        self._rule_outcomes: dict[int, list[RuleOutcome]] = {}
 
     # -- baseline ---------------------------------------------------------------
     def baseline(self, text_len: int, usage: Usage | None) -> int:
@@ -297,26 +142,23 @@ class Engine:
         results = []
         for item in items:
             hit = rules.match(item.text)
-            decision, name, model, outcome, label, confidence = (
-                outcomes[hit.index] if hit is not None else miss
-            )
+            said = outcomes[hit.index] if hit is not None else miss
             step = Step(
-                item.pk,
-                item.next_step,
-                tier_index,
-                tier.name,
-                "rules",
-                "rules",
-                model,
-                outcome,
-                name,
-                label,
-                confidence,
+                item_pk=item.pk,
+                step=item.next_step,
+                tier_index=tier_index,
+                tier=tier.name,
+                role="rules",
+                provider="rules",
+                model=said.model,
+                outcome=said.outcome,
+                decision=said.decision.kind,
+                label=said.label,
+                confidence=said.confidence,
             )
-            result = ItemResult(item.pk, decision, [step])
-            if name == "accept":
-                result.baseline_nanos = self.baseline(len(item.text), None)
-            results.append(result)
+            accepted = isinstance(said.decision, Accept)
+            baseline = self.baseline(len(item.text), None) if accepted else 0
+            results.append(ItemResult(item.pk, said.decision, [step], baseline_nanos=baseline))
         return results
 
     def rules_kinds(self, tier_index: int, texts: Sequence[str]) -> list[tuple[int, int]]:
@@ -326,7 +168,7 @@ class Engine:
         writing many (``cascade submit``) runs :meth:`run_rules` once per kind.
         """
         rules = self._rules[tier_index]
-        accepts = [o[1] == "accept" for o in self._outcomes(tier_index)[:-1]]
+        accepts = [isinstance(o.decision, Accept) for o in self._outcomes(tier_index)[:-1]]
         match, baseline = rules.match, self.baseline
         kinds = []
         for text in texts:
@@ -338,33 +180,15 @@ class Engine:
                 kinds.append((i, baseline(len(text), None) if accepts[i] else 0))
         return kinds
 
-    def _outcomes(
-        self, tier_index: int
-    ) -> list[tuple[Decision, str, str, str, str | None, float | None]]:
+    def _outcomes(self, tier_index: int) -> list[RuleOutcome]:
         """What a rule decides is the same for every item it matches (decisions are
         frozen): built once per rule, not once per item."""
         outcomes = self._rule_outcomes.get(tier_index)
         if outcomes is None:
-            outcomes = self._rule_outcomes[tier_index] = self._outcomes_of(tier_index)
+            tier = self.pipeline.tiers[tier_index]
+            assert isinstance(tier, RulesTier)
+            outcomes = self._rule_outcomes[tier_index] = rule_outcomes(tier)
         return outcomes
-
-    def _outcomes_of(
-        self, tier_index: int
-    ) -> list[tuple[Decision, str, str, str, str | None, float | None]]:
-        """Per rule, then for no rule: (decision, its name, model, outcome, label, confidence)."""
-        tier = self.pipeline.tiers[tier_index]
-        assert isinstance(tier, RulesTier)
-        out: list[tuple[Decision, str, str, str, str | None, float | None]] = []
-        for i, rule in enumerate(tier.rules):
-            decision: Decision = (
-                Accept(rule.label, rule.confidence, f"rule {i} matched")
-                if rule.confidence >= tier.accept.min_confidence
-                else Escalate("no rule matched")
-            )
-            name = decision.kind
-            out.append((decision, name, f"rule:{i}", "rule_match", rule.label, rule.confidence))
-        out.append((Escalate("no rule matched"), "escalate", "rules", "rule_miss", None, None))
-        return out
 
     # -- local ------------------------------------------------------------------
     def run_local(self, tier_index: int, items: Sequence[WorkItem]) -> list[ItemResult]:
@@ -390,15 +214,14 @@ class Engine:
                 role="local",
                 provider="local",
                 model=f"local:{model.version}",
-                outcome="ok" if isinstance(judged, Answer) else "malformed",
+                outcome=StepOutcome.OK if isinstance(judged, Answer) else StepOutcome.MALFORMED,
                 decision=decision.kind,
                 label=label,
                 confidence=confidence,
             )
-            result = ItemResult(item.pk, decision, [step])
-            if isinstance(decision, Accept):
-                result.baseline_nanos = self.baseline(len(item.text), None)
-            results.append(result)
+            accepted = isinstance(decision, Accept)
+            baseline = self.baseline(len(item.text), None) if accepted else 0
+            results.append(ItemResult(item.pk, decision, [step], baseline_nanos=baseline))
         return results
 
     # -- model tiers ------------------------------------------------------------
@@ -457,6 +280,22 @@ class Engine:
             estimate_nanos=self.estimate_nanos(model, len(item.text), max_tokens),
         )
 
+    def requests(
+        self, tier_index: int, link: ModelRef, items: Sequence[WorkItem], role: str
+    ) -> list[ClassifyRequest]:
+        """One request to ``link`` per item at that tier, tagged from the item's next step."""
+        tier = self.pipeline.tiers[tier_index]
+        assert isinstance(tier, ClaudeTier)
+        return [
+            self.request(
+                tier,
+                link,
+                item.text,
+                tag=self.tag(item, item.next_step, tier_index, role, link.model, tier.max_tokens),
+            )
+            for item in items
+        ]
+
     def estimate_nanos(self, model: str, text_len: int, max_tokens: int) -> int:
         """What a call probably cost when its reply was never seen: the prompt at
         characters / 4 plus its fixed part, and a typical answer's output."""
@@ -478,17 +317,7 @@ class Engine:
         disabled: Mapping[str, str] | None = None,
     ) -> list[ItemResult]:
         """Call ``link`` once per item (with retries) and decide each item."""
-        tier = self.pipeline.tiers[tier_index]
-        assert isinstance(tier, ClaudeTier)
-        requests = [
-            self.request(
-                tier,
-                link,
-                item.text,
-                tag=self.tag(item, item.next_step, tier_index, role, link.model, tier.max_tokens),
-            )
-            for item in items
-        ]
+        requests = self.requests(tier_index, link, items, role)
         all_tries = await self.executor.execute(requests, disabled=disabled)
         results = self.results_from_tries(tier_index, items, link, all_tries, role=role)
         # consistency / verifier: extra calls on what the tier would accept
@@ -544,8 +373,12 @@ class Engine:
         )
         if steps:  # the last try decides the item
             steps[-1] = replace(steps[-1], decision=decision.kind)
-        final_usage = next((s.usage for s in reversed(steps) if s.outcome == "ok"), None)
-        result = ItemResult(item.pk, decision, steps, served_by_fallback=role == "fallback")
-        if isinstance(decision, Accept | GiveUp | Review):
-            result.baseline_nanos = self.baseline(len(item.text), final_usage)
-        return result
+        final_usage = next((s.usage for s in reversed(steps) if s.outcome == StepOutcome.OK), None)
+        final = isinstance(decision, Accept | GiveUp | Review)  # only these have a baseline
+        return ItemResult(
+            item.pk,
+            decision,
+            steps,
+            baseline_nanos=self.baseline(len(item.text), final_usage) if final else 0,
+            served_by_fallback=role == Role.FALLBACK,
+        )

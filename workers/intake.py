@@ -16,17 +16,16 @@ from __future__ import annotations
 import csv
 import gzip
 import itertools
-import json
-import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-# Reason codes: a RejectedLine.reason is "<code>" or "<code>: <detail>".
-NOT_JSON = "not_json"
-NOT_AN_OBJECT = "not_an_object"
+from workers.jsonline import BAD_ENCODING, NOT_AN_OBJECT, NOT_JSON, parse_object, type_name
+
+# Reason codes: a RejectedLine.reason is "<code>" or "<code>: <detail>" (the JSON ones
+# are in workers/jsonline.py).
 NO_ID = "no_id"
 BAD_ID = "bad_id"
 ID_TOO_LONG = "id_too_long"
@@ -34,7 +33,6 @@ NO_TEXT = "no_text"
 EMPTY_TEXT = "empty_text"
 TEXT_NOT_STRING = "text_not_string"
 TEXT_TOO_LONG = "text_too_long"
-BAD_ENCODING = "bad_encoding"
 CSV_COLUMNS = "csv_columns"
 CSV_SYNTAX = "csv_syntax"
 LINE_TOO_LONG = "line_too_long"
@@ -50,8 +48,6 @@ _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": 
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 # JSON escapes that decode to text a database cannot store (checked precisely after).
-_SUSPECT_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
-_JSON_TYPES = {dict: "an object", list: "an array", bool: "a boolean", int: "a number"}
 
 
 @dataclass(slots=True)  # not frozen: one per line, and frozen fields cost a call each
@@ -233,35 +229,13 @@ def _jsonl_records(
                     f"{path}: line {lines.count} starts a JSON array or a multi-line object; "
                     "give JSON Lines instead: one object per line, e.g. jq -c '.[]'"
                 )
-        parsed = problem or _parse_json(text)
+        parsed = problem or parse_object(text)
         result = (
             parsed if isinstance(parsed, str) else _judge(lines.count, parsed, None, max_text_chars)
         )
         yield _reject(lines.count, result, parts) if isinstance(result, str) else result
     if not seen_any:
         raise InputError(f"{path}: has only blank lines; it needs at least one item")
-
-
-def _parse_json(text: str) -> dict[str, Any] | str:
-    """The JSON object on this line, or the reason it is not one."""
-    try:
-        obj = _decode(text)
-    except json.JSONDecodeError as exc:
-        column = min(exc.pos, len(text.rstrip())) + 1  # not past the end of the line
-        return f"{NOT_JSON}: {exc.msg} at column {column}"
-    except (ValueError, RecursionError) as exc:  # NaN, huge integers, deep nesting
-        return f"{NOT_JSON}: {exc}"
-    if not isinstance(obj, dict):
-        return f"{NOT_AN_OBJECT}: got {_type_name(obj)}"
-    if _SUSPECT_ESCAPE.search(text):
-        for string in _strings(obj):
-            if "\x00" in string:
-                return f"{BAD_ENCODING}: contains a NUL character"
-            try:
-                string.encode("utf-8")
-            except UnicodeEncodeError:
-                return f"{BAD_ENCODING}: unpaired surrogate escape"
-    return obj
 
 
 def _csv_records(
@@ -342,7 +316,7 @@ def _judge(
         return NO_TEXT
     text = fields["text"]
     if not isinstance(text, str):
-        return f"{TEXT_NOT_STRING}: got {_type_name(text)}"
+        return f"{TEXT_NOT_STRING}: got {type_name(text)}"
     if not text or text.isspace():
         return EMPTY_TEXT
     if len(text) > max_text_chars:
@@ -363,43 +337,3 @@ def _raw(parts: list[str]) -> str:
 
 def _blank_row(row: list[str]) -> bool:
     return not row or (len(row) == 1 and (not row[0] or row[0].isspace()))
-
-
-def _strings(value: object) -> Iterator[str]:
-    """Every string (keys included) inside a parsed JSON value."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    return _JSON_TYPES.get(type(value), "a number" if isinstance(value, float) else "a string")
-
-
-# One decoder for every line: json.loads with an argument builds a new one per call.
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)
-_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]
-
-
-def _decode(text: str) -> Any:
-    """The decoder's scanner straight away (half the time of ``decode``, which wraps it in
-    two whitespace regexes); anything unusual goes through ``decode`` for its errors."""
-    try:
-        obj, end = _SCAN(text, 0)
-    except (StopIteration, ValueError, RecursionError):
-        return _DECODER.decode(text)
-    if end != len(text) and not text[end:].isspace():
-        return _DECODER.decode(text)  # extra data: raises with the position
-    return obj

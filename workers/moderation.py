@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+from common.lifecycle import Outcome
 from workers.decision import review_disagreement
 from workers.pipeline import Pipeline
 from workers.records import ItemResult, Step
 
-SHADOW_ANSWERED = ("ok", "rule_match")
+SHADOW_ANSWERED = (Outcome.OK, Outcome.RULE_MATCH)
 
 
 def _shadow_label(steps: Sequence[Step]) -> str | None:

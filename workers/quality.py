@@ -20,8 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from common.lifecycle import Outcome as StepOutcome
+from common.lifecycle import Verdict
 from workers.answers import Answer, Refused, judge
 from workers.decision import (
     VERDICT_LABELS,
@@ -33,17 +35,57 @@ from workers.decision import (
     check_verdict,
     shadow_sampled,
 )
-from workers.pipeline import ClaudeTier, ModelAcceptPolicy, ModelRef, RulesTier
+from workers.executor import Executor
+from workers.pipeline import ClaudeTier, ModelAcceptPolicy, ModelRef, Pipeline, RulesTier
 from workers.pricing import PriceTable
 from workers.prompt import verifier_system_prompt, verifier_user_prompt
-from workers.providers.base import ClassifyRequest
+from workers.providers.base import CallTag, ClassifyRequest, Mechanism
 from workers.records import SHADOW, ItemResult, Step, WorkItem
 from workers.retry import Try
 
-if TYPE_CHECKING:
-    from workers.engine import Engine
-
 CONSISTENCY, VERIFIER = "consistency", "verifier"
+
+
+class Engine(Protocol):
+    """What the checks and the shadows need of :class:`workers.engine.Engine`.
+
+    Declared here, so that this module does not import the engine that calls it.
+    """
+
+    pipeline: Pipeline
+    prices: PriceTable
+    executor: Executor
+    tries_per_call: int
+
+    def request(
+        self,
+        tier: ClaudeTier,
+        link: ModelRef,
+        text: str,
+        *,
+        mechanism: Mechanism | None = None,
+        tag: CallTag | None = None,
+    ) -> ClassifyRequest: ...
+
+    def requests(
+        self, tier_index: int, link: ModelRef, items: Sequence[WorkItem], role: str
+    ) -> list[ClassifyRequest]: ...
+
+    def auto_mechanism(self, model: str) -> Mechanism: ...
+
+    def tag(
+        self,
+        item: WorkItem,
+        first_step: int,
+        tier_index: int,
+        role: str,
+        model: str,
+        max_tokens: int,
+    ) -> CallTag: ...
+
+    def run_rules(self, tier_index: int, items: Sequence[WorkItem]) -> list[ItemResult]: ...
+
+    def run_local(self, tier_index: int, items: Sequence[WorkItem]) -> list[ItemResult]: ...
 
 
 def steps_from_tries(
@@ -61,7 +103,7 @@ def steps_from_tries(
 ) -> tuple[list[Step], Outcome]:
     """One step per try, deciding nothing; and what the last try amounted to."""
     steps: list[Step] = []
-    outcome: Outcome = CallFailed("transient", "no call was made")
+    outcome: Outcome = CallFailed(StepOutcome.TRANSIENT, "no call was made")
     for n, attempt in enumerate(tries):
         label = confidence = error = None
         hedged = False
@@ -70,10 +112,12 @@ def steps_from_tries(
             outcome = judged
             usage, status, request_id = attempt.reply.usage, None, attempt.reply.request_id
             if isinstance(judged, Answer):
-                result = "ok"
+                result: str = StepOutcome.OK  # the step's outcome
                 label, confidence, hedged = judged.label, judged.confidence, judged.hedged
             else:
-                result = "refusal" if isinstance(judged, Refused) else "malformed"
+                result = (
+                    StepOutcome.REFUSAL if isinstance(judged, Refused) else StepOutcome.MALFORMED
+                )
                 error = judged.detail
         else:
             assert attempt.error is not None
@@ -149,7 +193,7 @@ def _settle_check(result: ItemResult, decision: Accept | Escalate, new: list[Ste
             new[-1] = replace(new[-1], error=decision.why)
         if decided is not None:
             at = result.steps.index(decided)
-            result.steps[at] = replace(decided, decision="escalate")
+            result.steps[at] = replace(decided, decision=Verdict.ESCALATE)
     result.steps.extend(new)
 
 
@@ -287,15 +331,7 @@ async def run_shadows(
     work = [WorkItem(r.pk, by_pk[r.pk].text, _next_step(by_pk[r.pk], r)) for r in samples]
     if isinstance(tier, ClaudeTier):
         link = tier.primary
-        requests = [
-            engine.request(
-                tier,
-                link,
-                w.text,
-                tag=engine.tag(w, w.next_step, nxt, SHADOW, link.model, tier.max_tokens),
-            )
-            for w in work
-        ]
+        requests = engine.requests(nxt, link, work, SHADOW)
         all_tries = await engine.executor.execute(requests, disabled=disabled)
         for result, w, tries in zip(samples, work, all_tries, strict=True):
             steps, _ = steps_from_tries(

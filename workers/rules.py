@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from common.lifecycle import Outcome
+from workers.decision import Accept, Decision, Escalate
 from workers.pipeline import RulesTier
 
 Search = Callable[[str], "re.Match[str] | None"]
@@ -184,3 +186,30 @@ class CompiledRules:
                         if search(text):
                             return hit
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleOutcome:
+    """What a rules tier records for an item one rule (or no rule) matched."""
+
+    decision: Decision
+    model: str  # "rule:<index>", or "rules" for no match
+    outcome: Outcome
+    label: str | None = None
+    confidence: float | None = None
+
+
+def rule_outcomes(tier: RulesTier) -> list[RuleOutcome]:
+    """Per rule in order, then one for no rule matching (escalate)."""
+    out = []
+    for i, rule in enumerate(tier.rules):
+        decision: Decision = (
+            Accept(rule.label, rule.confidence, f"rule {i} matched")
+            if rule.confidence >= tier.accept.min_confidence
+            else Escalate("no rule matched")
+        )
+        out.append(
+            RuleOutcome(decision, f"rule:{i}", Outcome.RULE_MATCH, rule.label, rule.confidence)
+        )
+    out.append(RuleOutcome(Escalate("no rule matched"), "rules", Outcome.RULE_MISS))
+    return out

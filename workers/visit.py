@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from common.lifecycle import ANSWERED, Outcome
+from common.lifecycle import ANSWERED, Outcome, Role
 from workers import quality
 from workers.answers import Answer, Judged, Malformed, Refused
 from workers.decision import Accept, Fallback, GiveUp, after_chain, decide
@@ -22,7 +22,7 @@ from workers.pipeline import ClaudeTier, LocalTier, ModelRef, RulesTier
 from workers.providers.base import Usage
 from workers.records import SHADOW, ItemResult, Step, WorkItem
 
-PRIMARY, FALLBACK = "primary", "fallback"
+PRIMARY, FALLBACK = Role.PRIMARY, Role.FALLBACK
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,14 +23,13 @@ from typing import Any
 
 from aiohttp import web
 
+from cascade.fakeapi.request import item_text, user_text
 from cascade.fakeapi.wire import (
     FakeState,
     ModelStats,
     Outcome,
     answer,
     error_outcome,
-    item_text,
-    user_text,
 )
 
 MAX_REQUESTS = 100_000

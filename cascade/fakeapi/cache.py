@@ -12,7 +12,7 @@
 - ``input_tokens`` is what is left of the prompt, uncached.
 
 Token counts are the fake's usual estimate, characters / 4, so the three usage
-figures add up to :func:`cascade.fakeapi.wire.input_tokens`.
+figures add up to :func:`cascade.fakeapi.request.input_tokens`.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _text_len(block: Any) -> int:
 
 def marked_prefix(body: Mapping[str, Any]) -> tuple[int, str, str] | None:
     """(characters, TTL, key material) of the prefix up to the last marked block; None if
-    nothing is marked. Characters are counted as :func:`wire.input_tokens` counts them."""
+    nothing is marked. Characters are counted as :func:`request.input_tokens` counts them."""
     tools = body.get("tools") or []
     system = body.get("system")
     system_blocks = [system] if isinstance(system, str) else list(system or [])

@@ -31,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cascade.fakeapi.request import item_text, labels_of, user_text
 from cascade.fakeapi.server import STATE_KEY, FakeServer
 from cascade.fakeapi.wire import (
     FakeConfig,
@@ -38,8 +39,7 @@ from cascade.fakeapi.wire import (
     ModelStats,
     Outcome,
     error_outcome,
-    item_text,
-    user_text,
+    tool_use,
 )
 
 
@@ -70,16 +70,6 @@ class ReplayBook:
 BOOK_KEY = web.AppKey("replay_book", ReplayBook)
 
 
-def _labels(body: Mapping[str, Any]) -> list[str]:
-    tools = body.get("tools") or []
-    if tools:
-        schema = tools[0].get("input_schema", {})
-    else:
-        config = body.get("output_config") or {}
-        schema = (config.get("format") or {}).get("schema", {})
-    return [str(v) for v in schema.get("properties", {}).get("label", {}).get("enum", [])]
-
-
 def replay_answer(state: FakeState, book: ReplayBook, body: Mapping[str, Any]) -> Outcome:
     """One Messages request body -> the recorded answer as a Messages reply. No I/O."""
     request_id = f"req_replay_{state.next_id()}"
@@ -90,7 +80,7 @@ def replay_answer(state: FakeState, book: ReplayBook, body: Mapping[str, Any]) -
     recorded = book.lookup(model, text)
     if recorded is None:
         return error_outcome(400, f"no recorded answer of {model} for this item", request_id)
-    labels = {label.lower(): label for label in _labels(body)}
+    labels = {label.lower(): label for label in labels_of(body)}
     label = labels.get(recorded.answer.strip().lower())
     tools = body.get("tools")
     content: list[dict[str, Any]]
@@ -103,13 +93,8 @@ def replay_answer(state: FakeState, book: ReplayBook, body: Mapping[str, Any]) -
             "reason": f"recorded answer of {model}",
         }
         if tools:
-            block = {
-                "type": "tool_use",
-                "id": f"toolu_replay_{state.next_id()}",
-                "name": tools[0].get("name"),
-                "input": result,
-            }
-            content, stop = [block], "tool_use"
+            content = [tool_use(tools, result, f"toolu_replay_{state.next_id()}")]
+            stop = "tool_use"
         else:
             content, stop = [{"type": "text", "text": json.dumps(result)}], "end_turn"
     message = {

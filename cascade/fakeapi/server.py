@@ -29,8 +29,8 @@ from cascade.fakeapi.batches import add_batch_routes
 from cascade.fakeapi.latency import LatencySpec
 from cascade.fakeapi.ratelimits import FakeRateLimits
 from cascade.fakeapi.reqlog import Entry, RequestLog, item_digest
+from cascade.fakeapi.request import MODELS, input_tokens, item_text, user_text
 from cascade.fakeapi.wire import (
-    MODELS,
     FakeConfig,
     FakeState,
     Fault,
@@ -38,9 +38,6 @@ from cascade.fakeapi.wire import (
     Outcome,
     answer,
     error_outcome,
-    input_tokens,
-    item_text,
-    user_text,
 )
 
 T = TypeVar("T")

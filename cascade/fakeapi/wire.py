@@ -23,16 +23,16 @@ from cascade.fakeapi.brain import VERDICT_LABELS, Verdict, classify, verify
 from cascade.fakeapi.cache import FakeCache
 from cascade.fakeapi.latency import LatencySpec, sample_ms
 from cascade.fakeapi.ratelimits import FakeBuckets, FakeRateLimits
-
-MODELS = frozenset({
-    "claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-4-5",
-    "claude-haiku-4-5-20251001", "claude-sonnet-5", "claude-opus-5",
-})  # fmt: skip
-NO_FORCED_TOOL = frozenset({"claude-sonnet-5-5", "claude-opus-5-5"})
-NO_SAMPLING = frozenset(
-    {"claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5", "claude-sonnet-5"}
+from cascade.fakeapi.request import (
+    MODELS,
+    check_rules,
+    input_tokens,
+    item_text,
+    labels_of,
+    text_of,
+    user_text,
 )
-JSON_SCHEMA_OK = frozenset({"claude-haiku-4-5", "claude-haiku-4-5-20251001"})
+
 ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
     403: "permission_error", 404: "not_found_error", 408: "timeout_error",
@@ -40,7 +40,6 @@ ERROR_TYPES = {
     500: "api_error", 503: "api_error", 504: "timeout_error", 529: "overloaded_error",
 }  # fmt: skip
 MALFORMED_TEXT = "I think it's billing"
-_ITEM = re.compile(r"<item>(.*?)</item>", re.DOTALL)
 _PROPOSED = re.compile(r"<proposed_label>(.*?)</proposed_label>", re.DOTALL)
 _SYSTEM_LABELS = re.compile(r"^Labels: (.+)\.$", re.MULTILINE)
 
@@ -227,75 +226,6 @@ def error_outcome(
     return Outcome(status, body)
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"
-        )
-    return ""
-
-
-def user_text(body: Mapping[str, Any]) -> str:
-    messages = body.get("messages") or []
-    return "".join(_text_of(m.get("content")) for m in messages if m.get("role") == "user")
-
-
-def item_text(user: str) -> str:
-    match = _ITEM.search(user)
-    if match is None:
-        return user
-    # The prompt puts the item on its own lines between the tags.
-    raw = match.group(1).removeprefix("\n").removesuffix("\n")
-    return raw.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-
-
-def input_tokens(body: Mapping[str, Any]) -> int:
-    tools = body.get("tools")
-    chars = len(_text_of(body.get("system"))) + len(user_text(body))
-    if tools:
-        chars += len(json.dumps(tools))
-    return math.ceil(chars / 4)
-
-
-def _schema_format(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    config = body.get("output_config")
-    fmt = config.get("format") if isinstance(config, dict) else None
-    return fmt if isinstance(fmt, dict) else None
-
-
-def _labels(body: Mapping[str, Any]) -> list[str]:
-    tools = body.get("tools") or []
-    fmt = _schema_format(body)
-    schema = tools[0].get("input_schema", {}) if tools else (fmt or {}).get("schema", {})
-    enum = schema.get("properties", {}).get("label", {}).get("enum", [])
-    return [str(v) for v in enum]
-
-
-def check_rules(model: str, body: Mapping[str, Any]) -> str | None:
-    """The reason the real API would answer 400 for this body, or None."""
-    if "max_tokens" not in body:
-        return "max_tokens: Field required"
-    if not isinstance(body.get("messages"), list) or not body["messages"]:
-        return "messages: at least one message is required"
-    choice = body.get("tool_choice")
-    if (
-        model in NO_FORCED_TOOL
-        and isinstance(choice, dict)
-        and choice.get("type") in ("tool", "any")
-    ):
-        return f"tool_choice: forced tool use is not supported on {model}; use tool_choice auto"
-    if model in NO_SAMPLING:
-        for name in ("temperature", "top_p", "top_k"):
-            if name in body:
-                return f"{name}: sampling parameters are not supported on {model}"
-    fmt = _schema_format(body)
-    if fmt is not None and (fmt.get("type") != "json_schema" or model not in JSON_SCHEMA_OK):
-        return f"output_config.format: structured outputs are not supported on {model}"
-    return None
-
-
 def _envelope(
     state: FakeState,
     model: str,
@@ -352,7 +282,7 @@ def answer(
         content = [{"type": "text", "text": MALFORMED_TEXT}]
         return Outcome(200, _envelope(state, model, content, "end_turn", (tokens_in, out)))
 
-    labels = _labels(body)
+    labels = labels_of(body)
     if not labels:
         text = "Hello from the fake Messages API."
         out = math.ceil(len(text) / 4) + 8
@@ -364,15 +294,15 @@ def answer(
     out = math.ceil(len(result_json) / 4) + 8
     tools = body.get("tools")
     if tools:
-        block = {
-            "type": "tool_use",
-            "id": f"toolu_fake_{state.next_id()}",
-            "name": tools[0].get("name"),
-            "input": result,
-        }
+        block = tool_use(tools, result, f"toolu_fake_{state.next_id()}")
         return Outcome(200, _envelope(state, model, [block], "tool_use", (tokens_in, out)))
     content = [{"type": "text", "text": result_json}]
     return Outcome(200, _envelope(state, model, content, "end_turn", (tokens_in, out)))
+
+
+def tool_use(tools: list[Any], result: dict[str, Any], block_id: str) -> dict[str, Any]:
+    """The content block answering ``result`` through the request's first tool."""
+    return {"type": "tool_use", "id": block_id, "name": tools[0].get("name"), "input": result}
 
 
 def _verdict(model: str, body: Mapping[str, Any], item: str, labels: list[str]) -> Verdict:
@@ -383,7 +313,7 @@ def _verdict(model: str, body: Mapping[str, Any], item: str, labels: list[str]) 
     ``Labels: ...`` line; anything else is classified exactly as before.
     """
     proposed = _PROPOSED.search(user_text(body).rsplit("</item>", 1)[-1])
-    found = _SYSTEM_LABELS.findall(_text_of(body.get("system")))
+    found = _SYSTEM_LABELS.findall(text_of(body.get("system")))
     if tuple(labels) == VERDICT_LABELS and proposed is not None and found:
         candidates = [x.strip() for x in found[-1].split(",") if x.strip()]
         label = proposed.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")

@@ -28,11 +28,11 @@ import redis.asyncio as aredis
 from cascade.fakeapi.ratelimits import FakeBuckets, FakeRateLimits
 from tasks.redis_ratelimit import RedisRateLimiter
 from tests.services import require_service, service_redis_url
+from workers.paced import RateLimitedProvider
 from workers.providers.base import ClassifyRequest, Reply, TransientError, Usage
 from workers.ratelimit import (
     Limits,
     MemoryRateLimiter,
-    RateLimitedProvider,
     RateLimiter,
     limits_table,
 )

@@ -64,7 +64,7 @@ def test_a_small_chunk_and_what_follows_it_are_one_statement() -> None:
         1,
         'a "quoted"\ttext',
         {"n": [1]},
-        *([now] * (len(copyin._ITEM_COLS) - 7)),
+        *([now] * (len(copyin.ITEM_COLS) - 7)),
     )
     rows = copyin.Rows([item], ("job_id", "item_id", "step"), [(1, 7, 0)])
     # Given a WITH statement to follow: its expressions join the rows'

@@ -326,7 +326,7 @@ def test_reason_codes_are_stable() -> None:
     ],
 )
 def test_the_fast_json_path_answers_like_the_decoder(line: str) -> None:
-    from workers.intake import _DECODER, _decode
+    from workers.jsonline import _DECODER, _decode
 
     def outcome(fn: Any) -> tuple[str, Any]:
         try:

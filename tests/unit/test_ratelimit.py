@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from workers.paced import RateLimitedProvider
 from workers.providers.base import ClassifyRequest, ProviderError, Reply, TransientError, Usage
 from workers.ratelimit import (
     CUT,
@@ -25,7 +26,6 @@ from workers.ratelimit import (
     Limits,
     MemoryRateLimiter,
     Observed,
-    RateLimitedProvider,
     adapt,
     available,
     could_lower,

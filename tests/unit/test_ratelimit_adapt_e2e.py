@@ -9,9 +9,10 @@ import pytest
 
 from cascade.fakeapi import FakeRateLimits, FakeServer
 from tests.unit.test_anthropic_provider import KEY, request
+from workers.paced import RateLimitedProvider
 from workers.providers.anthropic import AnthropicProvider
 from workers.providers.base import TransientError
-from workers.ratelimit import Limits, MemoryRateLimiter, RateLimitedProvider, limits_table
+from workers.ratelimit import Limits, MemoryRateLimiter, limits_table
 
 LIMIT_KEY = "anthropic:claude-haiku-5-5"
 NOW = 1000.0

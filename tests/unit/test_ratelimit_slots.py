@@ -7,8 +7,9 @@ import asyncio
 from dataclasses import replace
 
 from workers.engine import RealtimeExecutor
+from workers.paced import RateLimitedProvider
 from workers.providers.base import ClassifyRequest, Reply, Usage
-from workers.ratelimit import Limits, MemoryRateLimiter, RateLimitedProvider, limits_table
+from workers.ratelimit import Limits, MemoryRateLimiter, limits_table
 from workers.retry import RetryPolicy
 
 SLOW, FREE = "model-slow", "model-free"  # limited to 6,000/min (0.01 s apart); unlimited

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from workers.paced import RateLimitedProvider
 from workers.providers.base import ClassifyRequest, Reply, Usage
-from workers.ratelimit import Limits, MemoryRateLimiter, RateLimitedProvider, limits_table
+from workers.ratelimit import Limits, MemoryRateLimiter, limits_table
 
 
 class Answering:

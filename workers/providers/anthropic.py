@@ -20,10 +20,7 @@ The API key is never logged nor copied into an error message.
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Awaitable, Mapping, Sequence
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import anthropic
@@ -41,7 +38,10 @@ from workers.providers.base import (
     SpendLimitError,
     TransientError,
     Usage,
+    classification_schema,
+    json_object,
 )
+from workers.providers.headers import parse_retry_after, rate_limit_headers
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropicBedrock, AsyncAnthropicVertex
@@ -58,21 +58,6 @@ SPEND_LIMIT_CODES: Final = frozenset(
 )
 SPEND_LIMIT_WORDS: Final = ("spend limit", "usage limits")
 MAX_MESSAGE_CHARS: Final = 300
-RATE_LIMIT_HEADER_PREFIX: Final = "anthropic-ratelimit-"
-
-
-def classification_schema(labels: Sequence[str]) -> dict[str, Any]:
-    """JSON schema of the structured answer: used as tool input schema and as output format."""
-    return {
-        "type": "object",
-        "properties": {
-            "label": {"type": "string", "enum": list(labels)},
-            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-            "reason": {"type": "string", "maxLength": 200},
-        },
-        "required": ["label", "confidence", "reason"],
-        "additionalProperties": False,
-    }
 
 
 def build_params(request: ClassifyRequest) -> dict[str, Any]:
@@ -110,16 +95,6 @@ def build_params(request: ClassifyRequest) -> dict[str, Any]:
     return params
 
 
-def rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str] | None:
-    """The ``anthropic-ratelimit-*`` headers of a response (names lower-cased); None if none."""
-    found = {
-        name.lower(): value
-        for name, value in headers.items()
-        if name.lower().startswith(RATE_LIMIT_HEADER_PREFIX)
-    }
-    return found or None
-
-
 def parse_reply(
     message: Message, mechanism: str, rate_limits: Mapping[str, str] | None = None
 ) -> Reply:
@@ -132,7 +107,7 @@ def parse_reply(
             structured = dict(block.input) if isinstance(block.input, Mapping) else None
     text = "".join(texts)
     if mechanism == "json_schema":
-        structured = _json_object(text)
+        structured = json_object(text)
     usage = message.usage
     by_ttl = usage.cache_creation
     return Reply(
@@ -149,36 +124,6 @@ def parse_reply(
         request_id=getattr(message, "_request_id", None),  # none on a batch result
         rate_limits=rate_limits,
     )
-
-
-def _json_object(text: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, else ``retry-after`` (seconds or HTTP date)."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(float(raw_ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
 def _is_spend_limit(exc: anthropic.APIStatusError) -> bool:
@@ -208,6 +153,20 @@ def map_status_error(exc: anthropic.APIStatusError, secret: str | None = None) -
     if status in (401, 403):
         return AuthError(detail, **common)
     return PermanentError(detail, **common)
+
+
+def sdk_error(exc: anthropic.AnthropicError, secret: str | None, timeout_s: float) -> ProviderError:
+    """Any other SDK failure -> our error tree (the caller raises it ``from exc``)."""
+    if isinstance(exc, anthropic.APIStatusError):
+        return map_status_error(exc, secret)
+    if isinstance(exc, anthropic.APITimeoutError):
+        return TransientError(f"timeout: no reply within {timeout_s:g} s")
+    if isinstance(exc, anthropic.APIConnectionError):
+        return TransientError(f"connection error: {type(exc.__cause__ or exc).__name__}")
+    if isinstance(exc, anthropic.APIError):  # e.g. a 200 reply the SDK could not parse
+        return TransientError(f"api error: {type(exc).__name__}")
+    # client set-up, e.g. missing cloud credentials
+    return PermanentError(f"client error: {type(exc).__name__}")
 
 
 def _no_credentials(exc: TypeError) -> bool:
@@ -277,17 +236,8 @@ class AnthropicProvider:
             # The raw response: the same parse as create() plus the headers, for the limiter.
             raw = await self._client.messages.with_raw_response.create(**params)
             message = await raw.parse()
-        except anthropic.APIStatusError as exc:
-            raise map_status_error(exc, self._api_key) from exc
-        except anthropic.APITimeoutError as exc:
-            raise TransientError(f"timeout: no reply within {self._timeout_s:g} s") from exc
-        except anthropic.APIConnectionError as exc:
-            cause = type(exc.__cause__ or exc).__name__
-            raise TransientError(f"connection error: {cause}") from exc
-        except anthropic.APIError as exc:  # e.g. a 200 reply the SDK could not parse
-            raise TransientError(f"api error: {type(exc).__name__}") from exc
-        except anthropic.AnthropicError as exc:  # client set-up, e.g. missing cloud credentials
-            raise PermanentError(f"client error: {type(exc).__name__}") from exc
+        except anthropic.AnthropicError as exc:
+            raise sdk_error(exc, self._api_key, self._timeout_s) from exc
         except TypeError as exc:
             if _no_credentials(exc):
                 raise AuthError(NO_KEY) from exc
@@ -302,15 +252,8 @@ class AnthropicProvider:
             counted = await self._client.messages.count_tokens(
                 model=model, messages=[{"role": "user", "content": text}]
             )
-        except anthropic.APIStatusError as exc:
-            raise map_status_error(exc, self._api_key) from exc
-        except anthropic.APITimeoutError as exc:
-            raise TransientError(f"timeout: no reply within {self._timeout_s:g} s") from exc
-        except anthropic.APIConnectionError as exc:
-            cause = type(exc.__cause__ or exc).__name__
-            raise TransientError(f"connection error: {cause}") from exc
-        except anthropic.APIError as exc:
-            raise TransientError(f"api error: {type(exc).__name__}") from exc
+        except anthropic.APIError as exc:  # not a client set-up error: that one propagates
+            raise sdk_error(exc, self._api_key, self._timeout_s) from exc
         except TypeError as exc:
             if _no_credentials(exc):
                 raise AuthError(NO_KEY) from exc
@@ -400,18 +343,8 @@ class AnthropicBatches:
     async def _guard(self, call: Awaitable[T]) -> T:
         try:
             return await call
-        except anthropic.APIStatusError as exc:
-            raise map_status_error(exc, self._p._api_key) from exc
-        except anthropic.APITimeoutError as exc:
-            raise TransientError(f"timeout: no reply within {self._p._timeout_s:g} s") from exc
-        except anthropic.APIConnectionError as exc:
-            raise TransientError(
-                f"connection error: {type(exc.__cause__ or exc).__name__}"
-            ) from exc
-        except anthropic.APIError as exc:
-            raise TransientError(f"api error: {type(exc).__name__}") from exc
         except anthropic.AnthropicError as exc:
-            raise PermanentError(f"client error: {type(exc).__name__}") from exc
+            raise sdk_error(exc, self._p._api_key, self._p._timeout_s) from exc
 
     async def create_batch(self, requests: Sequence[tuple[str, ClassifyRequest]]) -> str:
         body = [{"custom_id": cid, "params": build_params(r)} for cid, r in requests]

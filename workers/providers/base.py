@@ -17,9 +17,12 @@ empty answers and labels outside the set are judged by :mod:`workers.answers`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from common.lifecycle import Outcome
 
 # The concrete mechanism a request uses to get a structured answer.
 Mechanism = Literal["forced_tool", "tool", "json_schema"]
@@ -102,15 +105,15 @@ class ProviderError(Exception):
 
 
 class TransientError(ProviderError):
-    kind = "transient"
+    kind = Outcome.TRANSIENT.value
 
 
 class PermanentError(ProviderError):
-    kind = "permanent"
+    kind = Outcome.PERMANENT.value
 
 
 class ContextError(PermanentError):
-    kind = "context"
+    kind = Outcome.CONTEXT.value
 
 
 class AuthError(PermanentError):
@@ -120,19 +123,19 @@ class AuthError(PermanentError):
 
 
 class SpendLimitError(ProviderError):
-    kind = "spend_limit"
+    kind = Outcome.SPEND_LIMIT.value
 
 
 class BreakerOpenError(ProviderError):
     """No call was made: the model's circuit breaker is open (fleet-wide)."""
 
-    kind = "breaker_open"
+    kind = Outcome.BREAKER_OPEN.value
 
 
 class DrillError(ProviderError):
     """No call was made: an operator's chaos drill has disabled the model."""
 
-    kind = "drill"
+    kind = Outcome.DRILL.value
 
 
 # Steps recorded for a call that never left the process: counted apart from calls made.
@@ -175,3 +178,26 @@ class BatchProvider(Protocol):
     async def batch_results(
         self, batch_id: str, mechanism: str
     ) -> dict[str, Reply | ProviderError]: ...
+
+
+def classification_schema(labels: Sequence[str]) -> dict[str, Any]:
+    """JSON schema of the structured answer: used as tool input schema and as output format."""
+    return {
+        "type": "object",
+        "properties": {
+            "label": {"type": "string", "enum": list(labels)},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "reason": {"type": "string", "maxLength": 200},
+        },
+        "required": ["label", "confidence", "reason"],
+        "additionalProperties": False,
+    }
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object in ``text`` (a json_schema answer), or None."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
