@@ -139,42 +139,12 @@ def hold_repeats(
     if not rows:
         return held
     now = now or utcnow()
-    hashes = {int(r.text_hash) for r in rows}
-    source: dict[int, int] = {}
-    if reuse_days > 0:
-        since = now - timedelta(days=reuse_days)
-        source = {
-            int(h): int(pk)
-            for h, pk in session.execute(
-                select(ITEMS.c.text_hash, func.max(ITEMS.c.id))
-                .where(
-                    ITEMS.c.text_hash.in_(hashes),
-                    ITEMS.c.job_id != job_id,
-                    ITEMS.c.status == Status.DONE,
-                    ITEMS.c.finished_at >= since,
-                )
-                .group_by(ITEMS.c.text_hash)
-            )
-        }
-    first = {
-        int(h): int(pk)
-        for h, pk in session.execute(
-            select(ITEMS.c.text_hash, func.min(ITEMS.c.id))
-            .where(
-                ITEMS.c.job_id == job_id,
-                ITEMS.c.text_hash.in_(hashes - set(source)),
-                ITEMS.c.reuse_of.is_(None),
-                ITEMS.c.status.not_in((Status.FAILED, Status.BUDGET_CAPPED)),
-            )
-            .group_by(ITEMS.c.text_hash)
-        )
-    }
-    pairs: list[tuple[int, int]] = []  # (repeat, source)
-    for r in rows:
-        h = int(r.text_hash)
-        src = source.get(h, first.get(h))
-        if src is not None and src != r.id:
-            pairs.append((int(r.id), src))
+    source = _sources(session, job_id, {int(r.text_hash) for r in rows}, reuse_days, now)
+    pairs = [  # (repeat, source)
+        (int(r.id), source[int(r.text_hash)])
+        for r in rows
+        if int(r.text_hash) in source and source[int(r.text_hash)] != r.id
+    ]
     if not pairs:
         return held
     sources = {
@@ -207,6 +177,43 @@ def hold_repeats(
         )
     _take(session, take, now, drop_text)
     return held
+
+
+def _sources(
+    session: Session, job_id: int, hashes: set[int], reuse_days: int, now: datetime
+) -> dict[int, int]:
+    """Per text hash, the item a repeat takes its decision from: the latest one decided
+    in an earlier job within ``reuse_days``, else the job's own first with that text."""
+    source: dict[int, int] = {}
+    if reuse_days > 0:
+        since = now - timedelta(days=reuse_days)
+        source = {
+            int(h): int(pk)
+            for h, pk in session.execute(
+                select(ITEMS.c.text_hash, func.max(ITEMS.c.id))
+                .where(
+                    ITEMS.c.text_hash.in_(hashes),
+                    ITEMS.c.job_id != job_id,
+                    ITEMS.c.status == Status.DONE,
+                    ITEMS.c.finished_at >= since,
+                )
+                .group_by(ITEMS.c.text_hash)
+            )
+        }
+    first = {
+        int(h): int(pk)
+        for h, pk in session.execute(
+            select(ITEMS.c.text_hash, func.min(ITEMS.c.id))
+            .where(
+                ITEMS.c.job_id == job_id,
+                ITEMS.c.text_hash.in_(hashes - set(source)),
+                ITEMS.c.reuse_of.is_(None),
+                ITEMS.c.status.not_in((Status.FAILED, Status.BUDGET_CAPPED)),
+            )
+            .group_by(ITEMS.c.text_hash)
+        )
+    }
+    return first | source
 
 
 def settle_dependents(

@@ -89,36 +89,17 @@ def run_backfill(rt: Runtime, spec: BackfillSpec) -> BackfillResult:
     problems = check_models_priced(pipeline, rt.prices)
     if problems:
         raise SubmitError("; ".join(problems))
-    max_chars = pipeline.limits.max_text_chars
-    reader: SourceReader | None = None
-    files: list[Path] = []
-    if is_database_url(spec.source):
-        db = DbSource(
-            spec.source,
-            spec.table,
-            spec.query,
-            spec.id_column,
-            spec.text_column,
-            spec.updated_column,
-        )
-        key = db.key
-    else:
-        file_source = FileSource(spec.source)
-        key = file_source.key
+    source = _source(spec)
+    key = source.key
     with rt.sessions.begin() as session:
         since = spec.since or batches_repo.get_watermark(session, pipeline.name, key)
         mode = spec.mode or ("batch" if _any_batch(pipeline) else "realtime")
         run_id = batches_repo.start_run(
             session, name=spec.name, pipeline=pipeline.name, source=key, mode=mode, since=since
         )
+    reader = SourceReader(source) if isinstance(source, DbSource) else None
     try:
-        if is_database_url(spec.source):
-            reader = SourceReader(db)
-            until = reader.max_updated(since)
-        else:
-            changed = file_source.changed_since(since)
-            files = [f.path for f in changed]
-            until = max((f.updated_at for f in changed), default=None)
+        until, entries = _changes(source, reader, since, pipeline.limits.max_text_chars)
         if until is None:
             with rt.sessions.begin() as session:
                 batches_repo.finish_run(session, run_id, status=RunStatus.EMPTY)
@@ -128,12 +109,6 @@ def run_backfill(rt: Runtime, spec: BackfillSpec) -> BackfillResult:
         tag = since.strftime("%Y%m%dT%H%M%S.%f") if since else "initial"
         digest = hashlib.sha256(key.encode()).hexdigest()[:8]
         result.job_name = f"backfill-{pipeline.name}-{digest}-{tag}"
-        if reader is not None:
-            entries: Iterator[tuple[str, Entry]] = (
-                (key, e) for e in _db_entries(reader, since, until, max_chars)
-            )
-        else:
-            entries = _file_entries(files, max_chars)
         _ingest(rt, pipeline, result, entries)
         with rt.sessions.begin() as session:
             batches_repo.set_watermark(session, pipeline.name, key, until)
@@ -153,15 +128,40 @@ def run_backfill(rt: Runtime, spec: BackfillSpec) -> BackfillResult:
     finally:
         if reader is not None:
             reader.close()
-    log.info(
-        "cascade.backfill.started",
-        job_id=result.job_id,
-        source=key,
-        items=result.items_added,
-        since=since,
-        until=until,
-    )
+    log.info("cascade.backfill.started", job_id=result.job_id, source=key,
+             items=result.items_added, since=since, until=until)  # fmt: skip
     return result
+
+
+def _source(spec: BackfillSpec) -> DbSource | FileSource:
+    if is_database_url(spec.source):
+        return DbSource(
+            spec.source,
+            spec.table,
+            spec.query,
+            spec.id_column,
+            spec.text_column,
+            spec.updated_column,
+        )
+    return FileSource(spec.source)
+
+
+def _changes(
+    source: DbSource | FileSource,
+    reader: SourceReader | None,
+    since: datetime | None,
+    max_chars: int,
+) -> tuple[datetime | None, Iterator[tuple[str, Entry]]]:
+    """Up to when there is something new since ``since`` (None: nothing), and its entries."""
+    if reader is not None:
+        until = reader.max_updated(since)
+        if until is None:
+            return None, iter(())
+        return until, ((source.key, e) for e in _db_entries(reader, since, until, max_chars))
+    assert isinstance(source, FileSource)
+    changed = source.changed_since(since)
+    until = max((f.updated_at for f in changed), default=None)
+    return until, _file_entries([f.path for f in changed], max_chars)
 
 
 def _any_batch(pipeline: Pipeline) -> bool:

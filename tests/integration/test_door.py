@@ -22,6 +22,7 @@ from migrations.runner import upgrade
 from models import copyin, repo
 from models.repo import ATTEMPTS, ITEMS, JOBS, SUBMISSIONS, NewItem
 from models.tables import RejectedLine
+from tasks import chunks as chunks_mod
 from tasks import submit as submit_mod
 from tasks.flow import process
 from tasks.messages import Message
@@ -67,17 +68,17 @@ def chunk() -> list[NewItem]:
 def door_chunk(rt: Runtime, name: str, *, store_text: bool = True) -> tuple[int, list[Message]]:
     job_id, sub = new_job(rt, name, store_text)
     engine = rt.engine_for(job_id)
-    door = submit_mod.door_tier(rt, engine)
+    door = chunks_mod.door_tier(rt, engine)
     assert isinstance(door, RulesTier)
-    batch = submit_mod.Chunk(chunk(), [])
-    submit_mod.prepare_chunk(rt, engine, door, job_id, sub, batch)
+    batch = chunks_mod.Chunk(chunk(), [])
+    chunks_mod.prepare_chunk(rt, engine, door, job_id, sub, batch)
     if batch.prepared is not None:  # written the way its size says
         assert (batch.prepared.rows is not None) == (len(TEXTS) <= copyin.SMALL_ROWS)
     with rt.sessions.begin() as s:
-        added, decided = submit_mod.write_chunk(rt, s, door, job_id, sub, batch)
+        added, decided = chunks_mod.write_chunk(rt, s, door, job_id, sub, batch)
     assert decided is not None and len(added.added) == len(TEXTS)
     assert decided.ids == added.added
-    return job_id, submit_mod.door_messages(rt, job_id, door.name, decided)
+    return job_id, chunks_mod.door_messages(rt, job_id, door.name, decided)
 
 
 Rows = list[dict[str, Any]]
@@ -153,7 +154,7 @@ def test_the_door_leaves_the_rows_a_worker_leaves(
 def test_off_switch_leaves_items_pending_for_the_rules_queue(rt: Runtime) -> None:
     rt.settings = Settings(database_url=rt.settings.database_url, rules_at_submit=False)
     job_id, _ = new_job(rt, "off")
-    assert submit_mod.door_tier(rt, rt.engine_for(job_id)) is None
+    assert chunks_mod.door_tier(rt, rt.engine_for(job_id)) is None
 
 
 def test_one_chunk_and_many_chunks_leave_the_same_job(

@@ -24,7 +24,6 @@ PENDING_MODULES = frozenset(
         "cascade/report_html.py",  # reports helper
         "models/analytics.py",  # reports helper
         "models/views.py",  # reports helper
-        "tasks/submit.py",  # lead
     }
 )
 PENDING_FUNCTIONS = frozenset(
@@ -37,8 +36,6 @@ PENDING_FUNCTIONS = frozenset(
         "cascade/report_html.py:render_html",
         "models/analytics.py:cost",
         "models/analytics.py:daily",
-        "models/reuse.py:hold_repeats",  # lead
-        "tasks/backfill.py:run_backfill",  # lead
     }
 )
 

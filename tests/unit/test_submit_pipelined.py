@@ -10,8 +10,8 @@ import pytest
 
 from common.settings import Settings
 from models.repo import NewItem
+from tasks.chunks import Chunk, Pipelined
 from tasks.runtime import tier_batch_size
-from tasks.submit import Chunk, Pipelined
 from workers.pipeline import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
