@@ -422,6 +422,9 @@ def add_sections(
             "baseline_cost_usd": _money(d.baseline_nanos),
             "p95_ms": d.p95_ms,
             "escalation_rate": round(d.escalated / d.items, 4) if d.items else 0.0,
+            "not_sent": d.not_sent,
+            "reused": d.reused,
+            "reuse_saved_usd": _money(d.reuse_saved_nanos),
         }
         for d in daily
     ]
@@ -537,6 +540,7 @@ def print_sections(console: Console, r: dict[str, Any]) -> None:
                 _s(d["p95_ms"]),
             )
         console.print(t)
+        _print_daily_not_calls(console, r["daily"])
 
 
 def _print_confidence(console: Console, conf: dict[str, Any]) -> None:
@@ -600,6 +604,20 @@ def report_rows(r: dict[str, Any]) -> Iterable[tuple[str, str, str, Any]]:
         for k, v in d.items():
             if k not in ("day", "pipeline", "tier"):
                 yield "daily", subject, k, v
+
+
+def _print_daily_not_calls(console: Console, daily: list[dict[str, Any]]) -> None:
+    """Under the per-day table: the steps it does not count as calls, when there are any."""
+    not_sent = sum(d["not_sent"] for d in daily)
+    reused = sum(d["reused"] for d in daily)
+    if not_sent:
+        console.print(f"[dim]per day, not in calls: {not_sent:,} model steps sent no request[/dim]")
+    if reused:
+        saved = sum((Decimal(d["reuse_saved_usd"]) for d in daily), Decimal(0))
+        console.print(
+            f"[dim]per day, not in calls: {reused:,} items reused an identical text's "
+            f"decision (saved {_usd(saved)})[/dim]"
+        )
 
 
 def write_report_csv(r: dict[str, Any], out: TextIO = sys.stdout) -> None:

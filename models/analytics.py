@@ -722,6 +722,9 @@ class DailyRow:
     cost_nanos: int
     baseline_nanos: int
     p95_ms: int | None
+    not_sent: int = 0  # model steps that sent no request (breaker open, drill): not calls
+    reused: int = 0  # items that took an identical text's decision: no call
+    reuse_saved_nanos: int = 0  # what their sources' calls cost
 
 
 def _nanos(usd: Any) -> int:
@@ -794,6 +797,9 @@ def daily(session: Session, scope: Scope) -> list[DailyRow]:
                 cost_nanos=_nanos(r["cost_usd"]),
                 baseline_nanos=_nanos(r["baseline_cost_usd"]),
                 p95_ms=None if r["p95_ms"] is None else int(r["p95_ms"]),
+                not_sent=_int(r["not_sent"]),
+                reused=_int(r["reused"]),
+                reuse_saved_nanos=_nanos(r["reuse_saved_usd"]),
             )
         )
     return out

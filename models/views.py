@@ -157,12 +157,34 @@ REPORT_DAILY_COLUMNS: tuple[str, ...] = (
     "p95_ms",
     "tier_index",
     "accepted",
+    "not_sent",
+    "reused",
+    "reuse_saved_usd",
 )
 
 DAY_SQL: dict[str, str] = {
     "postgresql": "CAST({t}.created_at AT TIME ZONE 'UTC' AS DATE)",
     "sqlite": "date({t}.created_at)",
 }
+
+# What a step amounts to, as report_tiers counts it: a call is a request sent; a model
+# step that sent none (breaker open, drill) is counted apart (``not_sent``), with no
+# latency; a reused decision (role 'reuse', the decision of an item with the same text)
+# is no call, and saved what its source's calls cost (models.cache_report.reuse_summary).
+CALL = "a.role NOT IN ('rules', 'reuse') AND a.outcome NOT IN ('breaker_open', 'drill')"
+NOT_SENT = "a.role NOT IN ('rules', 'reuse') AND a.outcome IN ('breaker_open', 'drill')"
+REUSED = "a.role = 'reuse' AND a.decision IN ('accept', 'capped')"
+SOURCE_COST = "(SELECT src.cost_nanos FROM items AS src WHERE src.id = a.reuse_of)"
+_SENT_PARTS = f"""\
+        CASE WHEN {CALL}
+            THEN 1 ELSE 0 END AS is_call,
+        CASE WHEN {NOT_SENT}
+            THEN 1 ELSE 0 END AS not_sent,
+        CASE WHEN {REUSED}
+            THEN 1 ELSE 0 END AS reused,
+        CASE WHEN {REUSED}
+            THEN {SOURCE_COST}
+            ELSE 0 END AS reuse_saved_nanos"""
 
 # One row per non-shadow attempt in {range}, with its group and its additive parts.
 DAILY_STEPS = """\
@@ -177,6 +199,7 @@ DAILY_STEPS = """\
         a.latency_ms AS latency_ms,
         CASE WHEN a.decision IN ('accept', 'fail')
             THEN {baseline} ELSE 0 END AS baseline_nanos,
+{sent_parts},
         CASE WHEN EXISTS (
             SELECT 1 FROM attempts AS b
             WHERE b.item_id = a.item_id AND b.id < a.id
@@ -194,9 +217,12 @@ _COUNTERS = """\
         SUM(CASE WHEN s.decision = 'accept' THEN 1 ELSE 0 END) AS accepted,
         SUM(CASE WHEN s.decision = 'escalate' THEN 1 ELSE 0 END) AS escalated,
         SUM(CASE WHEN s.decision = 'fail' THEN 1 ELSE 0 END) AS failed,
-        SUM(CASE WHEN s.role <> 'rules' THEN 1 ELSE 0 END) AS calls,
+        SUM(s.is_call) AS calls,
         SUM(s.cost_nanos) AS cost_nanos,
-        SUM(s.baseline_nanos) AS baseline_nanos"""
+        SUM(s.baseline_nanos) AS baseline_nanos,
+        SUM(s.not_sent) AS not_sent,
+        SUM(s.reused) AS reused,
+        SUM(s.reuse_saved_nanos) AS reuse_saved_nanos"""
 
 _REPORT_DAILY_BODY = """\
 WITH tail AS (
@@ -204,7 +230,8 @@ WITH tail AS (
 ),
 counts AS (
     SELECT r.day, r.pipeline, r.tier_index, r.tier, r.items, r.accepted, r.escalated,
-        r.failed, r.calls, r.cost_nanos, r.baseline_nanos
+        r.failed, r.calls, r.cost_nanos, r.baseline_nanos, r.not_sent, r.reused,
+        r.reuse_saved_nanos
     FROM rollup_daily AS r
 {{roll_where}}    UNION ALL
     SELECT s.day, s.pipeline, s.tier_index, s.tier,
@@ -216,7 +243,8 @@ totals AS (
     SELECT c.day AS day, c.pipeline AS pipeline, c.tier_index AS tier_index, c.tier AS tier,
         SUM(c.items) AS items, SUM(c.accepted) AS accepted, SUM(c.escalated) AS escalated,
         SUM(c.failed) AS failed, SUM(c.calls) AS calls, SUM(c.cost_nanos) AS cost_nanos,
-        SUM(c.baseline_nanos) AS baseline_nanos
+        SUM(c.baseline_nanos) AS baseline_nanos, SUM(c.not_sent) AS not_sent,
+        SUM(c.reused) AS reused, SUM(c.reuse_saved_nanos) AS reuse_saved_nanos
     FROM counts AS c
     GROUP BY c.day, c.pipeline, c.tier_index, c.tier
 ),
@@ -226,7 +254,7 @@ latencies AS (
 {{roll_where}}    UNION ALL
     SELECT s.day, s.pipeline, s.tier_index, s.tier, s.latency_ms, COUNT(*) AS n
     FROM tail AS s
-    WHERE s.role <> 'rules'
+    WHERE s.is_call = 1
     GROUP BY s.day, s.pipeline, s.tier_index, s.tier, s.latency_ms
 ),
 histogram AS (
@@ -263,7 +291,10 @@ SELECT
     CAST(t.baseline_nanos * 0.000000001 AS NUMERIC(38, 9)) AS baseline_cost_usd,
     p.p95_ms AS p95_ms,
     t.tier_index AS tier_index,
-    CAST(t.accepted AS BIGINT) AS accepted
+    CAST(t.accepted AS BIGINT) AS accepted,
+    CAST(t.not_sent AS BIGINT) AS not_sent,
+    CAST(t.reused AS BIGINT) AS reused,
+    CAST(t.reuse_saved_nanos * 0.000000001 AS NUMERIC(38, 9)) AS reuse_saved_usd
 FROM totals AS t
 LEFT JOIN p95 AS p
     ON p.day = t.day AND p.pipeline = t.pipeline
@@ -284,6 +315,7 @@ def _steps(dialect: str, range_sql: str, *, join_items: bool) -> str:
         if join_items
         else "(SELECT i.baseline_nanos FROM items AS i\n                WHERE i.id = a.item_id)",
         items_join="\n    JOIN items AS i ON i.id = a.item_id" if join_items else "",
+        sent_parts=_SENT_PARTS,
     )
 
 
@@ -323,7 +355,7 @@ REPORT_DAILY_SQL: dict[str, str] = {
 # them to the rollup. SQLite needs the WHERE before ON CONFLICT in INSERT ... SELECT.
 _ROLLUP_ADD = """\
 INSERT INTO rollup_daily (day, pipeline, tier_index, tier, items, accepted, escalated,
-    failed, calls, cost_nanos, baseline_nanos)
+    failed, calls, cost_nanos, baseline_nanos, not_sent, reused, reuse_saved_nanos)
 SELECT s.day, s.pipeline, s.tier_index, s.tier,
 {counters}
 FROM (
@@ -338,16 +370,20 @@ ON CONFLICT (day, pipeline, tier_index, tier) DO UPDATE SET
     failed = rollup_daily.failed + excluded.failed,
     calls = rollup_daily.calls + excluded.calls,
     cost_nanos = rollup_daily.cost_nanos + excluded.cost_nanos,
-    baseline_nanos = rollup_daily.baseline_nanos + excluded.baseline_nanos
+    baseline_nanos = rollup_daily.baseline_nanos + excluded.baseline_nanos,
+    not_sent = rollup_daily.not_sent + excluded.not_sent,
+    reused = rollup_daily.reused + excluded.reused,
+    reuse_saved_nanos = rollup_daily.reuse_saved_nanos + excluded.reuse_saved_nanos
 """
 
-_ROLLUP_LATENCY_ADD = """\
+_ROLLUP_LATENCY_ADD = f"""\
 INSERT INTO rollup_daily_latency (day, pipeline, tier_index, tier, latency_ms, n)
-SELECT {day_a}, j.pipeline_name, a.tier_index, a.tier, a.latency_ms, COUNT(*)
+SELECT {{day_a}}, j.pipeline_name, a.tier_index, a.tier, a.latency_ms, COUNT(*)
 FROM attempts AS a
 JOIN jobs AS j ON j.id = a.job_id
-WHERE a.id > :lo AND a.id <= :hi AND a.role NOT IN ('rules', 'shadow')
-GROUP BY {day_a}, j.pipeline_name, a.tier_index, a.tier, a.latency_ms
+WHERE a.id > :lo AND a.id <= :hi AND a.role <> 'shadow'
+    AND {CALL}
+GROUP BY {{day_a}}, j.pipeline_name, a.tier_index, a.tier, a.latency_ms
 ON CONFLICT (day, pipeline, tier_index, tier, latency_ms) DO UPDATE SET
     n = rollup_daily_latency.n + excluded.n
 """
@@ -374,19 +410,26 @@ SELECT
     COUNT(DISTINCT a.item_id) AS items,
     SUM(CASE WHEN a.decision = 'escalate' THEN 1 ELSE 0 END) AS escalated,
     SUM(CASE WHEN a.decision = 'fail' THEN 1 ELSE 0 END) AS failed,
-    SUM(CASE WHEN a.role <> 'rules' THEN 1 ELSE 0 END) AS calls,
+    SUM(CASE WHEN {call} THEN 1 ELSE 0 END) AS calls,
     CAST(SUM(a.cost_nanos) * 0.000000001 AS NUMERIC(38, 9)) AS cost_usd,
     CAST(
         SUM(CASE WHEN a.decision IN ('accept', 'fail') THEN i.baseline_nanos ELSE 0 END)
         * 0.000000001 AS NUMERIC(38, 9)
     ) AS baseline_cost_usd,
     percentile_disc(0.95) WITHIN GROUP (ORDER BY a.latency_ms)
-        FILTER (WHERE a.role <> 'rules') AS p95_ms,
+        FILTER (WHERE {call}) AS p95_ms,
     a.tier_index AS tier_index,
-    SUM(CASE WHEN a.decision = 'accept' THEN 1 ELSE 0 END) AS accepted
+    SUM(CASE WHEN a.decision = 'accept' THEN 1 ELSE 0 END) AS accepted,
+    SUM(CASE WHEN {not_sent} THEN 1 ELSE 0 END) AS not_sent,
+    SUM(CASE WHEN {reused} THEN 1 ELSE 0 END) AS reused,
+    CAST(
+        SUM(CASE WHEN {reused} THEN src.cost_nanos ELSE 0 END)
+        * 0.000000001 AS NUMERIC(38, 9)
+    ) AS reuse_saved_usd
 FROM attempts AS a
 JOIN jobs AS j ON j.id = a.job_id
 JOIN items AS i ON i.id = a.item_id
+LEFT JOIN items AS src ON src.id = a.reuse_of
 WHERE a.role <> 'shadow'{where}
 GROUP BY CAST(a.created_at AT TIME ZONE 'UTC' AS DATE), j.pipeline_name, a.tier_index, a.tier
 """
@@ -404,7 +447,7 @@ WITH steps AS (
         a.latency_ms AS latency_ms,
         CASE WHEN a.decision IN ('accept', 'fail') THEN i.baseline_nanos ELSE 0 END
             AS baseline_nanos,
-        CASE WHEN a.role <> 'rules' THEN 1 ELSE 0 END AS is_call
+{sent_parts}
     FROM attempts AS a
     JOIN jobs AS j ON j.id = a.job_id
     JOIN items AS i ON i.id = a.item_id
@@ -437,12 +480,18 @@ SELECT
         THEN r.latency_ms END
     ) AS p95_ms,
     r.tier_index AS tier_index,
-    SUM(CASE WHEN r.decision = 'accept' THEN 1 ELSE 0 END) AS accepted
+    SUM(CASE WHEN r.decision = 'accept' THEN 1 ELSE 0 END) AS accepted,
+    SUM(r.not_sent) AS not_sent,
+    SUM(r.reused) AS reused,
+    CAST(SUM(r.reuse_saved_nanos) * 0.000000001 AS NUMERIC(38, 9)) AS reuse_saved_usd
 FROM ranked AS r
 GROUP BY r.day, r.pipeline, r.tier_index, r.tier
 """
 
+# The call predicates go in by replace(): these texts are .format()ed with {where} later.
 REPORT_DAILY_LIVE: dict[str, str] = {
-    "postgresql": REPORT_DAILY_LIVE_POSTGRESQL,
-    "sqlite": REPORT_DAILY_LIVE_SQLITE,
+    "postgresql": REPORT_DAILY_LIVE_POSTGRESQL.replace("{call}", CALL)
+    .replace("{not_sent}", NOT_SENT)
+    .replace("{reused}", REUSED),
+    "sqlite": REPORT_DAILY_LIVE_SQLITE.replace("{sent_parts}", _SENT_PARTS),
 }

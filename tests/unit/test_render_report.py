@@ -81,3 +81,21 @@ def test_render_html_of_an_empty_report_has_all_charts() -> None:
     for chart in ("chart-funnel", "chart-cost", "chart-latency", "chart-confidence"):
         assert f'<svg id="{chart}"' in html
     assert '<p class="none">none</p></figure>' in html  # no day yet: no chart of nothing
+
+
+def test_per_day_note_counts_steps_that_were_not_calls() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from cascade.render import _print_daily_not_calls
+
+    day = {"not_sent": 2, "reused": 3, "reuse_saved_usd": "0.000001500"}
+    out = StringIO()
+    _print_daily_not_calls(Console(file=out, width=100), [day, day | {"reused": 0}])
+    text = out.getvalue()
+    assert "4 model steps sent no request" in text
+    assert "3 items reused an identical text's decision" in text and "saved $" in text
+    quiet = StringIO()
+    _print_daily_not_calls(Console(file=quiet), [{"not_sent": 0, "reused": 0}])
+    assert quiet.getvalue() == ""

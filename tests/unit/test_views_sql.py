@@ -71,4 +71,16 @@ def test_newest_revision_report_daily_equals_models_views() -> None:
     for sql in views.REPORT_DAILY_SQL.values():
         assert sql.startswith(f"CREATE VIEW {views.REPORT_DAILY} AS\n")
         assert "rollup_daily" in sql and "role <> 'shadow'" in sql
-    assert defining[-1].ROLLUP_LAST_ID_SQL == views.ROLLUP_LAST_ID_SQL
+    with_function = [m for m in _revisions() if hasattr(m, "ROLLUP_LAST_ID_SQL")]
+    assert with_function, "no revision defines ROLLUP_LAST_ID_SQL"
+    assert with_function[-1].ROLLUP_LAST_ID_SQL == views.ROLLUP_LAST_ID_SQL
+
+
+def test_report_daily_counts_calls_as_report_tiers_does() -> None:
+    """A step that sent no request, and a reused decision, are no call in either view."""
+    tiers = views.REPORT_TIERS_SQL
+    for sql in views.REPORT_DAILY_SQL.values():
+        assert f"CASE WHEN {views.CALL}\n            THEN 1 ELSE 0 END AS is_call" in sql
+        assert "SUM(s.is_call) AS calls" in sql
+        assert "WHERE s.is_call = 1" in sql  # the p95 is over requests sent only
+    assert f"CASE WHEN {views.CALL}\n" in tiers
