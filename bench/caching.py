@@ -1,6 +1,6 @@
 """Prompt caching and duplicate reuse, measured from the ledger on the fake Messages API.
 
-    python -m bench.caching --items 2000 [--repeat-share 0.3] [--latency-ms 20]
+    python -m bench.caching --items 10000 --rounds 3 [--repeat-share 0.3] [--latency-ms 20]
 
 Three embedded runs (SQLite, the CLI's own worker) of the same distinct items on a
 pipeline with a ~4,000-token prefix (the moderation policy, worked examples padded)
@@ -8,7 +8,9 @@ and ~150-token items: ``cache = "off"``, then ``cache = "auto"``; each reports i
 cost per item from the attempts (input, cache writes and reads at their prices),
 cache writes per model, hit rate after the first call and wall time. A third run
 repeats a share of the texts: its model calls must equal the distinct run's, exactly
-(counted by the fake).
+(counted by the fake). ``--rounds N`` runs N off/auto pairs, alternating which goes
+first, so that load from other processes falls on both. Exits 1 when a target is
+missed (``make bench`` runs it after ``bench.run``).
 """
 
 from __future__ import annotations
@@ -234,6 +236,31 @@ def reuse_run(
     }
 
 
+# Issue 19's targets; throughput (no loss beyond 5 %) is reported, not enforced: on a
+# shared machine it measures the neighbours as much as the cache.
+TARGETS = {
+    "input_cost_saving_pct": ("cache on vs off: input cost per item lower by", ">=", 80.0),
+    "cache_writes_per_model_max": ("cache writes per (model, prefix) per job", "<=", 1),
+    "hit_rate_after_first_min": ("hit rate after the first call", ">=", 0.99),
+}
+
+
+def missed(out: dict[str, Any]) -> list[str]:
+    """The targets the run missed, in words (empty: all met)."""
+    bad = []
+    for key, (what, op, want) in TARGETS.items():
+        got = out["cache"][key]
+        if not (got >= want if op == ">=" else got <= want):
+            bad.append(f"{what}: {got} (target {op} {want})")
+    reuse = out.get("reuse")
+    if reuse is not None and not reuse["exact"]:
+        bad.append(
+            f"repeats: {reuse['calls_with_repeats_job']} calls against "
+            f"{reuse['calls_distinct_only_job']} for the distinct texts alone (target: equal)"
+        )
+    return bad
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=2000)
@@ -262,6 +289,11 @@ def main() -> None:
             out["reuse"] = reuse_run(env, fake, tmp, args)
     json.dump(out, sys.stdout, indent=2)
     sys.stdout.write("\n")
+    bad = missed(out)
+    for line in bad:
+        sys.stderr.write(f"bench.caching: target missed: {line}\n")
+    if bad:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
