@@ -106,6 +106,21 @@ def job_report(job: Any, totals: JobTotals, tiers: list[TierRow]) -> dict[str, A
     }
 
 
+def items_line(report: dict[str, Any]) -> str:
+    """How many items, and where they are: the same words in the text and HTML reports.
+
+    Items in review are final for the machine (a person decides): counted apart.
+    """
+    review = report.get("items_review", 0)
+    return (
+        f"items {report['items_total']:,}: done {report['items_done']:,}, "
+        f"failed {report['items_failed']:,}, "
+        + (f"in review {review:,}, " if review else "")
+        + f"unfinished {report['items_unfinished']:,}; "
+        f"rejected input lines {report['lines_rejected']:,}"
+    )
+
+
 def print_report(console: Console, report: dict[str, Any]) -> None:
     if report["job_id"] is None:
         title = f"Report · {report.get('scope_text', 'all jobs')}"
@@ -142,15 +157,7 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
             "-" if t["p95_ms"] is None else str(t["p95_ms"]),
         )
     console.print(table)
-    review = report.get("items_review", 0)
-    console.print(
-        f"items {report['items_total']:,}: done {report['items_done']:,}, "
-        f"failed {report['items_failed']:,}, "
-        + (f"in review {review:,}, " if review else "")
-        + f"unfinished {report['items_unfinished']:,}; "
-        f"rejected input lines {report['lines_rejected']:,}",
-        soft_wrap=True,
-    )
+    console.print(items_line(report), soft_wrap=True)
     console.print(savings_line(report), soft_wrap=True)
     if report.get("offline"):
         console.print(

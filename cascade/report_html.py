@@ -15,6 +15,7 @@ from html import escape
 from typing import Any
 
 from cascade.fmt import money
+from cascade.render import items_line
 
 W, H = 560, 260  # chart size
 ML, MR, MT, MB = 64, 40, 30, 50  # margins: left, right, top, bottom
@@ -302,9 +303,7 @@ def render_html(r: dict[str, Any]) -> str:
         f"<h1>{_e(title)}</h1>",
         _offline_note(r),
         tiles(r),
-        f"<p>items {_n(r['items_total'])}: done {_n(r['items_done'])}, failed "
-        f"{_n(r['items_failed'])}, unfinished {_n(r['items_unfinished'])}; rejected input "
-        f"lines {_n(r['lines_rejected'])}</p>",
+        f"<p>{_e(items_line(r))}</p>",
         f"<p>{_partial(r)}cost <b>{_m(r.get('finished_cost_usd', r['cost_usd']))}</b> vs "
         f"{_m(r['baseline_cost_usd'])} all on the last tier (estimate): saved "
         f"{_m(r['savings_usd'])} (<b>{_e(r['savings_pct'])}%</b>); "
