@@ -29,12 +29,12 @@ def build_report(session: Any, job: Any, scope: Any, prices: Any) -> dict[str, A
     from cascade.cli_review import add_reviews
     from cascade.render import add_sections, job_report
     from models import analytics as an
-    from models.reports import job_totals, served_by_fake, tier_rows
+    from models.reports import served_by_fake, tier_rows
 
     an.for_reports(session)
     funnel = an.funnel(session, scope)
     if job is not None and not scope.item_level and scope.pipeline is None:
-        report = job_report(job, job_totals(session, job.id), tier_rows(session, job.id))
+        report = job_report(job, an.job_totals(session, job.id), tier_rows(session, job.id))
     else:
         totals = an.totals(session, scope)
         report = job_report(job, totals, an.tier_rows(funnel, totals.job_id))
