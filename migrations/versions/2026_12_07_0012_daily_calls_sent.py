@@ -37,7 +37,7 @@ GROUP = ("day", "pipeline", "tier_index", "tier")
 COUNTERS = ("items", "accepted", "escalated", "failed", "calls", "cost_nanos", "baseline_nanos")
 NEW_COUNTERS = ("not_sent", "reused", "reuse_saved_nanos")
 
-# Frozen copy of models.views.REPORT_DAILY_SQL (tests/unit/test_views_sql.py).
+# Frozen copy of models.views_daily.REPORT_DAILY_SQL (tests/unit/test_views_sql.py).
 REPORT_DAILY_SQL: dict[str, str] = {
     "postgresql": """\
 CREATE VIEW report_daily AS

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from models.analytics.scope import Scope, as_int, bounds, for_reports
-from models.views import REPORT_DAILY_BODY, REPORT_DAILY_LIVE
+from models.views_daily import REPORT_DAILY_BODY, REPORT_DAILY_LIVE
 
 
 @dataclass(frozen=True, slots=True)

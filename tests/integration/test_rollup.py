@@ -18,7 +18,7 @@ from models import analytics as an
 from models import rollup
 from models.tables import Attempt
 from models.tables_rollup import RollupDaily, RollupDailyLatency
-from models.views import REPORT_DAILY_LIVE
+from models.views_daily import REPORT_DAILY_LIVE
 from tests.integration.conftest import Ledger, add_attempt, add_item, new_job
 from tests.integration.test_analytics import DAILY, build_triage
 
