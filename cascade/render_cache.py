@@ -13,14 +13,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from cascade.render import usd_text
 from models.cache_report import Reuse, TierCache
 from workers.pricing import PriceTable, UnknownModelError
-
-
-def _money(nanos: int) -> str:
-    from cascade.render import _money as money
-
-    return money(nanos)
 
 
 def cache_saved_nanos(prices: PriceTable | None, c: TierCache) -> int | None:
@@ -65,14 +60,14 @@ def add_cache_sections(
                 "input_tokens": c.input_tokens,
                 "cache_write_tokens": c.cache_write_tokens,
                 "cache_read_tokens": c.cache_read_tokens,
-                "saved_usd": None if saved is None else _money(saved),
+                "saved_usd": None if saved is None else usd_text(saved),
             }
         )
-    report["cache"] = {"saved_usd": _money(total), "tiers": tiers}
+    report["cache"] = {"saved_usd": usd_text(total), "tiers": tiers}
     report["reuse"] = {
         "items": reuse.items,
         "waiting": reuse.waiting,
-        "saved_usd": _money(reuse.saved_nanos),
+        "saved_usd": usd_text(reuse.saved_nanos),
     }
     return report
 
@@ -106,7 +101,8 @@ def print_cache_sections(console: Console, r: dict[str, Any]) -> None:
 
 def cache_sections_html(r: dict[str, Any]) -> list[str]:
     """The HTML page's prompt-cache and reuse sections (empty when there is nothing)."""
-    from cascade.report_html import _e, _m, _n, _table
+    from cascade.report_html import _m, _n, _table
+    from cascade.report_svg import esc as _e
 
     out: list[str] = []
     cache = r.get("cache")

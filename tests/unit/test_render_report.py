@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from cascade.render import cache_savings_nanos, escalation_warning
+from cascade.render_sections import cache_savings_nanos, escalation_warning
 from cascade.report_html import bar_chart, render_html
 from models.analytics import FunnelTier, bucket_of, nearest_rank
 from workers.pricing import PriceTable
@@ -88,16 +88,16 @@ def test_per_day_note_counts_steps_that_were_not_calls() -> None:
 
     from rich.console import Console
 
-    from cascade.render import _print_daily_not_calls
+    from cascade.render_text import print_daily_not_calls
 
     day = {"not_sent": 2, "reused": 3, "reuse_saved_usd": "0.000001500"}
     out = StringIO()
-    _print_daily_not_calls(Console(file=out, width=100), [day, day | {"reused": 0}])
+    print_daily_not_calls(Console(file=out, width=100), [day, day | {"reused": 0}])
     text = out.getvalue()
     assert "4 model steps sent no request" in text
     assert "3 items reused an identical text's decision" in text and "saved $" in text
     quiet = StringIO()
-    _print_daily_not_calls(Console(file=quiet), [{"not_sent": 0, "reused": 0}])
+    print_daily_not_calls(Console(file=quiet), [{"not_sent": 0, "reused": 0}])
     assert quiet.getvalue() == ""
 
 
