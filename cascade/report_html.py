@@ -15,8 +15,12 @@ from typing import Any
 
 from cascade.fmt import money
 from cascade.render import items_line
+from cascade.render_cache import cache_sections_html
 from cascade.report_svg import bar_chart
 from cascade.report_svg import esc as _e
+from cascade.report_svg import html_table as _table
+from cascade.report_svg import num_html as _n
+from cascade.report_svg import usd_html as _m
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#111827}
@@ -102,23 +106,6 @@ def charts(r: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def _table(headers: list[str], rows: list[list[Any]], title: str = "") -> str:
-    heading = f"<h3>{_e(title)}</h3>" if title else ""
-    if not rows:
-        return f'{heading}<p class="none">none</p>'
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"{heading}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _m(value: Any) -> str:
-    return "-" if value is None else _e(money(str(value)))
-
-
-def _n(value: Any) -> str:
-    return _e(f"{value:,}") if isinstance(value, int) else _e("-" if value is None else value)
-
-
 def _partial(r: dict[str, Any]) -> str:
     if not r.get("partial"):
         return ""
@@ -163,8 +150,6 @@ def render_html(r: dict[str, Any]) -> str:
         title = f"Job {r['job_id']} · {r['job_name']} · {r['pipeline']} · {r['status']}"
     else:
         title = f"Report · {r.get('scope_text', 'all jobs')}"
-    from cascade.render_cache import cache_sections_html  # prompt cache and reuse sections
-
     sections = [
         f"<h1>{_e(title)}</h1>",
         _offline_note(r),
@@ -179,7 +164,12 @@ def render_html(r: dict[str, Any]) -> str:
         _table(
             ["tier", "agreed with final", "pairs", "rate"],
             [
-                [_e(a["tier"]), _n(a["agreed"]), _n(a["pairs"]), f"{a['rate'] * 100:.1f}%"]
+                [
+                    _e(a["tier"]),
+                    _n(a["agreed"]),
+                    _n(a["pairs"]),
+                    f"{a['rate'] * 100:.1f}%",
+                ]
                 for a in r.get("confidence", {}).get("agreement", [])
             ],
         ),

@@ -1,4 +1,6 @@
-"""Bar charts as inline SVG, drawn by hand for the HTML report (``cascade.report_html``).
+"""Bar charts as inline SVG, drawn by hand, and the small HTML helpers (escaped text,
+money, numbers, tables) of the HTML report's pages (``cascade.report_html``,
+``cascade.render_cache``).
 
 No plotting library: a few bar/line charts do not justify a heavy dependency, and SVG
 text stays selectable and searchable.
@@ -160,3 +162,21 @@ def _rate_line(groups: list[str], line: tuple[str, list[float]]) -> list[str]:
         y = MT + ph - ph * n / 4
         parts.append(f'<text x="{ML + pw + 4}" y="{y + 4:.1f}">{n * 25}%</text>')
     return parts
+
+
+def html_table(headers: list[str], rows: list[list[Any]], title: str = "") -> str:
+    """A table of already-escaped cells under an optional heading; "none" when empty."""
+    heading = f"<h3>{esc(title)}</h3>" if title else ""
+    if not rows:
+        return f'{heading}<p class="none">none</p>'
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"{heading}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def usd_html(value: Any) -> str:
+    return "-" if value is None else esc(money(str(value)))
+
+
+def num_html(value: Any) -> str:
+    return esc(f"{value:,}") if isinstance(value, int) else esc("-" if value is None else value)
