@@ -31,11 +31,15 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-## Throughput, memory, latency and fleet rate-limit benchmarks (needs Postgres and Redis).
-## BENCH_ARGS=--quick for the scaled-down run (a few minutes).
+## Throughput, memory, latency and fleet rate-limit benchmarks (needs Postgres and Redis),
+## then prompt caching and repeated texts (issue 19: 10,000 items, 3 interleaved
+## cache off/on pairs, ~25 min under load). BENCH_ARGS=--quick for the scaled-down
+## run (a few minutes); CACHING_ARGS to size the caching run.
+CACHING_ARGS ?= --items 10000 --rounds 3
 bench: $(STAMP)
 	$(BIN)/python -c 'import litellm' 2>/dev/null || $(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.caching $(CACHING_ARGS)
 
 ## The chaos soak (~10 min; SOAK_ARGS=--quick for ~2 min): kills, Redis restart, faults,
 ## then the fake's request log against the ledger. Needs Postgres and redis-server;

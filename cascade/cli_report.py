@@ -27,29 +27,29 @@ def build_report(session: Any, job: Any, scope: Any, prices: Any) -> dict[str, A
     single job, from the scoped analytics queries.
     """
     from cascade.cli_review import add_reviews
-    from cascade.render import add_sections, job_report
+    from cascade.render import job_report
+    from cascade.render_sections import Sections, add_sections
     from models import analytics as an
-    from models.reports import job_totals, served_by_fake, tier_rows
+    from models.reports import served_by_fake, tier_rows
 
     an.for_reports(session)
     funnel = an.funnel(session, scope)
     if job is not None and not scope.item_level and scope.pipeline is None:
-        report = job_report(job, job_totals(session, job.id), tier_rows(session, job.id))
+        report = job_report(job, an.job_totals(session, job.id), tier_rows(session, job.id))
     else:
         totals = an.totals(session, scope)
         report = job_report(job, totals, an.tier_rows(funnel, totals.job_id))
-    report = add_sections(
-        report,
-        scope,
-        funnel,
-        an.cost(session, scope),
-        an.end_to_end(session, scope),
-        an.reliability(session, scope),
-        an.confidence(session, scope),
-        an.agreement(session, scope),
-        an.daily(session, scope),
-        prices,
+    sections = Sections(
+        scope=scope,
+        funnel=funnel,
+        cost=an.cost(session, scope),
+        e2e=an.end_to_end(session, scope),
+        rel=an.reliability(session, scope),
+        conf=an.confidence(session, scope),
+        agree=an.agreement(session, scope),
+        daily=an.daily(session, scope),
     )
+    report = add_sections(report, sections, prices)
     add_calibration(report, an.calibration_spend(session, scope))
     add_reviews(report, session, job)
     from cascade.render_cache import add_cache_sections
@@ -62,13 +62,13 @@ def build_report(session: Any, job: Any, scope: Any, prices: Any) -> dict[str, A
 
 def add_calibration(report: dict[str, Any], cal: Any) -> None:
     """Shadow samples' spend: beside the items' cost, never inside it."""
-    from cascade.render import _money
+    from cascade.render import usd_text
 
-    report["cost"]["calibration_usd"] = _money(cal.cost_nanos)
+    report["cost"]["calibration_usd"] = usd_text(cal.cost_nanos)
     report["calibration"] = {
         "samples": cal.samples,
         "items": cal.items,
-        "cost_usd": _money(cal.cost_nanos),
+        "cost_usd": usd_text(cal.cost_nanos),
         "answered": cal.answered,
         "agreed_with_final": cal.agreed,
     }
@@ -108,7 +108,9 @@ def print_job_report(
 ) -> None:
     """Print one report. ``full=False`` (after a submit) prints only the tier table."""
     from cascade.cli_review import print_reviews
-    from cascade.render import print_report, print_sections, write_report_csv
+    from cascade.render import print_report
+    from cascade.render_csv import write_report_csv
+    from cascade.render_text import print_sections
     from models.analytics import Scope
     from tasks.runtime import get_runtime
 
@@ -151,7 +153,8 @@ def print_job_report(
 
 
 def print_compare(ref_a: str, ref_b: str, fmt: str) -> None:
-    from cascade.render import compare_report, print_compare
+    from cascade.render_csv import compare_report
+    from cascade.render_text import print_compare
     from models.analytics import Scope
     from tasks.runtime import get_runtime
 

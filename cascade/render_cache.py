@@ -13,14 +13,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from cascade.render import usd_text
+from cascade.report_svg import esc, html_table, num_html, usd_html
 from models.cache_report import Reuse, TierCache
 from workers.pricing import PriceTable, UnknownModelError
-
-
-def _money(nanos: int) -> str:
-    from cascade.render import _money as money
-
-    return money(nanos)
 
 
 def cache_saved_nanos(prices: PriceTable | None, c: TierCache) -> int | None:
@@ -65,14 +61,14 @@ def add_cache_sections(
                 "input_tokens": c.input_tokens,
                 "cache_write_tokens": c.cache_write_tokens,
                 "cache_read_tokens": c.cache_read_tokens,
-                "saved_usd": None if saved is None else _money(saved),
+                "saved_usd": None if saved is None else usd_text(saved),
             }
         )
-    report["cache"] = {"saved_usd": _money(total), "tiers": tiers}
+    report["cache"] = {"saved_usd": usd_text(total), "tiers": tiers}
     report["reuse"] = {
         "items": reuse.items,
         "waiting": reuse.waiting,
-        "saved_usd": _money(reuse.saved_nanos),
+        "saved_usd": usd_text(reuse.saved_nanos),
     }
     return report
 
@@ -106,26 +102,24 @@ def print_cache_sections(console: Console, r: dict[str, Any]) -> None:
 
 def cache_sections_html(r: dict[str, Any]) -> list[str]:
     """The HTML page's prompt-cache and reuse sections (empty when there is nothing)."""
-    from cascade.report_html import _e, _m, _n, _table
-
     out: list[str] = []
     cache = r.get("cache")
     if cache and cache["tiers"]:
         out += [
             "<h2>Prompt cache</h2>",
-            f"<p>caching saved <b>{_m(cache['saved_usd'])}</b> against sending every "
+            f"<p>caching saved <b>{usd_html(cache['saved_usd'])}</b> against sending every "
             "prompt uncached</p>",
-            _table(
+            html_table(
                 ["tier", "model", "calls", "hit rate", "tokens read", "tokens written", "saved"],
                 [
                     [
-                        _e(c["tier"] + (" (batch)" if c["batch"] else "")),
-                        _e(c["model"]),
-                        _n(c["calls"]),
+                        esc(c["tier"] + (" (batch)" if c["batch"] else "")),
+                        esc(c["model"]),
+                        num_html(c["calls"]),
                         "-" if c["hit_rate"] is None else f"{c['hit_rate'] * 100:.1f}%",
-                        _n(c["cache_read_tokens"]),
-                        _n(c["cache_write_tokens"]),
-                        _m(c["saved_usd"]),
+                        num_html(c["cache_read_tokens"]),
+                        num_html(c["cache_write_tokens"]),
+                        usd_html(c["saved_usd"]),
                     ]
                     for c in cache["tiers"]
                 ],
@@ -134,10 +128,10 @@ def cache_sections_html(r: dict[str, Any]) -> list[str]:
     reuse = r.get("reuse")
     if reuse and (reuse["items"] or reuse["waiting"]):
         out.append(
-            f"<h2>Reused decisions</h2><p>{_e(reuse['items'])} items repeated a text already "
+            f"<h2>Reused decisions</h2><p>{esc(reuse['items'])} items repeated a text already "
             f"classified and took its decision with no model call: saved "
-            f"<b>{_m(reuse['saved_usd'])}</b>"
-            + (f"; {_e(reuse['waiting'])} still waiting" if reuse["waiting"] else "")
+            f"<b>{usd_html(reuse['saved_usd'])}</b>"
+            + (f"; {esc(reuse['waiting'])} still waiting" if reuse["waiting"] else "")
             + "</p>"
         )
     return out

@@ -11,37 +11,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from decimal import Decimal
-from html import escape
 from typing import Any
 
 from cascade.fmt import money
+from cascade.render import items_line
+from cascade.render_cache import cache_sections_html
+from cascade.report_svg import bar_chart
+from cascade.report_svg import esc as _e
+from cascade.report_svg import html_table as _table
+from cascade.report_svg import num_html as _n
+from cascade.report_svg import usd_html as _m
 
-W, H = 560, 260  # chart size
-ML, MR, MT, MB = 64, 40, 30, 50  # margins: left, right, top, bottom
-COLORS = {
-    "entered": "#94a3b8",
-    "accepted": "#16a34a",
-    "escalated": "#f59e0b",
-    "failed": "#dc2626",
-    "cost": "#2563eb",
-    "baseline": "#9ca3af",
-    "p50_ms": "#60a5fa",
-    "p95_ms": "#2563eb",
-    "p99_ms": "#1e3a8a",
-    "max_ms": "#111827",
-    "rate": "#f59e0b",
-    "answers": "#6366f1",
-}
-# What a legend says for a series (the report's keys are for programs)
-LEGEND = {
-    "entered": "in",
-    "p50_ms": "p50",
-    "p95_ms": "p95",
-    "p99_ms": "p99",
-    "max_ms": "max",
-    "baseline": "all on the last tier",
-    "answers": "answers",
-}
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#111827}
 .tiles{display:flex;flex-wrap:wrap;gap:12px;margin:12px 0}
@@ -59,104 +39,6 @@ figure{margin:0;border:1px solid #e5e7eb;border-radius:6px;padding:8px}
 figcaption{font-size:13px;font-weight:600;margin-bottom:4px}
 svg text{font-size:11px;fill:#374151}
 """
-
-
-def _e(value: Any) -> str:
-    return escape("-" if value is None else str(value))
-
-
-def _nice_max(value: float) -> float:
-    """A round axis maximum >= value (1, 2, 2.5, 5 x 10^k)."""
-    if value <= 0:
-        return 1.0
-    k = 1.0
-    while k * 10 <= value:
-        k *= 10
-    while k > value:
-        k /= 10
-    for m in (1, 2, 2.5, 5, 10):
-        if k * m >= value:
-            return k * m
-    return k * 10
-
-
-def _fmt(v: float) -> str:
-    if v == 0:
-        return "0"
-    if abs(v) >= 100:
-        return f"{v:,.0f}"
-    if abs(v) >= 1:
-        return f"{v:.2f}".rstrip("0").rstrip(".")
-    return f"{v:.4f}".rstrip("0").rstrip(".")
-
-
-def bar_chart(
-    chart_id: str,
-    groups: list[str],
-    series: list[tuple[str, list[float]]],
-    unit: str = "",
-    line: tuple[str, list[float]] | None = None,
-) -> str:
-    """Grouped vertical bars (one group per x label), an optional 0-100 % line on the
-    right axis. Returns an ``<svg>`` element."""
-    pw, ph = W - ML - MR, H - MT - MB
-    top = _nice_max(max((v for _, vals in series for v in vals), default=0.0))
-    parts = [
-        f'<svg id="{chart_id}" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
-        f'viewBox="0 0 {W} {H}" role="img">'
-    ]
-    for n in range(5):  # y grid and labels
-        y = MT + ph - ph * n / 4
-        parts.append(f'<line x1="{ML}" y1="{y:.1f}" x2="{ML + pw}" y2="{y:.1f}" stroke="#e5e7eb"/>')
-        parts.append(
-            f'<text x="{ML - 6}" y="{y + 4:.1f}" text-anchor="end">{unit}{_fmt(top * n / 4)}</text>'
-        )
-    slot = pw / max(1, len(groups))
-    bw = slot * 0.8 / max(1, len(series))
-    for g, name in enumerate(groups):
-        x0 = ML + g * slot + slot * 0.1
-        for s, (sname, vals) in enumerate(series):
-            v = vals[g] if g < len(vals) else 0.0
-            shown = LEGEND.get(sname, sname)
-            h = ph * v / top
-            parts.append(
-                f'<rect class="bar" x="{x0 + s * bw:.1f}" y="{MT + ph - h:.1f}" '
-                f'width="{max(bw - 1, 1):.1f}" height="{h:.1f}" '
-                f'fill="{COLORS.get(sname, "#6b7280")}"><title>{_e(name)} {_e(shown)}: '
-                f"{money(v) if unit == '$' else unit + _fmt(v)}</title></rect>"
-            )
-        label = name if len(groups) <= 12 or g % max(1, len(groups) // 12) == 0 else ""
-        parts.append(
-            f'<text x="{x0 + slot * 0.4:.1f}" y="{MT + ph + 14}" text-anchor="middle">'
-            f"{_e(label)}</text>"
-        )
-    if line is not None and groups:
-        lname, lvals = line
-        pts = " ".join(
-            f"{ML + g * slot + slot / 2:.1f},{MT + ph - ph * min(v, 1.0):.1f}"
-            for g, v in enumerate(lvals)
-        )
-        parts.append(
-            f'<polyline class="line" points="{pts}" fill="none" stroke="{COLORS["rate"]}" '
-            'stroke-width="2"/>'
-        )
-        for g, v in enumerate(lvals):
-            parts.append(
-                f'<circle class="point" cx="{ML + g * slot + slot / 2:.1f}" '
-                f'cy="{MT + ph - ph * min(v, 1.0):.1f}" r="3" fill="{COLORS["rate"]}">'
-                f"<title>{_e(groups[g])} {_e(lname)}: {v * 100:.1f}%</title></circle>"
-            )
-        for n in (0, 2, 4):
-            y = MT + ph - ph * n / 4
-            parts.append(f'<text x="{ML + pw + 4}" y="{y + 4:.1f}">{n * 25}%</text>')
-        series = [*series, (lname, [])]
-    for s, (sname, _) in enumerate(series):  # legend
-        x = ML + s * 110
-        color = COLORS.get(sname if sname in COLORS else "rate", "#6b7280")
-        parts.append(f'<rect x="{x}" y="{H - 18}" width="10" height="10" fill="{color}"/>')
-        parts.append(f'<text x="{x + 14}" y="{H - 9}">{_e(LEGEND.get(sname, sname))}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 def _usd(value: Any) -> float:
@@ -224,23 +106,6 @@ def charts(r: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def _table(headers: list[str], rows: list[list[Any]], title: str = "") -> str:
-    heading = f"<h3>{_e(title)}</h3>" if title else ""
-    if not rows:
-        return f'{heading}<p class="none">none</p>'
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"{heading}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _m(value: Any) -> str:
-    return "-" if value is None else _e(money(str(value)))
-
-
-def _n(value: Any) -> str:
-    return _e(f"{value:,}") if isinstance(value, int) else _e("-" if value is None else value)
-
-
 def _partial(r: dict[str, Any]) -> str:
     if not r.get("partial"):
         return ""
@@ -280,37 +145,69 @@ def tiles(r: dict[str, Any]) -> str:
 
 
 def render_html(r: dict[str, Any]) -> str:
-    """The whole page for a report dict (``cascade.render.add_sections`` output)."""
+    """The whole page for a report dict (``cascade.render_sections.add_sections`` output)."""
     if r.get("job_id") is not None:
         title = f"Job {r['job_id']} · {r['job_name']} · {r['pipeline']} · {r['status']}"
     else:
         title = f"Report · {r.get('scope_text', 'all jobs')}"
-    ch = charts(r)
-
-    def fig(chart_id: str, caption: str) -> str:
-        return f"<figure><figcaption>{_e(caption)}</figcaption>{ch[chart_id]}</figure>"
-
-    c = r.get("cost", {})
-    rel = r.get("reliability", {})
-    lat = r.get("latency", {})
-    days = sorted({d["day"] for d in r.get("daily", [])})
-    daily = fig("chart-daily", "Spend and escalation rate per day")
-    if len(days) < 2:  # one bar is no chart: say it in words
-        said = f"<p>all on {_e(days[0])}</p>" if days else '<p class="none">none</p>'
-        daily = f"<figure><figcaption>Spend per day</figcaption>{said}</figure>"
     sections = [
         f"<h1>{_e(title)}</h1>",
         _offline_note(r),
         tiles(r),
-        f"<p>items {_n(r['items_total'])}: done {_n(r['items_done'])}, failed "
-        f"{_n(r['items_failed'])}, unfinished {_n(r['items_unfinished'])}; rejected input "
-        f"lines {_n(r['lines_rejected'])}</p>",
+        f"<p>{_e(items_line(r))}</p>",
+        _cost_line(r),
+        *_figures(r),
+        *_funnel_and_cost(r),
+        *_latency(r.get("latency", {})),
+        *_reliability(r.get("reliability", {})),
+        "<h2>Confidence</h2>",
+        _table(
+            ["tier", "agreed with final", "pairs", "rate"],
+            [
+                [
+                    _e(a["tier"]),
+                    _n(a["agreed"]),
+                    _n(a["pairs"]),
+                    f"{a['rate'] * 100:.1f}%",
+                ]
+                for a in r.get("confidence", {}).get("agreement", [])
+            ],
+        ),
+        *cache_sections_html(r),
+    ]
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
+        + "\n".join(sections)
+        + "</body></html>\n"
+    )
+
+
+def _cost_line(r: dict[str, Any]) -> str:
+    c = r.get("cost", {})
+    return (
         f"<p>{_partial(r)}cost <b>{_m(r.get('finished_cost_usd', r['cost_usd']))}</b> vs "
         f"{_m(r['baseline_cost_usd'])} all on the last tier (estimate): saved "
         f"{_m(r['savings_usd'])} (<b>{_e(r['savings_pct'])}%</b>); "
         f"realtime {_m(c.get('realtime_usd'))}, batch {_m(c.get('batch_usd'))}, cache saved "
         f"{_m(c.get('cache_savings_usd'))}; per item mean {_m(c.get('per_item_mean_usd'))}, "
-        f"p95 {_m(c.get('per_item_p95_usd'))}</p>",
+        f"p95 {_m(c.get('per_item_p95_usd'))}</p>"
+    )
+
+
+def _figures(r: dict[str, Any]) -> list[str]:
+    """The charts, in a grid; a single day is said in words (one bar is no chart)."""
+    ch = charts(r)
+
+    def fig(chart_id: str, caption: str) -> str:
+        return f"<figure><figcaption>{_e(caption)}</figcaption>{ch[chart_id]}</figure>"
+
+    days = sorted({d["day"] for d in r.get("daily", [])})
+    daily = fig("chart-daily", "Spend and escalation rate per day")
+    if len(days) < 2:
+        said = f"<p>all on {_e(days[0])}</p>" if days else '<p class="none">none</p>'
+        daily = f"<figure><figcaption>Spend per day</figcaption>{said}</figure>"
+    return [
         '<div class="grid">',
         fig("chart-funnel", "Funnel: items per tier"),
         fig("chart-cost", "Cost by tier against the baseline (USD)"),
@@ -318,54 +215,60 @@ def render_html(r: dict[str, Any]) -> str:
         fig("chart-confidence", "Confidence of the answers (all tiers)"),
         daily,
         "</div>",
+    ]
+
+
+def _funnel_and_cost(r: dict[str, Any]) -> list[str]:
+    funnel = [
+        [
+            _e(t["tier"]),
+            _n(t["entered"]),
+            _n(t["accepted"]),
+            _n(t["escalated"]),
+            _n(t["failed"]),
+            _n(t["dead_lettered"]),
+            f"{t['escalation_rate'] * 100:.1f}%",
+            f'<span class="warn">{_e(t["warning"])}</span>' if t["warning"] else "",
+        ]
+        for t in r.get("funnel", [])
+    ]
+    labels = [
+        [_e(x["label"]), _n(x["items"]), _m(x["cost_usd"]), _m(x["baseline_usd"]),
+         _m(x["savings_usd"])]
+        for x in r.get("cost", {}).get("by_label", [])
+    ]  # fmt: skip
+    return [
         "<h2>Funnel</h2>",
         _table(
             ["tier", "in", "accepted", "escalated", "failed", "dead", "escalation", "warning"],
-            [
-                [
-                    _e(t["tier"]),
-                    _n(t["entered"]),
-                    _n(t["accepted"]),
-                    _n(t["escalated"]),
-                    _n(t["failed"]),
-                    _n(t["dead_lettered"]),
-                    f"{t['escalation_rate'] * 100:.1f}%",
-                    f'<span class="warn">{_e(t["warning"])}</span>' if t["warning"] else "",
-                ]
-                for t in r.get("funnel", [])
-            ],
+            funnel,
         ),
         "<h2>Cost by label</h2>",
-        _table(
-            ["label", "items", "cost", "baseline", "saved"],
-            [
-                [
-                    _e(x["label"]),
-                    _n(x["items"]),
-                    _m(x["cost_usd"]),
-                    _m(x["baseline_usd"]),
-                    _m(x["savings_usd"]),
-                ]
-                for x in c.get("by_label", [])
-            ],
-        ),
+        _table(["label", "items", "cost", "baseline", "saved"], labels),
+    ]
+
+
+def _latency(lat: dict[str, Any]) -> list[str]:
+    rows = [
+        [_e(t["tier"]), _n(t["calls"]), _e(t["p50_ms"]), _e(t["p95_ms"]), _e(t["p99_ms"]),
+         _e(t["max_ms"])]
+        for t in lat.get("tiers", [])
+    ]  # fmt: skip
+    return [
         "<h2>Latency (ms)</h2>",
-        _table(
-            ["tier", "calls", "p50", "p95", "p99", "max"],
-            [
-                [
-                    _e(t["tier"]),
-                    _n(t["calls"]),
-                    _e(t["p50_ms"]),
-                    _e(t["p95_ms"]),
-                    _e(t["p99_ms"]),
-                    _e(t["max_ms"]),
-                ]
-                for t in lat.get("tiers", [])
-            ],
-        ),
+        _table(["tier", "calls", "p50", "p95", "p99", "max"], rows),
         f"<p>worst-case full escalation: {_e(lat.get('worst_path_p99_ms'))} ms (sum of tier "
         f"p99s), {_e(lat.get('worst_path_max_ms'))} ms (sum of tier maxima)</p>",
+    ]
+
+
+def _reliability(rel: dict[str, Any]) -> list[str]:
+    openings = [
+        [_e(o["breaker_key"]), _e(o["opened_at"]), _e(o["closed_at"]), _e(o["seconds"]),
+         _e(o["reason"])]
+        for o in rel.get("breaker_openings", [])
+    ]  # fmt: skip
+    return [
         "<h2>Reliability</h2>",
         _table(["outcome", "calls"], [[_e(k), _n(v)] for k, v in rel.get("outcomes", {}).items()]),
         _table(
@@ -378,16 +281,7 @@ def render_html(r: dict[str, Any]) -> str:
         ),
         _table(
             ["breaker", "opened", "closed", "seconds", "reason"],
-            [
-                [
-                    _e(o["breaker_key"]),
-                    _e(o["opened_at"]),
-                    _e(o["closed_at"]),
-                    _e(o["seconds"]),
-                    _e(o["reason"]),
-                ]
-                for o in rel.get("breaker_openings", [])
-            ],
+            openings,
             "Circuit breaker openings",
         ),
         _table(
@@ -395,21 +289,4 @@ def render_html(r: dict[str, Any]) -> str:
             [[_e(x["error"]), _n(x["items"])] for x in rel.get("dead_letters", [])],
             "Dead letters",
         ),
-        "<h2>Confidence</h2>",
-        _table(
-            ["tier", "agreed with final", "pairs", "rate"],
-            [
-                [_e(a["tier"]), _n(a["agreed"]), _n(a["pairs"]), f"{a['rate'] * 100:.1f}%"]
-                for a in r.get("confidence", {}).get("agreement", [])
-            ],
-        ),
     ]
-    from cascade.render_cache import cache_sections_html  # prompt cache and reuse sections
-
-    sections += cache_sections_html(r)
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
-        + "\n".join(sections)
-        + "</body></html>\n"
-    )

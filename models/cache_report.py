@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session, aliased
 
-from models.analytics import Scope, _attempt_filter, _int, _item_filter
+from models.analytics.scope import Scope, as_int, attempt_filter, item_filter
 from models.tables import Attempt, Item
 
 NOT_CALLS = ("rules", "local", "reuse")
@@ -52,12 +52,12 @@ def cache_by_tier(session: Session, scope: Scope) -> list[TierCache]:
             func.sum(Attempt.cache_read_tokens),
             func.sum(Attempt.cost_nanos),
         )
-        .where(*_attempt_filter(scope), Attempt.role.not_in(NOT_CALLS))
+        .where(*attempt_filter(scope), Attempt.role.not_in(NOT_CALLS))
         .group_by(Attempt.tier_index, Attempt.tier, Attempt.model, Attempt.is_batch)
         .order_by(Attempt.tier_index, Attempt.tier, Attempt.model, Attempt.is_batch)
     ).all()
     return [
-        TierCache(int(r[0]), str(r[1]), str(r[2]), bool(r[3]), *(_int(v) for v in r[4:]))
+        TierCache(int(r[0]), str(r[1]), str(r[2]), bool(r[3]), *(as_int(v) for v in r[4:]))
         for r in rows
     ]
 
@@ -80,6 +80,6 @@ def reuse_summary(session: Session, scope: Scope) -> Reuse:
             ),
         )
         .join(source, source.id == Item.reuse_of)
-        .where(*_item_filter(scope), and_(Item.reuse_of.is_not(None)))
+        .where(*item_filter(scope), and_(Item.reuse_of.is_not(None)))
     ).one()
-    return Reuse(_int(row[0]), _int(row[1]), _int(row[2]))
+    return Reuse(as_int(row[0]), as_int(row[1]), as_int(row[2]))

@@ -194,13 +194,6 @@ def tier_rows(session: Session, job_id: int) -> list[TierRow]:
     ]
 
 
-def job_totals(session: Session, job_id: int) -> JobTotals:
-    """Totals of one job: the report's totals over a scope of that job alone."""
-    from models.analytics import Scope, totals  # analytics builds on this module
-
-    return totals(session, Scope(job_ids=(job_id,)))
-
-
 def iter_outcomes(session: Session, job_id: int, batch: int = 1000) -> Iterator[OutcomeRow]:
     """Every item of a job, ordered by id, fetched ``batch`` rows at a time.
 

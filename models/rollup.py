@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.db import as_utc
 from models.tables import Attempt
 from models.tables_rollup import RollupMark
-from models.views import ROLLUP_REFRESH_SQL
+from models.views_daily import ROLLUP_REFRESH_SQL
 
 GRACE = timedelta(minutes=5)
 CHUNK = 2_000_000  # attempt ids per transaction: bounds one refresh transaction's size

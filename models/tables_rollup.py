@@ -32,10 +32,15 @@ class RollupDaily(Base):
     calls: Mapped[int] = mapped_column(BigInteger)
     cost_nanos: Mapped[int] = mapped_column(BigInteger)
     baseline_nanos: Mapped[int] = mapped_column(BigInteger)
+    # model steps that sent no request (breaker open, drill): not in ``calls`` (0012)
+    not_sent: Mapped[int] = mapped_column(BigInteger)
+    # items that took an identical text's decision, and what their sources cost (0012)
+    reused: Mapped[int] = mapped_column(BigInteger)
+    reuse_saved_nanos: Mapped[int] = mapped_column(BigInteger)
 
 
 class RollupDailyLatency(Base):
-    """How many model calls took exactly ``latency_ms`` (so the p95 stays exact)."""
+    """How many requests sent took exactly ``latency_ms`` (so the p95 stays exact)."""
 
     __tablename__ = "rollup_daily_latency"
 

@@ -14,9 +14,10 @@ from sqlalchemy import Connection, insert, text
 from sqlalchemy.orm import Session
 
 from cascade.cli_report import build_report
-from cascade.render import compare_report, write_report_csv
+from cascade.render_csv import compare_report, write_report_csv
 from models import analytics as an
-from models.reports import job_totals, tier_rows
+from models.analytics import job_totals
+from models.reports import tier_rows
 from models.tables import Job
 from models.tables_resilience import BreakerEvent, Drill
 from tests.integration.conftest import Ledger, add_attempt, add_item

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from cascade.render import job_report
 from migrations.runner import upgrade
+from models import analytics as an
 from models import reports
 from models.repo import job_by_ref
 from tests.integration.conftest import add_attempt, add_item, new_job
@@ -115,7 +116,7 @@ def test_calls_made_and_savings_over_finished_items(db_url: str) -> None:
     with engine.begin() as conn:
         job_id = _ledger(conn)
     with Session(engine) as session:
-        totals = reports.job_totals(session, job_id)
+        totals = an.job_totals(session, job_id)
         tiers = reports.tier_rows(session, job_id)
         report = job_report(job_by_ref(session, job_id), totals, tiers)
     engine.dispose()

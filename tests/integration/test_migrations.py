@@ -15,7 +15,8 @@ from sqlalchemy import create_engine, inspect, pool, text
 
 from migrations import runner
 from models.schema import Base
-from models.views import REPORT_DAILY, REPORT_ITEMS, REPORT_TIERS
+from models.views import REPORT_ITEMS, REPORT_TIERS
+from models.views_daily import REPORT_DAILY
 from tests.integration.conftest import (
     BASELINE,
     Ledger,

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from models import analytics as an
 from models import reports
 from models.reports import TierRow
 from tests.integration.conftest import Ledger
@@ -44,7 +45,7 @@ def test_tier_rows_of_other_job(ledger: Ledger, session: Session) -> None:
 
 
 def test_job_totals(ledger: Ledger, session: Session) -> None:
-    t = reports.job_totals(session, ledger.job_id)
+    t = an.job_totals(session, ledger.job_id)
 
     assert t.job_id == ledger.job_id
     assert t.items_total == 7
@@ -59,7 +60,7 @@ def test_job_totals(ledger: Ledger, session: Session) -> None:
 
 
 def test_job_totals_of_unknown_job_are_zero(ledger: Ledger, session: Session) -> None:
-    t = reports.job_totals(session, 999_999)
+    t = an.job_totals(session, 999_999)
 
     assert t.items_total == t.cost_nanos == t.input_tokens == t.lines_rejected == 0
     assert set(t.by_status.values()) == {0}

@@ -18,7 +18,7 @@ from models import analytics as an
 from models import rollup
 from models.tables import Attempt
 from models.tables_rollup import RollupDaily, RollupDailyLatency
-from models.views import REPORT_DAILY_LIVE
+from models.views_daily import REPORT_DAILY_LIVE
 from tests.integration.conftest import Ledger, add_attempt, add_item, new_job
 from tests.integration.test_analytics import DAILY, build_triage
 
@@ -224,3 +224,78 @@ def test_concurrent_refreshers_never_double_count(pg_url: str) -> None:
             assert conn.execute(text("SELECT count(*) FROM rollup_mark")).scalar_one() == 1
     finally:
         engine.dispose()
+
+
+def _calls_job(conn: Any) -> int:
+    """Pipeline "calls", tier small: a call, a breaker-open and a drill step (each then
+    served by a fallback call) and a repeat that reused the first item's decision."""
+    from models.tables import Job, Submission
+
+    job_id = _insert(conn, Job, name="calls-1", pipeline_name="calls", pipeline={"tiers": 1})
+    sub = _insert(conn, Submission, job_id=job_id, source="calls.jsonl")
+    step = {"tier_index": 0, "tier": "small", "provider": "anthropic", "model": "claude-small"}
+    src = add_item(conn, job_id, sub, "src", meta={}, status="done", cost_nanos=500,
+                   baseline_nanos=1000)  # fmt: skip
+    add_attempt(conn, job_id, src, 1, **step, role="primary", outcome="ok", decision="accept",
+                cost_nanos=500, latency_ms=40)  # fmt: skip
+    for n, (key, outcome, cost, ms) in enumerate(
+        (("breaker", "breaker_open", 300, 60), ("drill", "drill", 200, 80)), start=2
+    ):
+        item = add_item(conn, job_id, sub, key, line_no=n, meta={}, status="done",
+                        cost_nanos=cost, baseline_nanos=1000)  # fmt: skip
+        add_attempt(conn, job_id, item, 1, **step, role="primary", outcome=outcome,
+                    decision="fallback", cost_nanos=0, latency_ms=0)  # fmt: skip
+        add_attempt(conn, job_id, item, 2, **step, role="fallback", outcome="ok",
+                    decision="accept", cost_nanos=cost, latency_ms=ms)  # fmt: skip
+    repeat = add_item(conn, job_id, sub, "repeat", line_no=4, meta={}, status="done",
+                      cost_nanos=0, baseline_nanos=1000, reuse_of=src)  # fmt: skip
+    add_attempt(conn, job_id, repeat, 1, tier_index=0, tier="small", role="reuse",
+                provider="reuse", model="reuse", outcome="reused", decision="accept",
+                cost_nanos=0, latency_ms=0, reuse_of=src)  # fmt: skip
+    return job_id
+
+
+def _insert(conn: Any, entity: Any, **values: Any) -> int:
+    from sqlalchemy import insert
+
+    pk = conn.execute(insert(entity).values(**values)).inserted_primary_key
+    return int(pk[0])
+
+
+def _calls(rows: list[an.DailyRow]) -> list[tuple[Any, ...]]:
+    return [(r.items, r.accepted, r.calls, r.not_sent, r.reused, r.reuse_saved_nanos,
+             r.cost_nanos, r.baseline_nanos, r.p95_ms)
+            for r in rows if r.pipeline == "calls"]  # fmt: skip
+
+
+def test_daily_counts_calls_made_and_reused_items_apart(ledger: Ledger) -> None:
+    """Issue 18 point 6, issue 19 point 5: a breaker-open step, a drill step and a reuse
+    row are no call (nor a latency); the reused item counts, with what its source cost."""
+    # Given a job whose 4 items made 3 requests (2 steps sent none, 1 item was reused)
+    with ledger.engine.begin() as conn:
+        job_id = _calls_job(conn)
+    # items, accepted, calls, not_sent, reused, saved, cost, baseline, p95
+    expected = [(4, 4, 3, 2, 1, 500, 1000, 4000, 80)]
+    pipeline = an.Scope(pipeline="calls")
+    with Session(ledger.engine) as s:
+        # Then the view's live tail, and the live aggregate (a job scope), count so
+        assert _calls(an.daily(s, pipeline)) == expected
+        assert _calls(an.daily(s, an.Scope(job_ids=(job_id,)))) == expected
+    # When the rollup takes every attempt
+    refresh(ledger)
+    with Session(ledger.engine) as s:
+        # Then the rollup counts the same, and its histogram holds only the 3 requests
+        assert rollup.state(s).tail == 0
+        assert _calls(an.daily(s, pipeline)) == expected
+        hist = s.execute(
+            select(func.sum(RollupDailyLatency.n)).where(RollupDailyLatency.pipeline == "calls")
+        ).scalar_one()
+        assert int(hist) == 3
+        # And the job report's reuse section agrees with the daily view
+        from models.cache_report import reuse_summary
+
+        reuse = reuse_summary(s, an.Scope(job_ids=(job_id,)))
+        assert (reuse.items, reuse.saved_nanos) == (1, 500)
+    assert [r for r in view(ledger) if r[1] == "calls"] == [
+        r for r in live(ledger) if r[1] == "calls"
+    ]

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from cascade.render import cache_savings_nanos, escalation_warning
+from cascade.render_sections import cache_savings_nanos, escalation_warning
 from cascade.report_html import bar_chart, render_html
 from models.analytics import FunnelTier, bucket_of, nearest_rank
 from workers.pricing import PriceTable
@@ -81,3 +81,44 @@ def test_render_html_of_an_empty_report_has_all_charts() -> None:
     for chart in ("chart-funnel", "chart-cost", "chart-latency", "chart-confidence"):
         assert f'<svg id="{chart}"' in html
     assert '<p class="none">none</p></figure>' in html  # no day yet: no chart of nothing
+
+
+def test_per_day_note_counts_steps_that_were_not_calls() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from cascade.render_text import print_daily_not_calls
+
+    day = {"not_sent": 2, "reused": 3, "reuse_saved_usd": "0.000001500"}
+    out = StringIO()
+    print_daily_not_calls(Console(file=out, width=100), [day, day | {"reused": 0}])
+    text = out.getvalue()
+    assert "4 model steps sent no request" in text
+    assert "3 items reused an identical text's decision" in text and "saved $" in text
+    quiet = StringIO()
+    print_daily_not_calls(Console(file=quiet), [{"not_sent": 0, "reused": 0}])
+    assert quiet.getvalue() == ""
+
+
+def test_html_page_counts_items_in_review_as_the_text_report_does() -> None:
+    """Issue 20: review is final for the machine; both reports say how many wait for a person."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from cascade.render import print_report
+
+    report = {
+        "job_id": None, "scope_text": "all jobs", "items_total": 1200, "items_done": 1000,
+        "items_failed": 3, "items_review": 190, "items_unfinished": 7, "lines_rejected": 1,
+        "cost_usd": "0", "finished_cost_usd": "0", "baseline_cost_usd": "0",
+        "savings_usd": "0", "savings_pct": 0.0, "tiers": [],
+    }  # fmt: skip
+    said = "items 1,200: done 1,000, failed 3, in review 190, unfinished 7; rejected input lines 1"
+    html = render_html(report)
+    text = StringIO()
+    print_report(Console(file=text, width=200), report)
+    assert f"<p>{said}</p>" in html
+    assert said in text.getvalue()
+    assert "in review" not in render_html(report | {"items_review": 0})
