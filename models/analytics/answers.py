@@ -9,6 +9,7 @@ from decimal import Decimal
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
+from common.lifecycle import Outcome, Status
 from models.analytics.scope import NOT_TIER_ANSWERS, Scope, as_int, attempt_filter
 from models.tables import Attempt, Item
 
@@ -48,7 +49,7 @@ def confidence(session: Session, scope: Scope) -> list[ConfidenceBucket]:
         select(Attempt.tier_index, Attempt.tier, Attempt.label, Attempt.confidence, func.count())
         .where(
             *attempt_filter(scope),
-            Attempt.outcome == "ok",
+            Attempt.outcome == Outcome.OK,
             Attempt.label.is_not(None),
             Attempt.confidence.is_not(None),
             Attempt.role.not_in(NOT_TIER_ANSWERS),
@@ -66,7 +67,7 @@ def agreement(session: Session, scope: Scope) -> list[Agreement]:
         select(Attempt.item_id, Attempt.tier_index, func.max(Attempt.step).label("step"))
         .where(
             *attempt_filter(scope),
-            Attempt.outcome == "ok",
+            Attempt.outcome == Outcome.OK,
             Attempt.label.is_not(None),
             Attempt.role.not_in(NOT_TIER_ANSWERS),  # a verdict or a check is not the tier's
         )
@@ -82,7 +83,7 @@ def agreement(session: Session, scope: Scope) -> list[Agreement]:
         )
         .join(last, and_(last.c.item_id == Attempt.item_id, last.c.step == Attempt.step))
         .join(Item, Item.id == Attempt.item_id)
-        .where(Item.status == "done", Attempt.tier_index < Item.tier_index)
+        .where(Item.status == Status.DONE, Attempt.tier_index < Item.tier_index)
         .group_by(Attempt.tier_index, Attempt.tier)
         .order_by(Attempt.tier_index)
     )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
+from common.lifecycle import Role, Status, Verdict
 from models.analytics.scope import (
     SHADOW,
     Scope,
@@ -64,8 +65,8 @@ def totals(session: Session, scope: Scope) -> JobTotals:
         job_id=scope.job_ids[0] if len(scope.job_ids) == 1 else 0,
         items_total=items_total,
         by_status=by_status,
-        items_done=by_status["done"],
-        items_failed=by_status["failed"],
+        items_done=by_status[Status.DONE],
+        items_failed=by_status[Status.FAILED],
         lines_rejected=as_int(rejected),
         cost_nanos=cost,
         baseline_nanos=baseline,
@@ -126,11 +127,11 @@ def funnel(session: Session, scope: Scope) -> list[FunnelTier]:
             Attempt.tier_index,
             Attempt.tier,
             func.count(func.distinct(Attempt.item_id)),
-            func.sum(case((Attempt.decision == "accept", 1), else_=0)),
-            func.sum(case((Attempt.decision == "escalate", 1), else_=0)),
-            func.sum(case((Attempt.decision == "fail", 1), else_=0)),
+            func.sum(case((Attempt.decision == Verdict.ACCEPT, 1), else_=0)),
+            func.sum(case((Attempt.decision == Verdict.ESCALATE, 1), else_=0)),
+            func.sum(case((Attempt.decision == Verdict.FAIL, 1), else_=0)),
             func.sum(is_call),
-            func.sum(case((Attempt.role == "fallback", 1), else_=0)),
+            func.sum(case((Attempt.role == Role.FALLBACK, 1), else_=0)),
             func.sum(Attempt.input_tokens),
             func.sum(Attempt.output_tokens),
             func.sum(Attempt.cost_nanos),
@@ -151,7 +152,7 @@ def funnel(session: Session, scope: Scope) -> list[FunnelTier]:
         int(ti): as_int(n)
         for ti, n in session.execute(
             select(Item.tier_index, func.count())
-            .where(*item_filter(scope), Item.status == "failed")
+            .where(*item_filter(scope), Item.status == Status.FAILED)
             .group_by(Item.tier_index)
         )
     }

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
+from common.lifecycle import Outcome, Role, Status
 from models.analytics.scope import (
     MODEL_OUTCOMES,
     Scope,
@@ -43,7 +44,7 @@ def end_to_end(session: Session, scope: Scope) -> EndToEnd:
         int(ms): as_int(n)
         for ms, n in session.execute(
             select(Item.latency_ms, func.count())
-            .where(*item_filter(scope), Item.status.in_(("done", "failed")))
+            .where(*item_filter(scope), Item.status.in_((Status.DONE, Status.FAILED)))
             .group_by(Item.latency_ms)
         )
     }
@@ -158,7 +159,7 @@ def reliability(session: Session, scope: Scope, dead_letter_limit: int = 20) -> 
     retried, fell_back = session.execute(
         select(
             func.sum(case((Attempt.decision.is_(None), 1), else_=0)),
-            func.sum(case((Attempt.role == "fallback", 1), else_=0)),
+            func.sum(case((Attempt.role == Role.FALLBACK, 1), else_=0)),
         ).where(*where)
     ).one()
     outcomes["retried"] = as_int(retried)
@@ -172,14 +173,14 @@ def reliability(session: Session, scope: Scope, dead_letter_limit: int = 20) -> 
                 Attempt.provider,
                 Attempt.model,
                 func.count(),
-                func.sum(case((Attempt.outcome == "ok", 1), else_=0)),
+                func.sum(case((Attempt.outcome == Outcome.OK, 1), else_=0)),
             )
-            .where(*where, Attempt.role == "fallback")
+            .where(*where, Attempt.role == Role.FALLBACK)
             .group_by(Attempt.tier_index, Attempt.tier, Attempt.provider, Attempt.model)
             .order_by(Attempt.tier_index, func.count().desc(), Attempt.provider, Attempt.model)
         )
     ]
-    failed = [*item_filter(scope), Item.status == "failed"]
+    failed = [*item_filter(scope), Item.status == Status.FAILED]
     dead = [
         (str(err) if err is not None else "(no reason recorded)", as_int(n))
         for err, n in session.execute(

@@ -10,16 +10,17 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, text
 from sqlalchemy.orm import Session
 
+from common.lifecycle import Outcome
 from models.tables import Attempt, Item, Job
 
 MODEL_OUTCOMES: tuple[str, ...] = (
-    "ok",
-    "refusal",
-    "malformed",
-    "transient",
-    "permanent",
-    "context",
-    "spend_limit",
+    Outcome.OK,
+    Outcome.REFUSAL,
+    Outcome.MALFORMED,
+    Outcome.TRANSIENT,
+    Outcome.PERMANENT,
+    Outcome.CONTEXT,
+    Outcome.SPEND_LIMIT,
 )
 PERCENTILES: tuple[int, ...] = (50, 95, 99)
 SHADOW = "shadow"  # a sample sent to the next tier: calibration spend, not the item's
