@@ -116,6 +116,10 @@ def find_job(session: Any, ref: str) -> Any:
     return job
 
 
+# deadlock detected, serialization failure: the transaction may simply run again
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
 def db_unreachable(exc: BaseException) -> str:
     """One line for a database that does not answer: where, why, what to do."""
     from common.logs import redact_text
@@ -124,6 +128,12 @@ def db_unreachable(exc: BaseException) -> str:
     where = url.split("@")[-1] if "@" in url else url
     cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     why = redact_text(cause[0] if cause else type(exc).__name__)[:200]
+    if getattr(getattr(exc, "orig", None), "sqlstate", None) in RETRYABLE_SQLSTATES:
+        # the database answered: two writers crossed, nothing is wrong with it
+        return (
+            f"the database at {where} gave up on this command's transaction ({why}); "
+            "run the command again: what is already written is not written twice"
+        )
     return (
         f"cannot reach the database at {where} ({why}): start it, or fix CASCADE_DATABASE_URL; "
         "then run the command again"

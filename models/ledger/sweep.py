@@ -83,12 +83,17 @@ def strays(
                 tuple_(ITEMS.c.job_id, ITEMS.c.tier_index).in_(list(quiet)),
             )
         )
-    rows = session.execute(
+    stmt = (
         select(ITEMS.c.job_id, ITEMS.c.tier_index, ITEMS.c.status, ITEMS.c.id)
         .where(or_(*lost))
         .order_by(ITEMS.c.id)
         .limit(limit)
-    ).all()
+    )
+    if _postgres(session):
+        # locked in id order before they are touched below (no deadlock with a claim or
+        # a settle); one another transaction holds is being worked on: not a stray
+        stmt = stmt.with_for_update(skip_locked=True)
+    rows = session.execute(stmt).all()
     groups: dict[tuple[int, int, Phase], list[int]] = {}
     for r in rows:
         groups.setdefault((r.job_id, r.tier_index, phase_of(r.status)), []).append(r.id)
