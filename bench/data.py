@@ -32,6 +32,19 @@ RULE_TEMPLATES = (
 PAD = "x" * 40  # brings a line to ~200 bytes like real tickets with metadata
 
 
+def submitted_pipeline(work: Path) -> Path:
+    """The pipeline the throughput scenarios submit with: PIPELINE with ``reuse = false``.
+
+    The files repeat a few hundred texts (a pool per category), so with reuse on the
+    cascade would answer each text once and take the rest from it: a figure about
+    reuse, not about making every call, and not comparable with the raw ceiling, which
+    calls for every item.
+    """
+    path = work / "support_triage_no_reuse.toml"
+    path.write_text("reuse = false\n" + PIPELINE.read_text())
+    return path
+
+
 def _base_texts() -> list[str]:
     texts = []
     for line in (ROOT / "examples" / "tickets.jsonl").read_text().splitlines():

@@ -79,6 +79,10 @@ class Bench:
             self._pools = data.pools()
         return self._pools
 
+    @property
+    def pipeline(self) -> Path:
+        return data.submitted_pipeline(self.work)
+
     def file(self, kind: str, n: int) -> Path:
         path = self.work / f"{kind}_{n}.jsonl"
         if not path.exists():
@@ -250,7 +254,7 @@ class Bench:
                 job = f"{name}-{n}"
                 submit_s = self.cli(
                     env,
-                    ["submit", str(path), "--pipeline", str(data.PIPELINE), "--job-name", job],
+                    ["submit", str(path), "--pipeline", str(self.pipeline), "--job-name", job],
                     sampler,
                 )
                 t1 = self.wait_done(url, job, timeout)
@@ -286,7 +290,7 @@ class Bench:
             sampler.start()
             seconds = self.cli(
                 env,
-                ["submit", str(path), "--pipeline", str(data.PIPELINE), "--job-name", name],
+                ["submit", str(path), "--pipeline", str(self.pipeline), "--job-name", name],
                 sampler,
             )
             sampler.stop()
@@ -397,7 +401,7 @@ class Bench:
                             "submit",
                             str(path),
                             "--pipeline",
-                            str(data.PIPELINE),
+                            str(self.pipeline),
                             "--job-name",
                             "rl",
                         ],
