@@ -207,3 +207,45 @@ def test_closed_verdict_is_reused_for_its_ttl_and_dropped_by_a_local_failure(
         "allowed",
         "rejected",
     ]
+
+
+def test_an_expired_verdict_is_renewed_by_one_admit_while_the_rest_reuse_it(
+    redis_url: str,
+) -> None:
+    async def go(a: aredis.Redis, _: aredis.Redis) -> tuple[int, int, int, set[str]]:
+        store = RedisBreakerStore(a, BreakerPolicy(), closed_ttl_s=0.2)
+        real, delay, asked = store._admit, [0.0], [0]
+
+        async def slow(**kwargs: list[str]) -> list[bytes]:
+            asked[0] += 1
+            await asyncio.sleep(delay[0])
+            return await real(**kwargs)  # type: ignore[no-any-return]
+
+        store._admit = slow  # type: ignore[assignment]
+        await store.admit(KEY, 1.0)
+        # Given the reused verdict has run out and Redis answers in 100 ms
+        await asyncio.sleep(0.25)
+        delay[0] = 0.1
+        # When 20 calls are admitted at once, then one asks Redis and all are allowed
+        verdicts = {
+            a.verdict for a in await asyncio.gather(*(store.admit(KEY, 2.0) for _ in range(20)))
+        }
+        burst = asked[0]
+        # Given Redis hangs on the next renewal
+        await asyncio.sleep(0.25)
+        delay[0] = 0.6
+        renewing = asyncio.create_task(store.admit(KEY, 3.0))
+        await asyncio.sleep(0.05)
+        await store.admit(KEY, 3.0)  # reuses the old verdict: no second question
+        while_renewing = asked[0]
+        # Then once one more TTL has passed, a call asks Redis itself
+        await asyncio.sleep(0.3)
+        await store.admit(KEY, 4.0)
+        await renewing
+        return burst, while_renewing, asked[0], verdicts
+
+    burst, while_renewing, after, verdicts = run_with_clients(redis_url, go)
+    assert verdicts == {"allowed"}
+    assert burst == 2  # the first admit, then one for the 20
+    assert while_renewing == 3
+    assert after == 4
