@@ -19,6 +19,7 @@ from models.analytics.scope import (
     item_filter,
     nearest_rank,
 )
+from models.core import count_rows
 from models.db import as_utc
 from models.tables import Attempt, Item
 from models.tables_resilience import BreakerEvent, Drill
@@ -181,13 +182,13 @@ def reliability(session: Session, scope: Scope, dead_letter_limit: int = 20) -> 
             .limit(dead_letter_limit)
         )
     ]
-    dead_total = session.execute(select(func.count()).select_from(Item).where(*failed))
+    dead_total = count_rows(session, Item, *failed)
     return Reliability(
         calls=calls,
         outcomes=outcomes,
         fallbacks=links,
         dead_letters=dead,
-        dead_lettered=as_int(dead_total.scalar_one()),
+        dead_lettered=dead_total,
         breaker_openings=breaker_openings(session, scope),
         drills=drills(session, scope),
     )
