@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, func, or_, select
+from sqlalchemy import Table, and_, or_, select
 from sqlalchemy.orm import Session
 
 from common.lifecycle import BatchStatus, RunStatus, Status
+from models.core import count_rows
 from models.repo import ITEMS, _insert, utcnow
 from models.tables import Attempt
 from models.tables_batches import BackfillRun, BackfillWatermark, MessageBatch
@@ -217,14 +218,7 @@ def job_batches(session: Session, job_id: int) -> list[MessageBatch]:
 
 
 def open_batch_count(session: Session, job_id: int) -> int:
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(BATCHES)
-            .where(BATCHES.c.job_id == job_id, BATCHES.c.status.in_(OPEN))
-        )
-        or 0
-    )
+    return count_rows(session, BATCHES, BATCHES.c.job_id == job_id, BATCHES.c.status.in_(OPEN))
 
 
 # -- backfills ------------------------------------------------------------------

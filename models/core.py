@@ -7,7 +7,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import ColumnElement, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -37,3 +37,8 @@ def dialect_insert(session: Session, table: Any) -> Any:
     if name == "sqlite":
         return sqlite.insert(table)
     raise RuntimeError(f"unsupported database {name!r}: use Postgres or SQLite")
+
+
+def count_rows(session: Session, table: Any, *where: ColumnElement[bool]) -> int:
+    """How many rows of ``table`` meet every condition of ``where``."""
+    return int(session.scalar(select(func.count()).select_from(table).where(*where)) or 0)

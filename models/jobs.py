@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import case, exists, func, select
+from sqlalchemy import case, exists, select
 from sqlalchemy.orm import Session
 
 from common.lifecycle import UNFINISHED, JobStatus, Status
 from common.stops import AUTH_FAILED
-from models.core import DAILY, ITEMS, JOBS, dialect_insert, utcnow
+from models.core import DAILY, ITEMS, JOBS, count_rows, dialect_insert, utcnow
 from models.jobctl import fail_if_no_call_passed, stop_job
 from models.tables import Job
 
@@ -98,14 +98,7 @@ def finish_job_if_done(session: Session, job_id: int) -> bool:
 
 
 def unfinished_count(session: Session, job_id: int) -> int:
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(ITEMS)
-            .where(ITEMS.c.job_id == job_id, ITEMS.c.status.in_(UNFINISHED))
-        )
-        or 0
-    )
+    return count_rows(session, ITEMS, ITEMS.c.job_id == job_id, ITEMS.c.status.in_(UNFINISHED))
 
 
 # -- pausing and resuming ---------------------------------------------------

@@ -37,6 +37,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.core import count_rows
 from models.db import as_utc
 from models.tables import Attempt
 from models.tables_rollup import RollupMark
@@ -129,8 +130,6 @@ def _analyze(sessions: sessionmaker[Session]) -> None:
 
 def state(session: Session) -> RollupState:
     mark = session.execute(select(RollupMark).where(RollupMark.id == 1)).scalar_one()
-    tail = session.execute(
-        select(func.count()).select_from(Attempt).where(Attempt.id > mark.last_id)
-    ).scalar_one()
+    tail = count_rows(session, Attempt, Attempt.id > mark.last_id)
     at = mark.refreshed_at
     return RollupState(int(mark.last_id), None if at is None else as_utc(at), int(tail))

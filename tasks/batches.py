@@ -168,34 +168,25 @@ def poll_once(rt: Runtime, row_id: int, poll_token: str) -> str:
     except ProviderError as exc:
         log.warning("cascade.batch.poll_failed", row=row_id, error=str(exc))
         counts, ended = row.counts or {}, False
-    if not ended:
-        delay = plan.delay(row.poll_count + 1)
-        with rt.sessions.begin() as session:
-            mine = batches_repo.record_poll(
-                session,
-                row_id,
-                poll_token,
-                counts,
-                ended=False,
-                next_poll_at=utcnow() + timedelta(seconds=delay),
-            )
-        if mine:
-            poll_batch.apply_async(
-                args=(row_id, poll_token), countdown=delay, queue=tier_queue(row.tier)
-            )
-        return BatchStatus.IN_PROGRESS if mine else "stale"
-    # Should collecting fail or the worker die, the recovery re-polls after this.
+    # An ended batch is collected now; should that fail or the worker die, the
+    # recovery re-polls after the longest poll interval.
+    delay = plan.cap_s if ended else plan.delay(row.poll_count + 1)
     with rt.sessions.begin() as session:
         mine = batches_repo.record_poll(
             session,
             row_id,
             poll_token,
             counts,
-            ended=True,
-            next_poll_at=utcnow() + timedelta(seconds=plan.cap_s),
+            ended=ended,
+            next_poll_at=utcnow() + timedelta(seconds=delay),
         )
     if not mine:
         return "stale"
+    if not ended:
+        poll_batch.apply_async(
+            args=(row_id, poll_token), countdown=delay, queue=tier_queue(row.tier)
+        )
+        return BatchStatus.IN_PROGRESS
     _collect(rt, engine, row_id, provider)
     return BatchStatus.COLLECTED
 

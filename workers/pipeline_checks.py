@@ -4,6 +4,7 @@ so that they report beside the schema's own problems and a user fixes all in one
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from common.lifecycle import Verdict
@@ -24,9 +25,7 @@ def cross_checks(data: dict[str, Any]) -> list[str]:
     if not isinstance(tiers, list):
         return problems
     seen: set[str] = set()
-    for i, tier in enumerate(tiers):
-        if not isinstance(tier, dict):
-            continue
+    for i, tier in _tables(tiers):
         name = tier.get("name")
         if isinstance(name, str):
             if not NAME_RE.match(name):
@@ -57,13 +56,16 @@ def cross_checks(data: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _tables(tiers: list[Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The tiers written as tables, with their index (any other is the schema's to report)."""
+    return ((i, tier) for i, tier in enumerate(tiers) if isinstance(tier, dict))
+
+
 def _quality_checks(tiers: list[Any]) -> list[str]:
     """Shadow sampling and accept checks need a next tier and realtime calls."""
     problems: list[str] = []
     last = len(tiers) - 1
-    for i, tier in enumerate(tiers):
-        if not isinstance(tier, dict):
-            continue
+    for i, tier in _tables(tiers):
         rate = tier.get("shadow_rate")
         batch = tier.get("mode") == "batch"
         if i == last and isinstance(rate, int | float) and rate > 0:
@@ -91,9 +93,7 @@ def _moderation_checks(tiers: list[Any], labels: set[str] | None) -> list[str]:
     """Per-label thresholds name labels; review_below and escalating refusals need a place."""
     problems: list[str] = []
     last = len(tiers) - 1
-    for i, tier in enumerate(tiers):
-        if not isinstance(tier, dict):
-            continue
+    for i, tier in _tables(tiers):
         accept = tier.get("accept")
         accept = accept if isinstance(accept, dict) else {}
         by_label = accept.get("min_confidence_by_label")

@@ -19,7 +19,7 @@ be made is simply recorded as failed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from common.lifecycle import Outcome as StepOutcome
@@ -36,7 +36,7 @@ from workers.decision import (
     shadow_sampled,
 )
 from workers.executor import Executor
-from workers.pipeline import ClaudeTier, ModelAcceptPolicy, ModelRef, Pipeline, RulesTier
+from workers.pipeline import ClaudeTier, Consistency, ModelRef, Pipeline, RulesTier, Verifier
 from workers.pricing import PriceTable
 from workers.prompt import verifier_system_prompt, verifier_user_prompt
 from workers.providers.base import CallTag, ClassifyRequest, Mechanism
@@ -172,11 +172,11 @@ async def apply_checks(
     policy = tier.accept
     if policy.consistency is None and policy.verifier is None:
         return
-    by_pk = {item.pk: item for item in items}
-    if policy.consistency is not None:
-        await _consistency(engine, tier_index, tier, policy, by_pk, results, disabled)
-    if policy.verifier is not None:
-        await _verifier(engine, tier_index, tier, policy, by_pk, results, disabled)
+    checks = _Checks(engine, tier_index, tier, {item.pk: item for item in items}, disabled)
+    if policy.consistency is not None and (todo := _accepted(results)):
+        await checks.consistency(policy.consistency, todo)
+    if policy.verifier is not None and (todo := _accepted(results)):
+        await checks.verifier(policy.verifier, todo)
 
 
 def _accepted(results: Sequence[ItemResult]) -> list[ItemResult]:
@@ -197,102 +197,91 @@ def _settle_check(result: ItemResult, decision: Accept | Escalate, new: list[Ste
     result.steps.extend(new)
 
 
-async def _consistency(
-    engine: Engine,
-    tier_index: int,
-    tier: ClaudeTier,
-    policy: ModelAcceptPolicy,
-    items: Mapping[int, WorkItem],
-    results: Sequence[ItemResult],
-    disabled: Mapping[str, str] | None,
-) -> None:
-    assert policy.consistency is not None
-    links = policy.consistency.models
-    todo = _accepted(results)
-    if not todo:
-        return
-    block = engine.tries_per_call  # side by side: each link's tries take their own block
-    requests = [
-        engine.request(
-            tier,
-            link,
-            items[r.pk].text,
-            mechanism=engine.auto_mechanism(link.model),
-            tag=engine.tag(
-                items[r.pk],
-                _next_step(items[r.pk], r) + j * block,
-                tier_index,
-                CONSISTENCY,
-                link.model,
-                tier.max_tokens,
-            ),
-        )
-        for r in todo
-        for j, link in enumerate(links)
-    ]
-    all_tries = await engine.executor.execute(requests, disabled=disabled)
-    for i, result in enumerate(todo):
-        first = _next_step(items[result.pk], result)
-        new: list[Step] = []
-        outcomes: list[Outcome] = []
-        for j, link in enumerate(links):
-            tries = all_tries[i * len(links) + j]
-            steps, outcome = steps_from_tries(
-                engine.prices, result.pk, first + j * block, tier_index, tier.name, CONSISTENCY,
-                link, tries, engine.pipeline.labels,
-            )  # fmt: skip
-            new += steps
-            outcomes.append(outcome)
-        assert isinstance(result.decision, Accept)
-        decision = check_consistency(result.decision, outcomes, policy.consistency.min_agree)
-        _settle_check(result, decision, new)
+@dataclass(frozen=True, slots=True)
+class _Checks:
+    """The checks of one tier visit, on the results it would accept (``todo``)."""
 
+    engine: Engine
+    tier_index: int
+    tier: ClaudeTier
+    items: Mapping[int, WorkItem]
+    disabled: Mapping[str, str] | None
 
-async def _verifier(
-    engine: Engine,
-    tier_index: int,
-    tier: ClaudeTier,
-    policy: ModelAcceptPolicy,
-    items: Mapping[int, WorkItem],
-    results: Sequence[ItemResult],
-    disabled: Mapping[str, str] | None,
-) -> None:
-    verifier = policy.verifier
-    assert verifier is not None
-    todo = _accepted(results)
-    if not todo:
-        return
-    link = verifier.ref
-    mechanism = engine.auto_mechanism(link.model)
-    system = verifier_system_prompt(engine.pipeline, mechanism)
-    requests = []
-    for r in todo:
-        assert isinstance(r.decision, Accept)
-        item = items[r.pk]
-        requests.append(
-            ClassifyRequest(
-                provider=link.provider,
-                model=link.model,
-                system=system,
-                user=verifier_user_prompt(item.text, r.decision.label),
-                labels=VERDICT_LABELS,
-                max_tokens=verifier.max_tokens,
-                mechanism=mechanism,
+    def next_step(self, result: ItemResult) -> int:
+        return _next_step(self.items[result.pk], result)
+
+    async def consistency(self, check: Consistency, todo: list[ItemResult]) -> None:
+        engine, tier_index, tier, items = self.engine, self.tier_index, self.tier, self.items
+        links = check.models
+        block = engine.tries_per_call  # side by side: each link's tries take their own block
+        requests = [
+            engine.request(
+                tier,
+                link,
+                items[r.pk].text,
+                mechanism=engine.auto_mechanism(link.model),
                 tag=engine.tag(
-                    item, _next_step(item, r), tier_index, VERIFIER, link.model, verifier.max_tokens
+                    items[r.pk],
+                    self.next_step(r) + j * block,
+                    tier_index,
+                    CONSISTENCY,
+                    link.model,
+                    tier.max_tokens,
                 ),
             )
-        )
-    all_tries = await engine.executor.execute(requests, disabled=disabled)
-    for result, tries in zip(todo, all_tries, strict=True):
-        steps, verdict = steps_from_tries(
-            engine.prices, result.pk, _next_step(items[result.pk], result), tier_index, tier.name,
-            VERIFIER, link, tries, VERDICT_LABELS,
-        )  # fmt: skip
-        assert isinstance(result.decision, Accept)
-        _settle_check(
-            result, check_verdict(result.decision, verdict, verifier.min_confidence), steps
-        )
+            for r in todo
+            for j, link in enumerate(links)
+        ]
+        all_tries = await engine.executor.execute(requests, disabled=self.disabled)
+        for i, result in enumerate(todo):
+            first = self.next_step(result)
+            new: list[Step] = []
+            outcomes: list[Outcome] = []
+            for j, link in enumerate(links):
+                tries = all_tries[i * len(links) + j]
+                steps, outcome = steps_from_tries(
+                    engine.prices, result.pk, first + j * block, tier_index, tier.name,
+                    CONSISTENCY, link, tries, engine.pipeline.labels,
+                )  # fmt: skip
+                new += steps
+                outcomes.append(outcome)
+            assert isinstance(result.decision, Accept)
+            decision = check_consistency(result.decision, outcomes, check.min_agree)
+            _settle_check(result, decision, new)
+
+    async def verifier(self, check: Verifier, todo: list[ItemResult]) -> None:
+        engine, tier_index = self.engine, self.tier_index
+        link = check.ref
+        mechanism = engine.auto_mechanism(link.model)
+        system = verifier_system_prompt(engine.pipeline, mechanism)
+        requests = []
+        for r in todo:
+            assert isinstance(r.decision, Accept)
+            item = self.items[r.pk]
+            requests.append(
+                ClassifyRequest(
+                    provider=link.provider,
+                    model=link.model,
+                    system=system,
+                    user=verifier_user_prompt(item.text, r.decision.label),
+                    labels=VERDICT_LABELS,
+                    max_tokens=check.max_tokens,
+                    mechanism=mechanism,
+                    tag=engine.tag(
+                        item, self.next_step(r), tier_index, VERIFIER, link.model, check.max_tokens
+                    ),
+                )
+            )
+        all_tries = await engine.executor.execute(requests, disabled=self.disabled)
+        for result, tries in zip(todo, all_tries, strict=True):
+            steps, verdict = steps_from_tries(
+                engine.prices, result.pk, self.next_step(result), tier_index, self.tier.name,
+                VERIFIER, link, tries, VERDICT_LABELS,
+            )  # fmt: skip
+            assert isinstance(result.decision, Accept)
+            _settle_check(
+                result, check_verdict(result.decision, verdict, check.min_confidence), steps
+            )
 
 
 # -- shadow samples -----------------------------------------------------------------

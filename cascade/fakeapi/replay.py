@@ -38,6 +38,7 @@ from cascade.fakeapi.wire import (
     FakeState,
     ModelStats,
     Outcome,
+    envelope,
     error_outcome,
     tool_use,
 )
@@ -97,21 +98,12 @@ def replay_answer(state: FakeState, book: ReplayBook, body: Mapping[str, Any]) -
             stop = "tool_use"
         else:
             content, stop = [{"type": "text", "text": json.dumps(result)}], "end_turn"
-    message = {
-        "id": f"msg_replay_{state.next_id()}",
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": stop,
-        "stop_sequence": None,
-        "usage": {
-            "input_tokens": recorded.cost_nanos,  # nano-USD, see the module docstring
-            "output_tokens": 0,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        },
+    usage = {  # nano-USD, see the module docstring
+        "input_tokens": recorded.cost_nanos,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
     }
+    message = envelope(state, model, content, stop, (usage, 0), source="replay")
     return Outcome(200, message)
 
 

@@ -226,15 +226,18 @@ def error_outcome(
     return Outcome(status, body)
 
 
-def _envelope(
+def envelope(
     state: FakeState,
     model: str,
     content: list[dict[str, Any]],
     stop: str,
     tokens: tuple[dict[str, Any], int],
+    *,
+    source: str = "fake",
 ) -> dict[str, Any]:
+    """A Messages reply; ``tokens`` is the usage's input side and its output tokens."""
     return {
-        "id": f"msg_fake_{state.next_id()}",
+        "id": f"msg_{source}_{state.next_id()}",
         "type": "message",
         "role": "assistant",
         "model": model,
@@ -275,19 +278,19 @@ def answer(
     item = item_text(user_text(body))
     tokens_in = state.cache.usage(model, body, input_tokens(body), arrived)
     if fault is not None and fault.refuse_pattern and re.search(fault.refuse_pattern, item):
-        message = _envelope(state, model, [], "refusal", (tokens_in, 0))
+        message = envelope(state, model, [], "refusal", (tokens_in, 0))
         return Outcome(200, message, refusal=True)
     if fault is not None and state.chance(fault.malformed_rate):
         out = math.ceil(len(MALFORMED_TEXT) / 4) + 8
         content = [{"type": "text", "text": MALFORMED_TEXT}]
-        return Outcome(200, _envelope(state, model, content, "end_turn", (tokens_in, out)))
+        return Outcome(200, envelope(state, model, content, "end_turn", (tokens_in, out)))
 
     labels = labels_of(body)
     if not labels:
         text = "Hello from the fake Messages API."
         out = math.ceil(len(text) / 4) + 8
         content = [{"type": "text", "text": text}]
-        return Outcome(200, _envelope(state, model, content, "end_turn", (tokens_in, out)))
+        return Outcome(200, envelope(state, model, content, "end_turn", (tokens_in, out)))
     verdict = _verdict(model, body, item, labels)
     result = {"label": verdict.label, "confidence": verdict.confidence, "reason": verdict.reason}
     result_json = json.dumps(result)
@@ -295,9 +298,9 @@ def answer(
     tools = body.get("tools")
     if tools:
         block = tool_use(tools, result, f"toolu_fake_{state.next_id()}")
-        return Outcome(200, _envelope(state, model, [block], "tool_use", (tokens_in, out)))
+        return Outcome(200, envelope(state, model, [block], "tool_use", (tokens_in, out)))
     content = [{"type": "text", "text": result_json}]
-    return Outcome(200, _envelope(state, model, content, "end_turn", (tokens_in, out)))
+    return Outcome(200, envelope(state, model, content, "end_turn", (tokens_in, out)))
 
 
 def tool_use(tools: list[Any], result: dict[str, Any], block_id: str) -> dict[str, Any]:

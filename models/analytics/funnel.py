@@ -19,6 +19,7 @@ from models.analytics.scope import (
     job_filter,
     nearest_rank,
 )
+from models.core import count_rows
 from models.reports import FINISHED, NOT_SENT, STATUSES, JobTotals, TierRow, nanos_to_usd
 from models.reuse import ROLE as REUSE
 from models.tables import Attempt, Item, RejectedLine
@@ -56,18 +57,14 @@ def totals(session: Session, scope: Scope) -> JobTotals:
             func.sum(case((and_(is_call, Attempt.outcome.in_(NOT_SENT)), 1), else_=0)),
         ).where(*attempt_filter(scope))
     ).one()
-    rejected = session.execute(
-        select(func.count())
-        .select_from(RejectedLine)
-        .where(*job_filter(scope, RejectedLine.job_id))
-    ).scalar_one()
+    rejected = count_rows(session, RejectedLine, *job_filter(scope, RejectedLine.job_id))
     return JobTotals(
         job_id=scope.job_ids[0] if len(scope.job_ids) == 1 else 0,
         items_total=items_total,
         by_status=by_status,
         items_done=by_status[Status.DONE],
         items_failed=by_status[Status.FAILED],
-        lines_rejected=as_int(rejected),
+        lines_rejected=rejected,
         cost_nanos=cost,
         baseline_nanos=baseline,
         model_calls=as_int(tokens[2]),

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from common.lifecycle import Outcome, Role, Status
@@ -15,10 +15,11 @@ from models.analytics.scope import (
     Scope,
     as_int,
     attempt_filter,
-    bounds,
+    in_range,
     item_filter,
     nearest_rank,
 )
+from models.core import count_rows
 from models.db import as_utc
 from models.tables import Attempt, Item
 from models.tables_resilience import BreakerEvent, Drill
@@ -102,12 +103,7 @@ def breaker_openings(session: Session, scope: Scope) -> list[BreakerOpening]:
     Breakers are fleet-wide, so only the time range applies (events whose ``at``
     falls in it); the job, pipeline and label filters do not.
     """
-    lo, hi = bounds(scope)
-    conds: list[ColumnElement[bool]] = []
-    if lo is not None:
-        conds.append(BreakerEvent.at >= lo)
-    if hi is not None:
-        conds.append(BreakerEvent.at < hi)
+    conds = in_range(scope, BreakerEvent.at)
     out: list[BreakerOpening] = []
     open_since: dict[str, tuple[datetime, str]] = {}
     for key, to_state, reason, at in session.execute(
@@ -128,12 +124,7 @@ def breaker_openings(session: Session, scope: Scope) -> list[BreakerOpening]:
 
 def drills(session: Session, scope: Scope) -> list[DrillRow]:
     """Chaos drills that started in the time range (fleet-wide, like breakers)."""
-    lo, hi = bounds(scope)
-    conds: list[ColumnElement[bool]] = []
-    if lo is not None:
-        conds.append(Drill.started_at >= lo)
-    if hi is not None:
-        conds.append(Drill.started_at < hi)
+    conds = in_range(scope, Drill.started_at)
     return [
         DrillRow(
             r.breaker_key,
@@ -191,13 +182,13 @@ def reliability(session: Session, scope: Scope, dead_letter_limit: int = 20) -> 
             .limit(dead_letter_limit)
         )
     ]
-    dead_total = session.execute(select(func.count()).select_from(Item).where(*failed))
+    dead_total = count_rows(session, Item, *failed)
     return Reliability(
         calls=calls,
         outcomes=outcomes,
         fallbacks=links,
         dead_letters=dead,
-        dead_lettered=as_int(dead_total.scalar_one()),
+        dead_lettered=dead_total,
         breaker_openings=breaker_openings(session, scope),
         drills=drills(session, scope),
     )

@@ -50,6 +50,17 @@ def bounds(scope: Scope) -> tuple[datetime | None, datetime | None]:
     return lo, hi
 
 
+def in_range(scope: Scope, at: Any) -> list[ColumnElement[bool]]:
+    """The scope's days as conditions on the time column ``at`` (none for an open end)."""
+    lo, hi = bounds(scope)
+    conds: list[ColumnElement[bool]] = []
+    if lo is not None:
+        conds.append(at >= lo)
+    if hi is not None:
+        conds.append(at < hi)
+    return conds
+
+
 def job_filter(scope: Scope, job_col: Any) -> list[ColumnElement[bool]]:
     conds: list[ColumnElement[bool]] = []
     if scope.job_ids:
@@ -63,12 +74,7 @@ def item_filter(scope: Scope) -> list[ColumnElement[bool]]:
     conds = job_filter(scope, Item.job_id)
     if scope.label is not None:
         conds.append(Item.label == scope.label)
-    lo, hi = bounds(scope)
-    if lo is not None:
-        conds.append(Item.created_at >= lo)
-    if hi is not None:
-        conds.append(Item.created_at < hi)
-    return conds
+    return conds + in_range(scope, Item.created_at)
 
 
 def attempt_filter(scope: Scope) -> list[ColumnElement[bool]]:
