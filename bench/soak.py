@@ -45,6 +45,7 @@ from sqlalchemy import create_engine, text
 
 from bench import accounting as acc
 from bench import data, stack
+from bench.kills import twice_by_kill
 from bench.procs import BIN, ROOT, kill_group, start_worker, stop_group
 from bench.tail import shape_args
 from cascade.fakeapi.latency import LatencySpec
@@ -364,6 +365,7 @@ def run(opts: Options, *, chaos: bool, name: str) -> dict[str, Any]:
         "events": events,
         "calls": acc.compare(calls, ledger.rows),
         "double_billed": acc.double_billed(calls, ledger.rows, ledger.items),
+        "twice_by_kill": twice_by_kill(calls, [k.at for k in watcher.kills]),
         "duplicates": acc.duplicates(ledger.rows),
         "unfinished": acc.unfinished(ledger.items),
         "kills": watcher.report(),
@@ -462,6 +464,7 @@ def _drive(
 
 def print_report(result: dict[str, Any], baseline: dict[str, Any] | None) -> None:
     c, d, b = result["calls"], result["duplicates"], result["double_billed"]
+    tk = result["twice_by_kill"]
     k, u = result["kills"], result["unfinished"]
     lines = [
         f"soak: {result['items']:,} posts, finished={result['finished']} "
@@ -486,6 +489,10 @@ def print_report(result: dict[str, Any], baseline: dict[str, Any] | None) -> Non
         f"  calls cut off by a kill (outcome unknown, estimated tokens): {c['cut_off']}",
         f"  items billed twice at one tier: {b['server_items']} by the server's log "
         f"({b['extra_billed_calls']} extra billed calls), {b['ledger_items']} by the ledger",
+        f"    first bill at the next kill: {tk['in_flight']} in flight, "
+        f"{tk['just_returned']} returned <= {tk['margin_s']} s before it, "
+        f"{tk['returned_before']} returned earlier, {tk['no_kill']} with no kill after "
+        "(the last two should be 0)",
         f"  duplicates: (item, step) {d['item_steps_count']}, request ids "
         f"{d['request_ids_count']}, decisions {d['decisions_count']}",
         f"  lost (unfinished) items: {u['count']} {u['by_status']}",
