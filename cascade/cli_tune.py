@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
 
 from cascade.cliutil import app, ensure_schema, fail, find_job, out, setup
+from common.lifecycle import Status, Verdict
+
+T = TypeVar("T")
 
 
 def observations(items: Sequence[Any], tier_index: int, use_gold: bool) -> list[Any]:
@@ -29,8 +32,8 @@ def observations(items: Sequence[Any], tier_index: int, use_gold: bool) -> list[
         if not verdicts:
             continue
         v = verdicts[-1]
-        escalated = v.decision == "escalate"
-        answered_above = escalated and item.status == "done" and item.final_label is not None
+        escalated = v.decision == Verdict.ESCALATE
+        answered_above = escalated and item.status == Status.DONE and item.final_label is not None
         if use_gold:
             reference = item.gold
             above_correct = (
@@ -184,11 +187,11 @@ def _recommend_tier(
     budget: float | None,
 ) -> float | None:
     """One tier's curve table and recommended min_confidence (None: keep the current one)."""
-    from workers.tuning import curve, recommend
+    from workers.tuning import curve, min_confidence_of, recommend
 
     obs = observations(items, k, use_gold)
     pairs = sum(1 for o in obs if o.correct is not None)
-    current = float(tier.get("accept", {}).get("min_confidence", 0.8))
+    current = min_confidence_of(tier)
     points = curve(obs)
     if budget is not None:
         rec = recommend(points, pairs, budget_nanos=budget)
@@ -220,17 +223,24 @@ def _recommend_tier(
     return rec.point.threshold
 
 
-def _write_min_confidence(pipeline: Path, chosen: dict[int, float]) -> None:
-    from workers.tuning import set_min_confidence
-
+def _rewrite(
+    pipeline: Path, chosen: dict[int, T], edit: Callable[[str, int, T], str], what: str
+) -> None:
+    """Write each tier's ``chosen`` value into the pipeline file with ``edit``, and say so."""
     try:
         text = pipeline.read_text(encoding="utf-8")
         for k, value in chosen.items():
-            text = set_min_confidence(text, k, value)
+            text = edit(text, k, value)
     except (OSError, ValueError) as exc:
         raise fail(f"{pipeline}: {exc}") from None
     pipeline.write_text(text, encoding="utf-8")
-    out.print(f"wrote {len(chosen)} threshold(s) to {pipeline}")
+    out.print(f"wrote {what} to {pipeline}")
+
+
+def _write_min_confidence(pipeline: Path, chosen: dict[int, float]) -> None:
+    from workers.tuning import set_min_confidence
+
+    _rewrite(pipeline, chosen, set_min_confidence, f"{len(chosen)} threshold(s)")
 
 
 def _guarantee(
@@ -261,16 +271,10 @@ def _guarantee(
         allow_uncertified=allow_uncertified,
         use_gold=use_gold,
     )
-    if pipeline is None:
-        return
-    try:
-        text = pipeline.read_text(encoding="utf-8")
-        for k, by_label in chosen.items():
-            text = set_by_label(text, k, by_label)
-    except (OSError, ValueError) as exc:
-        raise fail(f"{pipeline}: {exc}") from None
-    pipeline.write_text(text, encoding="utf-8")
-    out.print(f"wrote min_confidence_by_label for {len(chosen)} tier(s) to {pipeline}")
+    if pipeline is not None:
+        _rewrite(
+            pipeline, chosen, set_by_label, f"min_confidence_by_label for {len(chosen)} tier(s)"
+        )
 
 
 @app.command("train-local")

@@ -19,6 +19,8 @@ from typing import Any, TextIO
 from rich.console import Console
 
 from cascade.fmt import FitTable, money
+from common.lifecycle import Status, Verdict
+from models.analytics import FunnelTier
 from models.reports import JobTotals, OutcomeRow, TierRow, nanos_to_usd
 
 
@@ -47,13 +49,9 @@ def job_report(job: Any, totals: JobTotals, tiers: list[TierRow]) -> dict[str, A
     done_cost = nanos_to_usd(totals.finished_cost_nanos)
     baseline = nanos_to_usd(totals.finished_baseline_nanos)
     savings = float((baseline - done_cost) / baseline * 100) if baseline else 0.0
-    unfinished = (
-        totals.items_total
-        - totals.items_done
-        - totals.items_failed
-        - totals.by_status.get("budget_capped", 0)
-        - totals.by_status.get("review", 0)
-    )
+    capped = totals.by_status.get(Status.BUDGET_CAPPED, 0)
+    review = totals.by_status.get(Status.REVIEW, 0)  # final for the machine
+    unfinished = totals.items_total - totals.items_done - totals.items_failed - capped - review
     return {
         "job_id": None if job is None else job.id,
         "job_name": None if job is None else job.name,
@@ -62,9 +60,9 @@ def job_report(job: Any, totals: JobTotals, tiers: list[TierRow]) -> dict[str, A
         "items_total": totals.items_total,
         "items_done": totals.items_done,
         "items_failed": totals.items_failed,
-        "items_budget_capped": totals.by_status.get("budget_capped", 0),
-        "items_paused_budget": totals.by_status.get("paused_budget", 0),
-        "items_review": totals.by_status.get("review", 0),  # final for the machine
+        "items_budget_capped": capped,
+        "items_paused_budget": totals.by_status.get(Status.PAUSED_BUDGET, 0),
+        "items_review": review,
         "items_unfinished": unfinished,
         "partial": unfinished > 0,
         "budget_usd": plain(nanos_to_usd(job.budget_nanos))
@@ -86,14 +84,21 @@ def job_report(job: Any, totals: JobTotals, tiers: list[TierRow]) -> dict[str, A
     }
 
 
-def _tier(t: TierRow) -> dict[str, Any]:
+def tier_counts(t: TierRow | FunnelTier) -> dict[str, Any]:
+    """The keys a tier's row and its funnel row begin with, in this order."""
     return {
         "tier_index": t.tier_index,
         "tier": t.tier,
         "entered": t.entered,
         "accepted": t.accepted,
         "escalated": t.escalated,
-        "failed": t.failed,
+        Status.FAILED: t.failed,  # the tier's visits that ended in Verdict.FAIL
+    }
+
+
+def _tier(t: TierRow) -> dict[str, Any]:
+    return {
+        **tier_counts(t),
         "calls": t.calls,
         "not_sent": t.not_sent,
         "fallbacks": t.fallbacks,
@@ -142,7 +147,7 @@ def _tier_table(report: dict[str, Any]) -> FitTable:
         "in",
         "acc",
         "esc",
-        "fail",
+        Verdict.FAIL,
         "calls",
         "fb",
         "cost",
@@ -156,7 +161,7 @@ def _tier_table(report: dict[str, Any]) -> FitTable:
             str(t["entered"]),
             str(t["accepted"]),
             str(t["escalated"]),
-            str(t["failed"]),
+            str(t[Status.FAILED]),
             str(t["calls"]),
             str(t["fallbacks"]),
             usd(Decimal(t["cost_usd"])),

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cascade.render import usd_text
+from cascade.render import tier_counts, usd_text
+from common.lifecycle import Outcome, Status
 from models import analytics as an
 from workers.pricing import PriceTable, UnknownModelError
 
@@ -107,12 +108,7 @@ def add_sections(report: dict[str, Any], s: Sections, prices: PriceTable | None)
 
 def _funnel_tier(t: an.FunnelTier, *, last: bool) -> dict[str, Any]:
     return {
-        "tier_index": t.tier_index,
-        "tier": t.tier,
-        "entered": t.entered,
-        "accepted": t.accepted,
-        "escalated": t.escalated,
-        "failed": t.failed,
+        **tier_counts(t),
         "dead_lettered": t.dead_lettered,
         "escalation_rate": round(t.escalation_rate, 4),
         "warning": escalation_warning(t, last),
@@ -196,7 +192,8 @@ def _reliability(rel: an.Reliability) -> dict[str, Any]:
         "calls": rel.calls,
         "outcomes": dict(rel.outcomes),
         "fallbacks": [
-            {"tier": f.tier, "link": f.link, "calls": f.calls, "ok": f.ok} for f in rel.fallbacks
+            {"tier": f.tier, "link": f.link, "calls": f.calls, Outcome.OK: f.ok}
+            for f in rel.fallbacks
         ],
         "breaker_openings": [
             {
@@ -232,13 +229,13 @@ def _day(d: an.DailyRow) -> dict[str, Any]:
         "items": d.items,
         "accepted": d.accepted,
         "escalated": d.escalated,
-        "failed": d.failed,
+        Status.FAILED: d.failed,
         "calls": d.calls,
         "cost_usd": usd_text(d.cost_nanos),
         "baseline_cost_usd": usd_text(d.baseline_nanos),
         "p95_ms": d.p95_ms,
         "escalation_rate": round(d.escalated / d.items, 4) if d.items else 0.0,
         "not_sent": d.not_sent,
-        "reused": d.reused,
+        Outcome.REUSED: d.reused,
         "reuse_saved_usd": usd_text(d.reuse_saved_nanos),
     }

@@ -11,6 +11,7 @@ from rich.table import Table
 from cascade.fmt import FitTable
 from cascade.render import usd
 from cascade.render_csv import cell, compare_rows
+from common.lifecycle import Outcome, Status, Verdict
 
 
 def _table(title: str, columns: list[str]) -> Table:
@@ -33,14 +34,14 @@ def print_sections(console: Console, r: dict[str, Any]) -> None:
 
 
 def _print_funnel(console: Console, funnel: list[dict[str, Any]]) -> None:
-    t = _table("Funnel", ["tier", "in", "accept", "escal", "fail", "dead", "escal %"])
+    t = _table("Funnel", ["tier", "in", Verdict.ACCEPT, "escal", Verdict.FAIL, "dead", "escal %"])
     for f in funnel:
         t.add_row(
             f["tier"],
             str(f["entered"]),
             str(f["accepted"]),
             str(f["escalated"]),
-            str(f["failed"]),
+            str(f[Status.FAILED]),
             str(f["dead_lettered"]),
             f"{f['escalation_rate'] * 100:.1f}",
         )
@@ -89,43 +90,36 @@ def _print_latency(console: Console, lat: dict[str, Any]) -> None:
 def _print_reliability(console: Console, rel: dict[str, Any]) -> None:
     outcomes = ", ".join(f"{k} {v}" for k, v in rel["outcomes"].items())
     console.print(f"calls {rel['calls']}: {outcomes}")
-    if rel["fallbacks"]:
-        t = _table("Fallbacks by chain link", ["tier", "link", "calls", "ok"])
-        for x in rel["fallbacks"]:
-            t.add_row(x["tier"], x["link"], str(x["calls"]), str(x["ok"]))
-        console.print(t)
-    if rel["breaker_openings"]:
-        t = _table("Breaker openings", ["breaker", "opened", "closed", "seconds", "reason"])
-        for o in rel["breaker_openings"]:
-            t.add_row(
-                o["breaker_key"],
-                o["opened_at"],
-                cell(o["closed_at"]),
-                cell(o["seconds"]),
-                o["reason"],
-            )
-        console.print(t)
-    if rel["drills"]:
-        t = _table("Chaos drills", ["breaker", "started", "until", "cleared", "diverted"])
-        for d in rel["drills"]:
-            t.add_row(
-                d["breaker_key"],
-                d["started_at"],
-                d["until"],
-                cell(d["cleared_at"]),
-                str(d["calls_diverted"]),
-            )
-        console.print(t)
-    if rel["dead_letters"]:
-        t = _table(f"Dead letters ({rel['dead_lettered']})", ["reason", "items"])
-        for x in rel["dead_letters"]:
-            t.add_row(x["error"], str(x["items"]))
-        console.print(t)
+    fallbacks = [
+        [x["tier"], x["link"], str(x["calls"]), str(x[Outcome.OK])] for x in rel["fallbacks"]
+    ]
+    openings = [
+        [o["breaker_key"], o["opened_at"], cell(o["closed_at"]), cell(o["seconds"]), o["reason"]]
+        for o in rel["breaker_openings"]
+    ]
+    drills = [
+        [d["breaker_key"], d["started_at"], d["until"], cell(d["cleared_at"]),
+         str(d["calls_diverted"])]
+        for d in rel["drills"]
+    ]  # fmt: skip
+    dead = [[x["error"], str(x["items"])] for x in rel["dead_letters"]]
+    for title, columns, rows in (
+        ("Fallbacks by chain link", ["tier", "link", "calls", Outcome.OK], fallbacks),
+        ("Breaker openings", ["breaker", "opened", "closed", "seconds", "reason"], openings),
+        ("Chaos drills", ["breaker", "started", "until", "cleared", "diverted"], drills),
+        (f"Dead letters ({rel['dead_lettered']})", ["reason", "items"], dead),
+    ):
+        if rows:  # an empty section prints nothing
+            t = _table(title, columns)
+            for row in rows:
+                t.add_row(*row)
+            console.print(t)
 
 
 def _print_daily(console: Console, daily: list[dict[str, Any]]) -> None:
     t = _table(
-        "Per day", ["day", "pipeline", "tier", "items", "escal", "fail", "calls", "cost", "p95"]
+        "Per day",
+        ["day", "pipeline", "tier", "items", "escal", Verdict.FAIL, "calls", "cost", "p95"],
     )
     for d in daily:
         t.add_row(
@@ -134,7 +128,7 @@ def _print_daily(console: Console, daily: list[dict[str, Any]]) -> None:
             d["tier"],
             str(d["items"]),
             str(d["escalated"]),
-            str(d["failed"]),
+            str(d[Status.FAILED]),
             str(d["calls"]),
             usd(Decimal(d["cost_usd"])),
             cell(d["p95_ms"]),
@@ -165,7 +159,7 @@ def _print_confidence(console: Console, conf: dict[str, Any]) -> None:
 def print_daily_not_calls(console: Console, daily: list[dict[str, Any]]) -> None:
     """Under the per-day table: the steps it does not count as calls, when there are any."""
     not_sent = sum(d["not_sent"] for d in daily)
-    reused = sum(d["reused"] for d in daily)
+    reused = sum(d[Outcome.REUSED] for d in daily)
     if not_sent:
         console.print(f"[dim]per day, not in calls: {not_sent:,} model steps sent no request[/dim]")
     if reused:

@@ -21,6 +21,7 @@ from cascade.report_svg import esc as _e
 from cascade.report_svg import html_table as _table
 from cascade.report_svg import num_html as _n
 from cascade.report_svg import usd_html as _m
+from common.lifecycle import Outcome, Status
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#111827}
@@ -53,8 +54,8 @@ def charts(r: dict[str, Any]) -> dict[str, str]:
             "chart-funnel",
             [t["tier"] for t in funnel],
             [
-                (k, [float(t[k if k != "failed" else "failed"]) for t in funnel])
-                for k in ("entered", "accepted", "escalated", "failed")
+                (k, [float(t[k]) for t in funnel])
+                for k in ("entered", "accepted", "escalated", Status.FAILED)
             ],
         )
     }
@@ -225,7 +226,7 @@ def _funnel_and_cost(r: dict[str, Any]) -> list[str]:
             _n(t["entered"]),
             _n(t["accepted"]),
             _n(t["escalated"]),
-            _n(t["failed"]),
+            _n(t[Status.FAILED]),
             _n(t["dead_lettered"]),
             f"{t['escalation_rate'] * 100:.1f}%",
             f'<span class="warn">{_e(t["warning"])}</span>' if t["warning"] else "",
@@ -240,7 +241,7 @@ def _funnel_and_cost(r: dict[str, Any]) -> list[str]:
     return [
         "<h2>Funnel</h2>",
         _table(
-            ["tier", "in", "accepted", "escalated", "failed", "dead", "escalation", "warning"],
+            ["tier", "in", "accepted", "escalated", Status.FAILED, "dead", "escalation", "warning"],
             funnel,
         ),
         "<h2>Cost by label</h2>",
@@ -272,9 +273,9 @@ def _reliability(rel: dict[str, Any]) -> list[str]:
         "<h2>Reliability</h2>",
         _table(["outcome", "calls"], [[_e(k), _n(v)] for k, v in rel.get("outcomes", {}).items()]),
         _table(
-            ["fallback link", "tier", "calls", "ok"],
+            ["fallback link", "tier", "calls", Outcome.OK],
             [
-                [_e(f["link"]), _e(f["tier"]), _n(f["calls"]), _n(f["ok"])]
+                [_e(f["link"]), _e(f["tier"]), _n(f["calls"]), _n(f[Outcome.OK])]
                 for f in rel.get("fallbacks", [])
             ],
             "Fallback links used",

@@ -12,6 +12,7 @@ from html import escape
 from typing import Any
 
 from cascade.fmt import money
+from common.lifecycle import Status
 
 W, H = 560, 260  # chart size
 ML, MR, MT, MB = 64, 40, 30, 50  # margins: left, right, top, bottom
@@ -19,7 +20,7 @@ COLORS = {
     "entered": "#94a3b8",
     "accepted": "#16a34a",
     "escalated": "#f59e0b",
-    "failed": "#dc2626",
+    Status.FAILED: "#dc2626",
     "cost": "#2563eb",
     "baseline": "#9ca3af",
     "p50_ms": "#60a5fa",

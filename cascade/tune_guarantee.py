@@ -19,6 +19,7 @@ from typing import Any
 from rich.table import Table
 
 from cascade.cliutil import out
+from common.lifecycle import Verdict
 from workers.decision import shadow_sampled
 from workers.guarantee import Certificate, Judged, certify_by_label, shadow_rate_for
 
@@ -30,7 +31,7 @@ def _reference(item: Any, tier_index: int, use_gold: bool, job_id: int, rate: fl
     if use_gold:
         return item.gold
     mine = [v for v in item.verdicts if v.tier_index == tier_index][-1]
-    if mine.decision != "escalate":  # accepted (or sent to review over a shadow)
+    if mine.decision != Verdict.ESCALATE:  # accepted (or sent to review over a shadow)
         shadow = item.shadows.get(tier_index + 1)
         return None if shadow is None else shadow.label
     if not shadow_sampled(job_id, item.pk, tier_index, rate):

@@ -10,10 +10,13 @@ from dataclasses import dataclass
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session, aliased
 
+from common.lifecycle import Status
 from models.analytics.scope import Scope, as_int, attempt_filter, item_filter
 from models.tables import Attempt, Item
 
 NOT_CALLS = ("rules", "local", "reuse")
+# A repeat that took its source's decision and is finished (the source's call, saved).
+REUSE_SETTLED = (Status.DONE, Status.BUDGET_CAPPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +76,9 @@ def reuse_summary(session: Session, scope: Scope) -> Reuse:
     source = aliased(Item)
     row = session.execute(
         select(
-            func.sum(case((Item.status.in_(("done", "budget_capped")), 1), else_=0)),
-            func.sum(case((Item.status == "reuse_wait", 1), else_=0)),
-            func.sum(
-                case((Item.status.in_(("done", "budget_capped")), source.cost_nanos), else_=0)
-            ),
+            func.sum(case((Item.status.in_(REUSE_SETTLED), 1), else_=0)),
+            func.sum(case((Item.status == Status.REUSE_WAIT, 1), else_=0)),
+            func.sum(case((Item.status.in_(REUSE_SETTLED), source.cost_nanos), else_=0)),
         )
         .join(source, source.id == Item.reuse_of)
         .where(*item_filter(scope), and_(Item.reuse_of.is_not(None)))

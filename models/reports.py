@@ -15,17 +15,24 @@ from typing import Any
 from sqlalchemy import BigInteger, Integer, String, and_, case, column, func, select, table
 from sqlalchemy.orm import Session
 
+from common.lifecycle import FINAL_STATUSES, Outcome, Status
 from models.tables import Attempt, Item, RejectedLine
 
 NANO = Decimal("0.000000001")
 
 # Every item status, in lifecycle order; counts are reported for each, zero or not.
-STATUSES: tuple[str, ...] = ("pending", "running", "fallback", "done", "failed")
-FINISHED: tuple[str, ...] = ("done", "failed", "budget_capped", "review")
+STATUSES: tuple[Status, ...] = (
+    Status.PENDING,
+    Status.RUNNING,
+    Status.FALLBACK,
+    Status.DONE,
+    Status.FAILED,
+)
+FINISHED = FINAL_STATUSES  # done, failed, budget_capped, review
 # Outcomes of steps that made no request (workers.providers.base.NOT_SENT).
-NOT_SENT: tuple[str, ...] = ("breaker_open", "drill")
+NOT_SENT: tuple[Outcome, ...] = (Outcome.BREAKER_OPEN, Outcome.DRILL)
 # progress() also counts these per tier, under the key f"{status}:{tier_index}".
-IN_FLIGHT: tuple[str, ...] = ("pending", "running")
+IN_FLIGHT: tuple[Status, ...] = (Status.PENDING, Status.RUNNING)
 
 # The report_tiers view (created by migrations; defined in models.views).
 _report_tiers = table(
@@ -36,7 +43,7 @@ _report_tiers = table(
     column("entered", BigInteger),
     column("accepted", BigInteger),
     column("escalated", BigInteger),
-    column("failed", BigInteger),
+    column(Status.FAILED, BigInteger),  # the tier's visits that ended in Verdict.FAIL
     column("calls", BigInteger),
     column("input_tokens", BigInteger),
     column("output_tokens", BigInteger),

@@ -16,12 +16,13 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from common.lifecycle import Status
 from models.db import as_utc
 from models.repo import _insert, utcnow
 from models.tables import Attempt, Item
 from models.tables_review import ReviewVerdict
 
-REVIEW = "review"  # the item status, and the final_tier of an item a person decided
+REVIEW = Status.REVIEW  # the item status, and the final_tier of an item a person decided
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,7 @@ def import_verdicts(session: Session, job_id: int, verdicts: Sequence[Verdict]) 
         session.execute(
             update(Item)
             .where(Item.id == pk, Item.status == REVIEW)
-            .values(status="done", finished_at=now, error=None)
+            .values(status=Status.DONE, finished_at=now, error=None)
         )
     return Imported(added, replaced, sorted(keys - set(found)))
 

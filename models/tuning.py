@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from common.lifecycle import Outcome, Status, Verdict
 from models.reviews import gold_labels
 from models.tables import Attempt, Item
 
 GOLD_KEY = "gold"
 SHADOW = "shadow"
-SHADOW_ANSWERED = ("ok", "rule_match")  # a model's valid answer, or a rule that matched
+SHADOW_ANSWERED = (Outcome.OK, Outcome.RULE_MATCH)  # a model's valid answer, or a rule's
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +87,8 @@ def tuning_items(session: Session, job_id: int) -> list[TuningItem]:
         )
         .where(
             Attempt.job_id == job_id,
-            Attempt.outcome == "ok",
-            Attempt.decision.in_(("accept", "escalate", "review")),
+            Attempt.outcome == Outcome.OK,
+            Attempt.decision.in_((Verdict.ACCEPT, Verdict.ESCALATE, Verdict.REVIEW)),
             Attempt.label.is_not(None),
             Attempt.confidence.is_not(None),
         )
@@ -172,6 +173,6 @@ def training_examples(
             gold = reviewed.get(pk) or _gold(meta)
             if gold is not None:
                 out.append((text, gold))
-        elif status == "done" and label and final_tier not in exclude_tiers:
+        elif status == Status.DONE and label and final_tier not in exclude_tiers:
             out.append((text, label))
     return out

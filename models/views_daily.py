@@ -7,6 +7,7 @@ predicates that say what a call is, shared with ``report_tiers``.
 
 from __future__ import annotations
 
+from common.lifecycle import Outcome, Status
 from models.views import CALL, NOT_SENT, REUSED, SOURCE_COST
 
 # ---------------------------------------------------------------------------
@@ -40,7 +41,7 @@ REPORT_DAILY_COLUMNS: tuple[str, ...] = (
     "tier",
     "items",
     "escalated",
-    "failed",
+    Status.FAILED,  # visits that ended in Verdict.FAIL
     "calls",
     "cost_usd",
     "baseline_cost_usd",
@@ -48,7 +49,7 @@ REPORT_DAILY_COLUMNS: tuple[str, ...] = (
     "tier_index",
     "accepted",
     "not_sent",
-    "reused",
+    Outcome.REUSED,
     "reuse_saved_usd",
 )
 

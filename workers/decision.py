@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from common.lifecycle import Outcome as StepOutcome
 from common.lifecycle import Verdict
 from common.stops import AUTH_FAILED
 from workers.answers import Answer, Judged, Malformed, Refused
@@ -27,6 +28,10 @@ class Accept:
     label: str
     confidence: float
     reason: str
+
+    def noting(self, check: str) -> Accept:
+        """The same answer, its reason noting a check it passed."""
+        return Accept(self.label, self.confidence, f"{self.reason} [{check}]".strip())
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +104,12 @@ class Review:
 
 Decision = Accept | Escalate | Fallback | GiveUp | Defer | Pause | Capped | Hold | Review
 # Failures that may pass with time (a retry later can succeed); the rest are permanent.
-TEMPORARY_KINDS = frozenset({"transient", "breaker_open", "drill"})
+TEMPORARY_KINDS = frozenset({StepOutcome.TRANSIENT, StepOutcome.BREAKER_OPEN, StepOutcome.DRILL})
 Outcome = Judged | CallFailed
 
 
 def decide(
-    policy: AcceptPolicy, outcome: Outcome, *, is_last: bool, on_refusal: str = "fallback"
+    policy: AcceptPolicy, outcome: Outcome, *, is_last: bool, on_refusal: str = Verdict.FALLBACK
 ) -> Decision:
     """Accept, escalate to the next tier, hand to the fallback chain, review, or give up.
 
@@ -115,7 +120,7 @@ def decide(
     else ``min_confidence``). A refusal follows ``on_refusal`` (see :func:`refusal`).
     """
     match outcome:
-        case CallFailed(kind="spend_limit", detail=detail):
+        case CallFailed(kind=StepOutcome.SPEND_LIMIT, detail=detail):
             return Pause(f"spend limit reached: {detail}")
         case CallFailed(kind="auth", detail=detail):
             # no other model or later try passes with the same key: stop the job
@@ -155,9 +160,9 @@ def refusal(policy: str, detail: str, *, is_last: bool) -> Decision:
     confidence 1.0; ``escalate`` on the last tier (no next tier) goes to review.
     """
     why = f"refused: {detail}"
-    if policy == "review" or (policy == "escalate" and is_last):
+    if policy == Verdict.REVIEW or (policy == Verdict.ESCALATE and is_last):
         return Review(None, None, why)
-    if policy == "escalate":
+    if policy == Verdict.ESCALATE:
         return Escalate(why)
     if policy.startswith("label:"):
         return Accept(policy.removeprefix("label:"), 1.0, f"{why} [on_refusal = {policy}]")
@@ -214,7 +219,7 @@ def _said(outcome: Outcome) -> str:
         case Refused():
             return "refused"
         case _:
-            return "malformed"
+            return StepOutcome.MALFORMED
 
 
 def check_consistency(
@@ -230,11 +235,7 @@ def check_consistency(
     agree = sum(1 for e in extras if isinstance(e, Answer) and e.label == primary.label)
     share = agree / len(extras)
     if share + 1e-9 >= min_agree:
-        return Accept(
-            primary.label,
-            primary.confidence,
-            f"{primary.reason} [{agree}/{len(extras)} consistency answers agree]".strip(),
-        )
+        return primary.noting(f"{agree}/{len(extras)} consistency answers agree")
     others = ", ".join(
         _said(e) for e in extras if not (isinstance(e, Answer) and e.label == primary.label)
     )
@@ -250,11 +251,7 @@ def check_verdict(primary: Accept, verdict: Outcome, min_confidence: float) -> A
         case Answer(label=label, confidence=confidence) if (
             label == VERDICT_CORRECT and confidence >= min_confidence
         ):
-            return Accept(
-                primary.label,
-                primary.confidence,
-                f"{primary.reason} [verifier: correct {confidence:.2f}]".strip(),
-            )
+            return primary.noting(f"verifier: correct {confidence:.2f}")
         case Answer(label=label, confidence=confidence, reason=reason):
             return Escalate(
                 f"verifier: {label} ({confidence:.2f}, need correct >= {min_confidence:.2f}): "

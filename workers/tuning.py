@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_GRID: tuple[float, ...] = (
     0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98,
@@ -267,7 +268,8 @@ def set_by_label(toml_text: str, tier_index: int, by_label: dict[str, float | st
     Written as one inline-table line in the tier's ``[tiers.accept]`` table (replacing
     the line if there is one, else after ``min_confidence``); every other line stays.
     """
-    text = set_min_confidence(toml_text, tier_index, _current(toml_text, tier_index))
+    current = min_confidence_of(tomllib.loads(toml_text)["tiers"][tier_index])
+    text = set_min_confidence(toml_text, tier_index, current)
     lines = text.splitlines(keepends=True)
     starts = [i for i, line in enumerate(lines) if _TIERS_HEADER.match(line)]
     begin = starts[tier_index]
@@ -292,7 +294,6 @@ def set_by_label(toml_text: str, tier_index: int, by_label: dict[str, float | st
     return out
 
 
-def _current(toml_text: str, tier_index: int) -> float:
-    """The tier's min_confidence as written (0.8, the default, when absent)."""
-    tier = tomllib.loads(toml_text)["tiers"][tier_index]
+def min_confidence_of(tier: Mapping[str, Any]) -> float:
+    """A pipeline tier's min_confidence as written (0.8, the default, when absent)."""
     return float(tier.get("accept", {}).get("min_confidence", 0.8))

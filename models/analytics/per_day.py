@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from common.lifecycle import Outcome, Status
 from models.analytics.scope import Scope, as_int, bounds, for_reports
 from models.views_daily import REPORT_DAILY_BODY, REPORT_DAILY_LIVE
 
@@ -90,13 +91,13 @@ def _daily_row(r: Any) -> DailyRow:
         items=as_int(r["items"]),
         accepted=as_int(r["accepted"]),
         escalated=as_int(r["escalated"]),
-        failed=as_int(r["failed"]),
+        failed=as_int(r[Status.FAILED]),
         calls=as_int(r["calls"]),
         cost_nanos=_nanos(r["cost_usd"]),
         baseline_nanos=_nanos(r["baseline_cost_usd"]),
         p95_ms=None if r["p95_ms"] is None else int(r["p95_ms"]),
         not_sent=as_int(r["not_sent"]),
-        reused=as_int(r["reused"]),
+        reused=as_int(r[Outcome.REUSED]),
         reuse_saved_nanos=_nanos(r["reuse_saved_usd"]),
     )
 
