@@ -40,13 +40,18 @@ class LocalModelError(ValueError):
     """A local model cannot be trained or loaded."""
 
 
-def _estimator(per_label_min: int, seed: int) -> tuple[Any, bool]:
+def _estimator(n_labels: int, per_label_min: int, seed: int) -> tuple[Any, bool]:
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
     from sklearn.pipeline import make_pipeline
 
-    base = LogisticRegression(C=10.0, solver="liblinear", random_state=seed)
+    base: Any = LogisticRegression(C=10.0, solver="liblinear", random_state=seed)
+    if n_labels > 2:
+        # liblinear fits one label against the rest; scikit-learn 1.8+ no longer does
+        # that by itself for three labels or more ("does not support multiclass").
+        base = OneVsRestClassifier(base)
     calibrated = per_label_min >= MIN_PER_LABEL_TO_CALIBRATE
     clf: Any = (
         CalibratedClassifierCV(base, cv=CALIBRATION_FOLDS, method="sigmoid") if calibrated else base
@@ -70,7 +75,7 @@ class LocalModel:
         counts = Counter(labels)
         if len(counts) < 2:
             raise LocalModelError(f"need examples of at least 2 labels, got {dict(counts)}")
-        estimator, calibrated = _estimator(min(counts.values()), seed)
+        estimator, calibrated = _estimator(len(counts), min(counts.values()), seed)
         estimator.fit(list(texts), list(labels))
         classes = tuple(str(c) for c in estimator.classes_)
         return cls(classes, calibrated, len(texts), estimator)

@@ -37,6 +37,22 @@ def test_predicts_labels_with_calibrated_confidence(model: LocalModel) -> None:
     assert model.predict([]) == []
 
 
+ACCOUNT = ["reset my password", "cannot log in", "change my email address", "delete my account"]
+
+
+@pytest.mark.parametrize("n", [1, 5])  # uncalibrated and calibrated
+def test_three_labels_train_and_predict(n: int) -> None:
+    # scikit-learn 1.8+ refuses liblinear on three labels unless it is wrapped one-vs-rest
+    texts, labels = _data(n)
+    texts += [f"{t} {i}" for i in range(n) for t in ACCOUNT]
+    labels += ["account"] * 4 * n
+    model = LocalModel.train(texts, labels, seed=0)
+    assert model.labels == ("account", "billing", "shipping")
+    got = model.predict(["I cannot log in to my account", "refund this invoice", "parcel lost"])
+    assert [label for label, _ in got] == ["account", "billing", "shipping"]
+    assert all(1 / 3 < confidence <= 1.0 for _, confidence in got)
+
+
 def test_too_few_examples_are_not_calibrated() -> None:
     small = LocalModel.train(*_data(1))
     assert not small.calibrated
