@@ -103,10 +103,11 @@ def sweep_once(
 ) -> int:
     """Re-send items no message is carrying (lost message, dead worker). Returns items re-sent.
 
-    Items waiting at a tier whose queue is empty (``depths``, the broker's count per
-    queue) are re-sent after ``QUIET_S``, not ``idle_s``: a broker that restarted empty
-    lost their messages. ``shared``: a worker's own periodic sweep; it skips when
-    another process holds the fleet's sweep lock.
+    Items waiting at a tier, or for the fallback chain without having been deferred,
+    whose queue is empty (``depths``, the broker's count per queue) are re-sent after
+    ``QUIET_S``, not ``idle_s``: a broker that restarted empty lost their messages.
+    ``shared``: a worker's own periodic sweep; it skips when another process holds the
+    fleet's sweep lock.
     """
     with rt.sessions.begin() as session:
         if shared and not ledger.try_sweep_lock(session):
@@ -137,13 +138,13 @@ def sweep_once(
 
 def _unqueued(
     rt: Runtime,
-    waiting: list[tuple[int, int]],
+    waiting: list[tuple[int, int, Phase]],
     depths: Callable[[list[str]], dict[str, int]] | None,
-) -> list[tuple[int, int]]:
-    """The (job, tier) pairs of ``waiting`` whose queue holds no message."""
+) -> list[tuple[int, int, Phase]]:
+    """The (job, tier, phase) triples of ``waiting`` whose queue holds no message."""
     if not waiting or depths is None:
         return []
-    queues = {w: queue_for(rt, Message(Phase.TIER, w[0], w[1], [])) for w in waiting}
+    queues = {w: queue_for(rt, Message(w[2], w[0], w[1], [])) for w in waiting}
     try:
         counts = depths(sorted(set(queues.values())))
     except Exception as exc:  # no broker: the idle rule still finds them

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, or_, select, text, tuple_
+from sqlalchemy import ColumnElement, and_, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from common.lifecycle import (
@@ -39,16 +39,28 @@ def try_sweep_lock(session: Session) -> bool:
     return bool(got.scalar())
 
 
-def waiting_tiers(session: Session, *, idle_s: float) -> list[tuple[int, int]]:
-    """(job, tier) pairs with items waiting at a tier for longer than ``idle_s``: the
-    sweeper asks the broker whether a message still carries them (see :func:`strays`)."""
+def _waiting(phase: Phase) -> ColumnElement[bool]:
+    """Items waiting for a message of ``phase``. A deferred item waits in 'fallback' on
+    purpose (its message's countdown): only one never deferred is waiting for nothing."""
+    if phase == Phase.FALLBACK:
+        return and_(ITEMS.c.status == Status.FALLBACK, ITEMS.c.deferrals == 0)
+    return ITEMS.c.status == Status.PENDING
+
+
+def waiting_tiers(session: Session, *, idle_s: float) -> list[tuple[int, int, Phase]]:
+    """(job, tier, phase) with items waiting for a message of that phase for longer than
+    ``idle_s``: the sweeper asks the broker whether a message still carries them (see
+    :func:`strays`)."""
     before = utcnow() - timedelta(seconds=idle_s)
-    rows = session.execute(
-        select(ITEMS.c.job_id, ITEMS.c.tier_index)
-        .where(ITEMS.c.status == Status.PENDING, ITEMS.c.updated_at < before)
-        .distinct()
-    ).all()
-    return [(r.job_id, r.tier_index) for r in rows]
+    out: list[tuple[int, int, Phase]] = []
+    for phase in (Phase.TIER, Phase.FALLBACK):
+        rows = session.execute(
+            select(ITEMS.c.job_id, ITEMS.c.tier_index)
+            .where(_waiting(phase), ITEMS.c.updated_at < before)
+            .distinct()
+        ).all()
+        out += [(r.job_id, r.tier_index, phase) for r in rows]
+    return out
 
 
 def strays(
@@ -56,16 +68,16 @@ def strays(
     *,
     idle_s: int,
     fallback_idle_s: int | None = None,
-    quiet: Sequence[tuple[int, int]] = (),
+    quiet: Sequence[tuple[int, int, Phase]] = (),
     quiet_idle_s: float = 0,
     limit: int = 10_000,
 ) -> list[Stray]:
     """Unfinished items nobody is working on: waiting too long, or their lease expired.
 
-    Items waiting at a tier count as lost after ``idle_s``, or after ``quiet_idle_s``
-    at a (job, tier) of ``quiet``, whose queue holds no message (a broker that lost its
-    messages); items waiting for the fallback chain (possibly deferred on purpose) after
-    ``fallback_idle_s``.
+    Items waiting at a tier count as lost after ``idle_s``; items waiting for the
+    fallback chain (possibly deferred on purpose) after ``fallback_idle_s``; either,
+    never deferred, after ``quiet_idle_s`` at a (job, tier, phase) of ``quiet``, whose
+    queue holds no message (a broker that lost its messages).
     """
     now = utcnow()
     idle_before = now - timedelta(seconds=idle_s)
@@ -75,14 +87,16 @@ def strays(
         and_(ITEMS.c.status == Status.FALLBACK, ITEMS.c.updated_at < fallback_before),
         and_(ITEMS.c.status.in_(list(RUNNING)), ITEMS.c.lease_until < now),
     ]
-    if quiet:
-        lost.append(
-            and_(
-                ITEMS.c.status == Status.PENDING,
-                ITEMS.c.updated_at < now - timedelta(seconds=quiet_idle_s),
-                tuple_(ITEMS.c.job_id, ITEMS.c.tier_index).in_(list(quiet)),
+    for phase in (Phase.TIER, Phase.FALLBACK):
+        at = [(job_id, tier_index) for job_id, tier_index, p in quiet if p == phase]
+        if at:
+            lost.append(
+                and_(
+                    _waiting(phase),
+                    ITEMS.c.updated_at < now - timedelta(seconds=quiet_idle_s),
+                    tuple_(ITEMS.c.job_id, ITEMS.c.tier_index).in_(at),
+                )
             )
-        )
     stmt = (
         select(ITEMS.c.job_id, ITEMS.c.tier_index, ITEMS.c.status, ITEMS.c.id)
         .where(or_(*lost))

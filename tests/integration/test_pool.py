@@ -277,6 +277,39 @@ def test_items_at_an_empty_queue_are_resent_within_seconds(
     assert pub.sweep_once(rt, 600, depths=down) == 0
 
 
+def test_items_waiting_for_their_fallback_at_an_empty_queue_are_resent_unless_deferred(
+    engine: Engine, runtime: tuple[Runtime, list[Message]]
+) -> None:
+    """A fallback message lost with the broker (the soak's Redis restart left one item in
+    'fallback' for the idle sweep's ten minutes) is re-sent after ``QUIET_S`` too; an
+    item deferred on purpose waits for its countdown, as before."""
+    rt, sent = runtime
+    job_id, ids = small_tier_job(engine, TEXTS)
+    lost, deferred = ids[:-1], ids[-1:]
+    quiet_for = pub.QUIET_S + 5
+    with make_sessionmaker(engine).begin() as s:
+        s.execute(
+            ITEMS.update()
+            .where(ITEMS.c.id.in_(ids))
+            .values(status=Status.FALLBACK, updated_at=repo.utcnow() - timedelta(seconds=quiet_for))
+        )
+        s.execute(ITEMS.update().where(ITEMS.c.id.in_(deferred)).values(deferrals=1))
+
+    asked: list[list[str]] = []
+    assert pub.sweep_once(rt, 600, depths=lambda qs: asked.append(qs) or {}) == len(lost)
+    assert asked == [[pub.queue_for(rt, Message(Phase.FALLBACK, job_id, SMALL, []))]]
+    assert sorted(i for m in sent for i in m.ids) == sorted(lost)
+    assert {(m.phase, m.tier_index) for m in sent} == {(Phase.FALLBACK, SMALL)}
+    # A fallback queue that still holds a message carries them: nothing more goes.
+    with make_sessionmaker(engine).begin() as s:
+        s.execute(
+            ITEMS.update()
+            .where(ITEMS.c.id.in_(ids))
+            .values(updated_at=repo.utcnow() - timedelta(seconds=quiet_for))
+        )
+    assert pub.sweep_once(rt, 600, depths=lambda qs: dict.fromkeys(qs, 1)) == 0
+
+
 @pytest.fixture
 def retired_fallback(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
