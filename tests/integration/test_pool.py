@@ -234,6 +234,16 @@ def _row(job_id: int, pk: int, **values: Any) -> dict[str, Any]:
     return row | values
 
 
+def _waited(engine: Engine, ids: list[int], seconds: float, **values: Any) -> None:
+    """Items last touched ``seconds`` ago (with ``values`` set too)."""
+    with make_sessionmaker(engine).begin() as s:
+        s.execute(
+            ITEMS.update()
+            .where(ITEMS.c.id.in_(ids))
+            .values(updated_at=repo.utcnow() - timedelta(seconds=seconds), **values)
+        )
+
+
 def test_items_at_an_empty_queue_are_resent_within_seconds(
     engine: Engine, runtime: tuple[Runtime, list[Message]]
 ) -> None:
@@ -244,12 +254,7 @@ def test_items_at_an_empty_queue_are_resent_within_seconds(
     job_id, ids = small_tier_job(engine, TEXTS)
     queue = pub.queue_for(rt, Message(Phase.TIER, job_id, SMALL, []))
     quiet_for = pub.QUIET_S + 5
-    with make_sessionmaker(engine).begin() as s:
-        s.execute(
-            ITEMS.update()
-            .where(ITEMS.c.id.in_(ids))
-            .values(updated_at=repo.utcnow() - timedelta(seconds=quiet_for))
-        )
+    _waited(engine, ids, quiet_for)
 
     # The queue still holds a message: they are carried; only the idle rule applies.
     assert pub.sweep_once(rt, 600, depths=lambda qs: dict.fromkeys(qs, 1)) == 0
@@ -264,12 +269,7 @@ def test_items_at_an_empty_queue_are_resent_within_seconds(
     # ... once: the sweep touched them, so the next pass waits QUIET_S again.
     assert pub.sweep_once(rt, 600, depths=lambda qs: {}) == 0
     # No broker to ask: nothing is re-sent before the idle rule.
-    with make_sessionmaker(engine).begin() as s:
-        s.execute(
-            ITEMS.update()
-            .where(ITEMS.c.id.in_(ids))
-            .values(updated_at=repo.utcnow() - timedelta(seconds=quiet_for))
-        )
+    _waited(engine, ids, quiet_for)
 
     def down(queues: list[str]) -> dict[str, int]:
         raise ConnectionError("broker restarting")
@@ -287,13 +287,8 @@ def test_items_waiting_for_their_fallback_at_an_empty_queue_are_resent_unless_de
     job_id, ids = small_tier_job(engine, TEXTS)
     lost, deferred = ids[:-1], ids[-1:]
     quiet_for = pub.QUIET_S + 5
-    with make_sessionmaker(engine).begin() as s:
-        s.execute(
-            ITEMS.update()
-            .where(ITEMS.c.id.in_(ids))
-            .values(status=Status.FALLBACK, updated_at=repo.utcnow() - timedelta(seconds=quiet_for))
-        )
-        s.execute(ITEMS.update().where(ITEMS.c.id.in_(deferred)).values(deferrals=1))
+    _waited(engine, ids, quiet_for, status=Status.FALLBACK)
+    _waited(engine, deferred, quiet_for, deferrals=1)
 
     asked: list[list[str]] = []
     assert pub.sweep_once(rt, 600, depths=lambda qs: asked.append(qs) or {}) == len(lost)
@@ -301,12 +296,7 @@ def test_items_waiting_for_their_fallback_at_an_empty_queue_are_resent_unless_de
     assert sorted(i for m in sent for i in m.ids) == sorted(lost)
     assert {(m.phase, m.tier_index) for m in sent} == {(Phase.FALLBACK, SMALL)}
     # A fallback queue that still holds a message carries them: nothing more goes.
-    with make_sessionmaker(engine).begin() as s:
-        s.execute(
-            ITEMS.update()
-            .where(ITEMS.c.id.in_(ids))
-            .values(updated_at=repo.utcnow() - timedelta(seconds=quiet_for))
-        )
+    _waited(engine, ids, quiet_for)
     assert pub.sweep_once(rt, 600, depths=lambda qs: dict.fromkeys(qs, 1)) == 0
 
 
