@@ -67,7 +67,7 @@ def sequential(items: list[str], base_url: str) -> int:
             request = engine.request(tier, tier.primary, text)
             message = client.messages.create(**build_params(request))
             calls += 1
-            judged = judge(parse_reply(message, request.mechanism), pipe.labels)
+            judged = judge(parse_reply(message.to_dict(), request.mechanism), pipe.labels)
             decision = decide(tier.accept, judged, is_last=index == len(pipe.tiers) - 1)
             if not isinstance(decision, Escalate):
                 break
