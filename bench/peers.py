@@ -50,7 +50,8 @@ def texts(path: Path, limit: int | None) -> list[str]:
 def sequential(items: list[str], base_url: str) -> int:
     import anthropic
 
-    from workers.providers.anthropic import build_params, parse_reply
+    from workers.providers.anthropic import build_params
+    from workers.providers.replies import parse_reply
 
     pipe = load_pipeline(PIPELINE)
     engine = Engine(pipe, PriceTable.load(), executor=None)  # type: ignore[arg-type]

@@ -10,13 +10,7 @@ from typing import Any, TypeVar
 import pytest
 
 from cascade.fakeapi import FakeRateLimits, FakeServer
-from workers.providers.anthropic import (
-    AnthropicProvider,
-    build_params,
-    classification_schema,
-    parse_retry_after,
-    rate_limit_headers,
-)
+from workers.providers.anthropic import AnthropicProvider, build_params
 from workers.providers.base import (
     TOOL_NAME,
     AuthError,
@@ -28,7 +22,9 @@ from workers.providers.base import (
     Reply,
     SpendLimitError,
     TransientError,
+    classification_schema,
 )
+from workers.providers.headers import parse_retry_after, rate_limit_headers
 
 T = TypeVar("T")
 KEY = "sk-ant-test-SECRET-0123456789"

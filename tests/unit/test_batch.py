@@ -17,7 +17,7 @@ from workers.batch import (
     parse_custom_id,
     split,
 )
-from workers.providers.anthropic import AnthropicProvider, map_batch_error
+from workers.providers.anthropic import AnthropicProvider
 from workers.providers.base import (
     ClassifyRequest,
     ContextError,
@@ -27,6 +27,7 @@ from workers.providers.base import (
     TransientError,
     Usage,
 )
+from workers.providers.replies import map_batch_error
 from workers.sources import FileSource, is_database_url
 
 REQ = ClassifyRequest(

@@ -1,15 +1,17 @@
-"""The only module that imports ``anthropic``: one SDK client, requests built per mechanism,
-replies parsed into :class:`~workers.providers.base.Reply`, and every SDK failure
-mapped once into the :mod:`workers.providers.base` error tree::
+"""The only module that imports ``anthropic``: one SDK client per provider object,
+requests built per mechanism, and every SDK failure mapped into the
+:mod:`workers.providers.base` error tree (through :mod:`workers.providers.replies`, which
+reads replies and error bodies for both ways of calling)::
 
-    RateLimitError 429 ─┬─ spend limit reached (type/code/message) ... SpendLimitError
-                        └─ otherwise ................................ TransientError (+ retry-after)
-    402 / spend-limit markers on 400 ................................ SpendLimitError
-    408, 409, 5xx (incl. 529 OverloadedError) ....................... TransientError
-    APITimeoutError, APIConnectionError ............................. TransientError
-    400 "prompt is too long" ........................................ ContextError
-    401, 403; no key to send at all (the SDK's TypeError) ........... AuthError
-    other 400, 404, 413, 422, other 4xx ............................. PermanentError
+    APIStatusError ................................ by status and error body (replies.py)
+    APITimeoutError, APIConnectionError ........... TransientError
+    other APIError (e.g. a reply it cannot read) .. TransientError
+    no key to send at all (the SDK's TypeError) ... AuthError
+    anything else (client set-up) ................. PermanentError
+
+A realtime call on the Anthropic API goes through :mod:`workers.providers.direct` (the
+same request, a quarter of the CPU); the SDK sends Bedrock and Vertex calls, batches
+and token counts, and resolves the key, base URL and headers for both.
 
 The API's ``anthropic-ratelimit-*`` response headers, of a reply and of an error
 alike, ride along as ``rate_limits`` on the :class:`Reply` or the error, so the
@@ -20,8 +22,7 @@ The API key is never logged nor copied into an error message.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import anthropic
@@ -32,17 +33,14 @@ from workers.providers.base import (
     AuthError,
     BatchStatus,
     ClassifyRequest,
-    ContextError,
     PermanentError,
     ProviderError,
     Reply,
-    SpendLimitError,
     TransientError,
-    Usage,
     classification_schema,
-    json_object,
 )
-from workers.providers.headers import parse_retry_after, rate_limit_headers
+from workers.providers.direct import NO_KEY, MessagesEndpoint
+from workers.providers.replies import map_batch_error, parse_reply, reply_of, status_error
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropicBedrock, AsyncAnthropicVertex
@@ -54,11 +52,6 @@ TOOL_DESCRIPTION: Final = (
     "Record the classification of the item: one label from the allowed set, "
     "a confidence between 0 and 1, and a short reason."
 )
-SPEND_LIMIT_CODES: Final = frozenset(
-    {"enforced_spend_limit_reached", "contract_spend_limit_reached", "billing_error"}
-)
-SPEND_LIMIT_WORDS: Final = ("spend limit", "usage limits")
-MAX_MESSAGE_CHARS: Final = 300
 
 
 def build_params(request: ClassifyRequest) -> dict[str, Any]:
@@ -96,86 +89,9 @@ def build_params(request: ClassifyRequest) -> dict[str, Any]:
     return params
 
 
-def parse_reply(
-    body: Mapping[str, Any],
-    mechanism: str,
-    rate_limits: Mapping[str, str] | None = None,
-    request_id: str | None = None,
-) -> Reply:
-    """A Messages API reply, as the JSON the API sent (a realtime body, or a batch
-    result's ``message``), -> :class:`Reply`. Read straight from the wire format: building
-    the SDK's pydantic ``Message`` first cost a quarter of the provider's CPU per call
-    (``python -m bench.call_cpu``: 1.14 vs 1.50 ms median, 2026-12-07) for fields read once.
-
-    Raises :class:`TransientError` for a 200 whose body is not a message (the API's
-    contract broken, as the SDK's ``APIResponseValidationError`` would)."""
-    content = body.get("content")
-    usage = body.get("usage")
-    if not isinstance(content, list) or not isinstance(usage, Mapping):
-        raise TransientError("api error: a 200 reply that is not a message")
-    texts: list[str] = []
-    structured: dict[str, Any] | None = None
-    for block in content:
-        kind = block.get("type") if isinstance(block, Mapping) else None
-        if kind == "text":
-            texts.append(str(block.get("text", "")))
-        elif kind == "tool_use" and block.get("name") == TOOL_NAME and structured is None:
-            given = block.get("input")
-            structured = dict(given) if isinstance(given, Mapping) else None
-    text = "".join(texts)
-    if mechanism == "json_schema":
-        structured = json_object(text)
-    by_ttl = usage.get("cache_creation")
-    return Reply(
-        stop_reason=body.get("stop_reason"),
-        structured=structured,
-        text=text,
-        usage=Usage(
-            input_tokens=_count(usage, "input_tokens"),
-            output_tokens=_count(usage, "output_tokens"),
-            cache_write_tokens=_count(usage, "cache_creation_input_tokens"),
-            cache_read_tokens=_count(usage, "cache_read_input_tokens"),
-            cache_write_1h_tokens=(
-                _count(by_ttl, "ephemeral_1h_input_tokens") if isinstance(by_ttl, Mapping) else 0
-            ),
-        ),
-        request_id=request_id,
-        rate_limits=rate_limits,
-    )
-
-
-def _count(usage: Mapping[str, Any], key: str) -> int:
-    value = usage.get(key)
-    return value if isinstance(value, int) else 0
-
-
-def _is_spend_limit(exc: anthropic.APIStatusError) -> bool:
-    if exc.type in SPEND_LIMIT_CODES or exc.error_code in SPEND_LIMIT_CODES:
-        return True
-    message = (exc.api_message or "").lower()
-    return any(words in message for words in SPEND_LIMIT_WORDS)
-
-
 def map_status_error(exc: anthropic.APIStatusError, secret: str | None = None) -> ProviderError:
     """One SDK status error -> our error tree. Pure; the caller raises it ``from exc``."""
-    status = exc.status_code
-    detail = _scrub(f"{exc.type or 'error'}: {exc.api_message or f'HTTP {status}'}", secret)
-    headers = exc.response.headers
-    common: dict[str, Any] = {
-        "status": status,
-        "request_id": exc.request_id,
-        "rate_limits": rate_limit_headers(headers),
-    }
-    if status == 402 or (status in (400, 403, 429) and _is_spend_limit(exc)):
-        return SpendLimitError(detail, **common)
-    if status in (408, 409, 429) or status >= 500:
-        retry_after = parse_retry_after(headers)
-        return TransientError(detail, retry_after_s=retry_after, **common)
-    if status == 400 and "prompt is too long" in (exc.api_message or "").lower():
-        return ContextError(detail, **common)
-    if status in (401, 403):
-        return AuthError(detail, **common)
-    return PermanentError(detail, **common)
+    return status_error(exc.status_code, exc.body, exc.response.headers, exc.request_id, secret)
 
 
 def sdk_error(exc: anthropic.AnthropicError, secret: str | None, timeout_s: float) -> ProviderError:
@@ -195,15 +111,6 @@ def sdk_error(exc: anthropic.AnthropicError, secret: str | None, timeout_s: floa
 def _no_credentials(exc: TypeError) -> bool:
     """The SDK raises a bare TypeError when it has no key to send (none set anywhere)."""
     return "authentication" in str(exc).lower()
-
-
-NO_KEY = "no API key: set ANTHROPIC_API_KEY (or run offline with --offline)"
-
-
-def _scrub(message: str, secret: str | None) -> str:
-    if secret:
-        message = message.replace(secret, "***")
-    return message[:MAX_MESSAGE_CHARS]
 
 
 class AnthropicProvider:
@@ -228,6 +135,7 @@ class AnthropicProvider:
         self._base_url = base_url
         self._timeout_s = timeout_s
         self._client: Client | None = None
+        self._direct: MessagesEndpoint | None = None
 
     def __repr__(self) -> str:  # never show the key
         return f"AnthropicProvider(provider={self.provider!r}, base_url={self._base_url!r})"
@@ -251,13 +159,27 @@ class AnthropicProvider:
             return AsyncAnthropicVertex(**common)
         return anthropic.AsyncAnthropic(api_key=self._api_key, **common)
 
+    def _sdk(self) -> Client:
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    def _endpoint(self) -> MessagesEndpoint:
+        """The direct Messages endpoint, with the URL and headers the SDK client resolved
+        (key from the argument or ANTHROPIC_API_KEY, base URL, anthropic-version)."""
+        if self._direct is None:
+            client = self._sdk()
+            headers = {k: v for k, v in client.default_headers.items() if isinstance(v, str)}
+            secret = getattr(client, "api_key", None) or self._api_key
+            self._direct = MessagesEndpoint(str(client.base_url), headers, self._timeout_s, secret)
+        return self._direct
+
     async def classify(self, request: ClassifyRequest) -> Reply:
         params = build_params(request)
-        try:
-            if self._client is None:
-                self._client = self._make_client()
-            # The raw response: its JSON read by parse_reply, and its headers for the limiter.
-            raw = await self._client.messages.with_raw_response.create(**params)
+        if self.provider == "anthropic":
+            return await self._endpoint().create(params, request.mechanism)
+        try:  # Bedrock and Vertex: their requests are signed by the SDK's cloud clients
+            raw = await self._sdk().messages.with_raw_response.create(**params)
             body = await raw.read()
         except anthropic.AnthropicError as exc:
             raise sdk_error(exc, self._api_key, self._timeout_s) from exc
@@ -265,14 +187,7 @@ class AnthropicProvider:
             if _no_credentials(exc):
                 raise AuthError(NO_KEY) from exc
             raise
-        try:
-            reply = json.loads(body)
-        except ValueError as exc:
-            raise TransientError("api error: a 200 reply that is not JSON") from exc
-        if not isinstance(reply, dict):
-            raise TransientError("api error: a 200 reply that is not a message")
-        limits = rate_limit_headers(raw.headers)
-        return parse_reply(reply, request.mechanism, limits, raw.request_id)
+        return reply_of(body, request.mechanism, raw.headers, raw.request_id)
 
     async def count_tokens(self, model: str, text: str) -> int:
         """One token-count call (free): proves the key and the endpoint work."""
@@ -296,47 +211,16 @@ class AnthropicProvider:
         return AnthropicBatches(self)
 
     async def aclose(self) -> None:
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            await direct.aclose()
         client, self._client = self._client, None
         if client is not None:
             await client.close()
 
 
 # -- Message Batches ------------------------------------------------------------
-# An errored batch request carries the error body but no HTTP status: the status its
-# type stands for feeds the same classification as a realtime error.
-BATCH_ERROR_STATUS: Final = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
 T = TypeVar("T")
-
-
-def map_batch_error(
-    error_type: str, message: str, request_id: str | None = None, secret: str | None = None
-) -> ProviderError:
-    """One errored batch request -> our error tree, classified like a realtime error."""
-    status = BATCH_ERROR_STATUS.get(error_type, 500)
-    detail = _scrub(f"{error_type}: {message}", secret)
-    common: dict[str, Any] = {"status": status, "request_id": request_id}
-    lowered = message.lower()
-    spend = error_type in SPEND_LIMIT_CODES or any(w in lowered for w in SPEND_LIMIT_WORDS)
-    if status == 402 or (status in (400, 403, 429) and spend):
-        return SpendLimitError(detail, **common)
-    if status in (408, 409, 429) or status >= 500:
-        return TransientError(detail, **common)
-    if status == 400 and "prompt is too long" in lowered:
-        return ContextError(detail, **common)
-    if status in (401, 403):
-        return AuthError(detail, **common)
-    return PermanentError(detail, **common)
 
 
 def batch_outcome(result: Any, mechanism: str, secret: str | None = None) -> Reply | ProviderError:
