@@ -336,6 +336,11 @@ def test_json_schema_params() -> None:
         ({"retry-after": "Thu, 01 Jan 1970 00:00:30 GMT"}, 20.0),  # HTTP date, now = 10
         ({"retry-after": "soon"}, None),  # unparseable: no hint
         ({}, None),
+        ({"retry-after-ms": "later", "retry-after": "4"}, 4.0),  # bad ms: the seconds header
+        ({"retry-after-ms": "", "retry-after": "4"}, 4.0),  # an empty header is no header
+        ({"retry-after-ms": "-200"}, 0.0),  # never a negative wait
+        ({"retry-after": "-3"}, 0.0),
+        ({"retry-after": "Thu, 01 Jan 1970 00:00:05 GMT"}, 0.0),  # a date already past
     ],
 )
 def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
