@@ -507,6 +507,15 @@ def test_moderation_keys_load() -> None:
         ),
         # an unknown policy
         (lambda d: d["tiers"][1].update(on_refusal="ignore"), "tiers[1].on_refusal: use"),
+        # a rules tier: each rule says its own confidence
+        (
+            lambda d: d["tiers"][0].update(
+                accept={"min_confidence": 1.0, "min_confidence_by_label": {"billing": 0.9}}
+            ),
+            "tiers[0].accept.min_confidence_by_label: a rules tier sets each rule's confidence",
+        ),
+        # the tiers must be a list of tables; the other checks still report
+        (lambda d: d.update(tiers={"name": "x"}), "tiers: Input should be a valid list"),
     ],
 )
 def test_moderation_keys_are_checked(edit: Callable[[Data], Any], problem: str) -> None:
