@@ -37,9 +37,17 @@ def parse_custom_id(value: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
+def _as_json(text: str) -> bytes:
+    return json.dumps(text, ensure_ascii=False).encode()
+
+
 def request_bytes(request: ClassifyRequest) -> int:
-    """An upper estimate of one request's size in the batch body."""
-    text = len(request.system.encode()) + len(request.user.encode())
+    """An upper estimate of one request's size in the batch body.
+
+    The texts are counted as the JSON strings they are sent as: a quote, a backslash or
+    a control character takes two to six bytes there, not one.
+    """
+    text = len(_as_json(request.system)) + len(_as_json(request.user))
     return text + 2 * len(json.dumps(list(request.labels))) + REQUEST_OVERHEAD_BYTES
 
 

@@ -243,8 +243,11 @@ def set_min_confidence(toml_text: str, tier_index: int, value: float) -> str:
             lines[at - 1] += "\n"
         lines[at:at] = ["[tiers.accept]\n", f"min_confidence = {new}\n"]
     out = "".join(lines)
-    parsed = tomllib.loads(out)
-    got = parsed["tiers"][tier_index].get("accept", {}).get("min_confidence")
+    try:
+        parsed = tomllib.loads(out)
+    except tomllib.TOMLDecodeError:  # e.g. a second accept table beside an inline one
+        parsed = None
+    got = parsed["tiers"][tier_index].get("accept", {}).get("min_confidence") if parsed else None
     if got is None or abs(float(got) - float(new)) > 1e-12:
         raise ValueError("could not set min_confidence without rewriting the file")
     return out

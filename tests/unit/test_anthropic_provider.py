@@ -332,6 +332,11 @@ def test_json_schema_params() -> None:
         ({"retry-after": "Thu, 01 Jan 1970 00:00:30 GMT"}, 20.0),  # HTTP date, now = 10
         ({"retry-after": "soon"}, None),  # unparseable: no hint
         ({}, None),
+        ({"retry-after-ms": "later", "retry-after": "4"}, 4.0),  # bad ms: the seconds header
+        ({"retry-after-ms": "", "retry-after": "4"}, 4.0),  # an empty header is no header
+        ({"retry-after-ms": "-200"}, 0.0),  # never a negative wait
+        ({"retry-after": "-3"}, 0.0),
+        ({"retry-after": "Thu, 01 Jan 1970 00:00:05 GMT"}, 0.0),  # a date already past
     ],
 )
 def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
@@ -380,3 +385,121 @@ def test_no_key_at_all_is_an_auth_error_not_a_crash(
     with pytest.raises(AuthError, match="ANTHROPIC_API_KEY"):
         asyncio.run(main())
     assert server.stats()["requests"] == 0
+
+
+# -- count_tokens, SDK failures outside a status, Message Batches errors ----------------
+
+
+def test_count_tokens_proves_the_key_and_counts_more_for_longer_text(server: FakeServer) -> None:
+    async def body(provider: AnthropicProvider) -> tuple[int, int]:
+        short = await provider.count_tokens("claude-haiku-5-5", "hi")
+        long = await provider.count_tokens("claude-haiku-5-5", "hello there " * 200)
+        return short, long
+
+    short, long = with_provider(server, body)
+
+    assert 0 < short < long
+
+
+def test_count_tokens_of_an_unknown_model_is_a_permanent_404(server: FakeServer) -> None:
+    with pytest.raises(PermanentError) as info:
+        with_provider(server, lambda p: p.count_tokens("claude-retired-1", "hi"))
+
+    assert type(info.value) is PermanentError and info.value.status == 404
+
+
+def test_count_tokens_without_any_key_is_an_auth_error(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+
+    async def main() -> int:
+        provider = AnthropicProvider("anthropic", None, server.base_url, 5)
+        try:
+            return await provider.count_tokens("claude-haiku-5-5", "hi")
+        finally:
+            await provider.aclose()
+
+    with pytest.raises(AuthError, match="ANTHROPIC_API_KEY"):
+        asyncio.run(main())
+
+
+def test_sdk_failures_without_a_status_are_classified() -> None:
+    import anthropic
+    import httpx2
+
+    from workers.providers.anthropic import sdk_error
+
+    req = httpx2.Request("POST", "http://127.0.0.1/v1/messages")
+    cases: list[tuple[anthropic.AnthropicError, type[ProviderError], str]] = [
+        (anthropic.APITimeoutError(req), TransientError, "timeout: no reply within 7.5 s"),
+        (anthropic.APIConnectionError(request=req), TransientError, "connection error: "),
+        # a 200 reply the SDK could not parse: may pass on a retry
+        (anthropic.APIError("bad body", req, body=None), TransientError, "api error: APIError"),
+        # client set-up (e.g. no cloud credentials): no retry helps
+        (anthropic.AnthropicError("no region"), PermanentError, "client error: AnthropicError"),
+    ]
+    for exc, kind, start in cases:
+        mapped = sdk_error(exc, KEY, 7.5)
+        assert type(mapped) is kind, exc
+        assert mapped.message.startswith(start)
+
+
+@pytest.mark.parametrize("name", ["bedrock", "vertex"])
+def test_batches_are_refused_on_bedrock_and_vertex(name: str) -> None:
+    provider = AnthropicProvider(name)
+
+    with pytest.raises(PermanentError) as info:
+        asyncio.run(provider.batches.retrieve_batch("msgbatch_1"))
+
+    assert info.value.message == (
+        f"the Message Batches API is not available on {name}: "
+        'use provider = "anthropic" on a batch tier'
+    )
+
+
+@pytest.mark.parametrize(
+    ("error_type", "status", "kind"),
+    [
+        ("authentication_error", 401, AuthError),  # no later request passes with this key
+        ("permission_error", 403, AuthError),
+        ("rate_limit_error", 429, TransientError),
+        ("overloaded_error", 529, TransientError),
+        ("timeout_error", 504, TransientError),
+        ("request_too_large", 413, PermanentError),
+        ("some_new_error", 500, TransientError),  # an unknown type is taken as a server error
+    ],
+)
+def test_errored_batch_requests_keep_the_status_their_type_stands_for(
+    error_type: str, status: int, kind: type[ProviderError]
+) -> None:
+    from workers.providers.anthropic import map_batch_error
+
+    mapped = map_batch_error(error_type, f"failed with {KEY}", "req_9", secret=KEY)
+
+    assert type(mapped) is kind
+    assert (mapped.status, mapped.request_id) == (status, "req_9")
+    assert mapped.message == f"{error_type}: failed with ***"  # the key is scrubbed
+
+
+def test_a_rate_limit_batch_error_about_the_spend_limit_pauses() -> None:
+    from workers.providers.anthropic import map_batch_error
+
+    assert type(map_batch_error("rate_limit_error", "You hit your spend limit")) is SpendLimitError
+    assert type(map_batch_error("invalid_request_error", "usage limits reached")) is SpendLimitError
+
+
+@pytest.mark.parametrize(
+    ("result_type", "message"),
+    [("expired", "expired"), ("canceled", "expired (canceled)")],
+)
+def test_a_batch_request_that_never_ran_is_transient(result_type: str, message: str) -> None:
+    from types import SimpleNamespace
+
+    from workers.providers.anthropic import batch_outcome
+
+    outcome = batch_outcome(SimpleNamespace(type=result_type), "tool")
+
+    assert type(outcome) is TransientError
+    assert outcome.message == message

@@ -150,3 +150,50 @@ def test_file_sources_take_files_changed_since_the_watermark(tmp_path: Path) -> 
     assert [f.path.name for f in files] == ["2026-11-01.jsonl", "2026-11-02.jsonl"]
     assert [f.path.name for f in source.changed_since(files[0].updated_at)] == ["2026-11-02.jsonl"]
     assert is_database_url("postgresql+psycopg://u@h/db") and not is_database_url("posts.jsonl")
+
+
+@pytest.mark.parametrize("mechanism", ["forced_tool", "tool", "json_schema"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hi",
+        "déjà vu — 日本語のテキスト " * 50,  # multi-byte characters count as bytes
+        'quotes " and \\ backslashes\n' * 40,  # characters JSON escapes grow
+        '"' * 4000,  # each one written as two bytes
+        "line\n" * 800,  # a text of many short lines
+        "\x01\x02" * 1000,  # control characters: six bytes each
+    ],
+)
+def test_request_bytes_is_never_below_the_entry_it_stands_for(mechanism: str, text: str) -> None:
+    """Batches are cut by this estimate: below the real size, one could exceed the API's cap."""
+    import json
+
+    from workers.batch import request_bytes
+    from workers.providers.anthropic import build_params
+
+    labels = ("billing", "technical", "account", "shipping", "feedback", "other")
+    req = ClassifyRequest(
+        "anthropic",
+        "claude-haiku-4-5",
+        "Classify the ticket. " * 30,
+        f"<item>\n{text}\n</item>",
+        labels,
+        200,
+        mechanism,  # type: ignore[arg-type]
+        cache_ttl="5m",
+    )
+    entry = {"custom_id": custom_id(10**12, 99), "params": build_params(req)}
+
+    # the body as the SDK writes it: UTF-8, compact, non-ASCII characters as they are
+    body = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
+    assert request_bytes(req) >= len(body)
+
+
+@pytest.mark.parametrize(("max_requests", "max_bytes"), [(0, 100), (10, 0), (-1, -1)])
+def test_split_refuses_limits_below_one(max_requests: int, max_bytes: int) -> None:
+    with pytest.raises(ValueError, match="max_requests and max_bytes must be at least 1"):
+        split([1], lambda s: s, max_requests=max_requests, max_bytes=max_bytes)
+
+
+def test_split_fills_a_batch_to_exactly_the_byte_limit() -> None:
+    assert split([40, 60, 1], lambda s: s, max_requests=10, max_bytes=100) == [[40, 60], [1]]

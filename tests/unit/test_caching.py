@@ -364,3 +364,122 @@ def test_a_hung_store_costs_one_error_then_calls_go_unwarmed() -> None:
 
     assert asyncio.run(main()) == [None] * 10
     assert Broken.calls == 1
+
+
+# -- the warmer across processes, and its failure paths --------------------------------
+class Clock:
+    """A clock that only moves when a sleep is recorded (no real waiting)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+        self.three_polls = asyncio.Event()
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        if len(self.slept) >= 3:
+            self.three_polls.set()
+        await asyncio.sleep(0)  # let the other tasks run, as a real sleep would
+
+
+def test_a_call_waits_for_another_processs_first_call_then_goes_warm() -> None:
+    store = MemoryWarmStore()
+    clock = Clock()
+    other = CacheWarmer(store, clock=clock)  # another worker process, same store
+    here = CacheWarmer(store, clock=clock, sleep=clock.sleep, poll_s=0.5)
+
+    async def main() -> tuple[object, object]:
+        lead = await other.before_call(req())
+        waiting = asyncio.create_task(here.before_call(req()))
+        await clock.three_polls.wait()  # the waiter polls the store...
+        await other.after_call(lead, True)  # ...until the other process has written it
+        return lead, await waiting
+
+    lead, ticket = asyncio.run(main())
+
+    assert lead is not None and getattr(lead, "first", False)
+    assert ticket is None  # warm now: no ticket, nothing to report
+    assert clock.slept[:3] == [0.5, 0.5, 0.5]
+
+
+def test_a_call_stops_waiting_for_another_process_after_the_lease() -> None:
+    store = MemoryWarmStore()
+    clock = Clock()
+    here = CacheWarmer(store, clock=clock, sleep=clock.sleep, lease_s=2.0, poll_s=0.5)
+
+    async def main() -> object:
+        # another process leads and never reports (it died mid-call)
+        await CacheWarmer(store, clock=clock).before_call(req())
+        return await here.before_call(req())
+
+    assert asyncio.run(main()) is None  # goes unwarmed rather than wait for ever
+    assert sum(clock.slept) == pytest.approx(2.0)
+
+
+def test_a_call_stops_waiting_for_a_leader_of_this_process_after_the_lease() -> None:
+    async def main() -> tuple[object, object]:
+        warmer = CacheWarmer(MemoryWarmStore(), lease_s=0.05)
+        lead = await warmer.before_call(req())  # never reports
+        return lead, await warmer.before_call(req())
+
+    lead, follower = asyncio.run(main())
+
+    assert lead is not None and follower is None
+
+
+def test_a_cancelled_leader_frees_the_key_for_the_next_call() -> None:
+    class Hanging(MemoryWarmStore):
+        hang = True
+
+        async def claim(self, key: str, now: float, lease_s: float) -> str:  # type: ignore[override]
+            if self.hang:
+                await asyncio.Event().wait()
+            return await super().claim(key, now, lease_s)
+
+    async def main() -> object:
+        store = Hanging()
+        warmer = CacheWarmer(store)
+        first = asyncio.create_task(warmer.before_call(req()))
+        await asyncio.sleep(0)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        store.hang = False
+        return await asyncio.wait_for(warmer.before_call(req()), 5)
+
+    ticket = asyncio.run(main())
+
+    assert ticket is not None and getattr(ticket, "first", False)
+
+
+def test_a_store_error_on_report_bypasses_warming_for_a_while() -> None:
+    class DoneFails(MemoryWarmStore):
+        claims = 0
+
+        async def claim(self, key: str, now: float, lease_s: float) -> str:  # type: ignore[override]
+            DoneFails.claims += 1
+            return await super().claim(key, now, lease_s)
+
+        async def done(self, key: str, now: float, ok: bool, ttl_s: float) -> None:
+            raise ConnectionError("redis down")
+
+    clock = Clock()
+
+    async def main() -> tuple[object, object, object]:
+        warmer = CacheWarmer(DoneFails(), clock=clock, bypass_s=30.0)
+        await warmer.after_call(await warmer.before_call(req()), True)
+        clock.now += 29.0
+        during = await warmer.before_call(req())  # no store round trip
+        claims_during = DoneFails.claims
+        clock.now += 2.0
+        after = await warmer.before_call(req())  # the store is asked again
+        return during, claims_during, after
+
+    during, claims_during, after = asyncio.run(main())
+
+    assert during is None and claims_during == 1
+    assert after is not None and DoneFails.claims == 2

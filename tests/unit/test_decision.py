@@ -241,3 +241,50 @@ def test_review_disagreement(decision: Decision, other: str | None, expected: ty
     assert type(got) is expected
     if isinstance(got, Review):
         assert (got.label, got.confidence) == ("spam", 0.9)
+
+
+# -- the budget: keep a lower tier's answer, else hold ----------------------------------
+
+from workers.decision import Capped, Hold, check_consistency, over_budget  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("label", "confidence", "expected"),
+    [
+        # a lower tier answered: its answer is kept, flagged (Capped), with who gave it
+        ("billing", 0.6, Capped("billing", 0.6, "budget spent", "small")),
+        # a confidence of 0.0 is still an answer
+        ("billing", 0.0, Capped("billing", 0.0, "budget spent", "small")),
+        # no answer yet: the item waits for `cascade resume --budget`
+        (None, None, Hold("budget spent")),
+        # half an answer is no answer
+        ("billing", None, Hold("budget spent")),
+        (None, 0.7, Hold("budget spent")),
+    ],
+)
+def test_over_budget(label: str | None, confidence: float | None, expected: Capped | Hold) -> None:
+    assert over_budget(label, confidence, "budget spent", "small") == expected
+
+
+def test_a_review_reads_its_reason_like_an_accept() -> None:
+    review = Review("billing", 0.4, "last tier's confidence 0.40 < review_below 0.50")
+
+    assert review.reason == review.why
+
+
+def test_a_consistency_failure_says_what_each_disagreeing_answer_was() -> None:
+    primary = Accept("billing", 0.9, "About a charge.")
+    extras: list[Outcome] = [
+        Malformed("no json"),
+        Refused("refused"),
+        CallFailed("transient", "529"),
+        answer(0.9, label="shipping"),
+        answer(0.9),
+    ]
+
+    decision = check_consistency(primary, extras, 1.0)
+
+    assert decision == Escalate(
+        "consistency: 1/5 extra answers agree with 'billing' (need 1.00; others said "
+        "malformed, refused, no answer (transient), shipping)"
+    )

@@ -537,3 +537,95 @@ def test_decision_names() -> None:
         "fallback",
         "fail",
     ]
+
+
+# ---------------------------------------------------------------------------------------
+# rules_kinds: the door tier's shortcut at submit time must agree with run_rules
+# ---------------------------------------------------------------------------------------
+
+KIND_TEXTS = [
+    "I forgot my password!",  # rule 0
+    "Where is my order 123?",  # rule 1
+    "please send a PDF of my invoice",  # rule 3
+    "The checkout page is slow",  # no rule
+    "reset my password please",  # rule 0 again
+    "",  # nothing to match
+]
+
+
+def test_rules_kinds_agree_with_run_rules(pipeline: Pipeline, prices: PriceTable) -> None:
+    engine = Harness(pipeline, prices).engine()
+
+    kinds = engine.rules_kinds(0, KIND_TEXTS)
+    results = engine.run_rules(0, items(*KIND_TEXTS))
+
+    assert [k for k, _ in kinds] == [0, 1, 3, -1, 0, -1]
+    for (kind, baseline), result in zip(kinds, results, strict=True):
+        (step,) = result.steps
+        assert step.model == ("rules" if kind == -1 else f"rule:{kind}")
+        assert baseline == result.baseline_nanos
+    # a matched kind carries the accepted item's baseline; a miss has none
+    assert kinds[0][1] > 0 and kinds[3][1] == 0
+
+
+def test_rules_kinds_of_a_rule_the_tier_does_not_accept_have_no_baseline(
+    prices: PriceTable,
+) -> None:
+    data = {
+        "name": "p",
+        "labels": ["spam", "safe"],
+        "instructions": "Moderate.",
+        "tiers": [
+            {
+                "name": "rules",
+                "kind": "rules",
+                "rules": [
+                    {"pattern": "(?i)promo code", "label": "spam", "confidence": 0.6},
+                    {"pattern": "(?i)unsubscribe", "label": "spam"},
+                ],
+                "accept": {"min_confidence": 0.9},
+            },
+            {"name": "large", "kind": "claude", "model": "claude-sonnet-5-5"},
+        ],
+    }
+    engine = Harness(parse_pipeline(data), prices).engine()
+    texts = ["use PROMO CODE x", "click unsubscribe", "hello"]
+
+    kinds = engine.rules_kinds(0, texts)
+    results = engine.run_rules(0, items(*texts))
+
+    assert [k for k, _ in kinds] == [0, 1, -1]
+    assert [b for _, b in kinds] == [r.baseline_nanos for r in results]
+    assert kinds[0][1] == 0  # matched, but escalated: no final outcome, no baseline
+    assert kinds[1][1] > 0
+
+
+def test_estimate_of_an_unpriced_model_is_zero(pipeline: Pipeline, prices: PriceTable) -> None:
+    engine = Harness(pipeline, prices).engine()
+
+    assert engine.estimate_nanos("some-private-model", 4000, 200) == 0
+
+
+def test_estimate_grows_with_the_text_and_caps_output_at_max_tokens(
+    pipeline: Pipeline, prices: PriceTable
+) -> None:
+    engine = Harness(pipeline, prices).engine()
+
+    short = engine.estimate_nanos(HAIKU.model, 40, 200)
+    long = engine.estimate_nanos(HAIKU.model, 40_000, 200)
+    tiny_answer = engine.estimate_nanos(HAIKU.model, 40, 16)
+
+    assert 0 < short < long
+    assert tiny_answer < short  # fewer output tokens allowed than the typical answer
+
+
+def test_a_tag_names_the_ledger_row_of_the_call(pipeline: Pipeline, prices: PriceTable) -> None:
+    harness = Harness(pipeline, prices)
+    engine = Engine(pipeline, prices, harness.engine().executor, job_id=31)
+    item = WorkItem(pk=9, text="charged twice", next_step=4)
+
+    tag = engine.tag(item, 6, SMALL, "fallback", HAIKU.model, 200)
+
+    assert (tag.job_id, tag.item_pk, tag.first_step) == (31, 9, 6)
+    assert (tag.tier_index, tag.tier, tag.role) == (SMALL, "small", "fallback")
+    assert tag.estimate_nanos == engine.estimate_nanos(HAIKU.model, len(item.text), 200)

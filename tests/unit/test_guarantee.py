@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from fractions import Fraction
 
 import pytest
@@ -175,3 +176,65 @@ def test_the_guarantee_holds_on_simulated_data() -> None:
         cert = certify(judged, 0.03, 0.95, grid)
         held += cert.threshold is None or true_error(cert.threshold) <= 0.03
     assert held >= 190
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "p"),
+    [
+        # more than 200 errors: the incomplete beta path, on each side of its mean
+        (300, 1000, Fraction(4, 10)),  # the continued fraction of I_x(a, b) directly
+        (300, 1000, Fraction(3, 10)),  # at the mean: through 1 - I_(1-x)(b, a)
+        (250, 1000, Fraction(2, 10)),  # in the upper tail
+    ],
+)
+def test_binomial_cdf_beyond_the_summed_range_matches_the_definition(
+    k: int, n: int, p: Fraction
+) -> None:
+    assert binom_cdf(k, n, float(p)) == pytest.approx(float(exact_cdf(k, n, p)), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "p", "expected"),
+    [
+        (-1, 10, 0.5, 0.0),  # fewer than no errors: impossible
+        (10, 10, 0.5, 1.0),  # at most all of them: certain
+        (3, 10, 0.0, 1.0),  # a model that never errs
+        (3, 10, 1.0, 0.0),  # a model that always errs: more than 3 errors for sure
+        (300, 1000, 1.0, 0.0),  # likewise on the beta path
+    ],
+)
+def test_binomial_cdf_edges(k: int, n: int, p: float, expected: float) -> None:
+    assert binom_cdf(k, n, p) == expected
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: upper_bound(0, 10, 1.0), "confidence must be within (0, 1), got 1.0"),
+        (lambda: upper_bound(0, 10, 0.0), "confidence must be within (0, 1), got 0.0"),
+        (lambda: upper_bound(11, 10, 0.95), "need 0 <= errors <= n, got 11 of 10"),
+        (lambda: upper_bound(-1, 10, 0.95), "need 0 <= errors <= n, got -1 of 10"),
+        (lambda: certify([], 0.0, 0.95), "max_error must be within (0, 1), got 0.0"),
+        (lambda: certify([], 1.0, 0.95), "max_error must be within (0, 1), got 1.0"),
+    ],
+)
+def test_nonsense_arguments_are_refused(call: Callable[[], object], message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        call()
+
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("needed", "per_job", "current", "rate"),
+    [
+        (0, 1000, 0.05, 0.05),  # enough samples already: the rate stays
+        (-3, 1000, 0.0, 0.0),
+        (10, 0, 0.0, 1.0),  # a job that accepts nothing: sample all it does accept
+        (10, 1000, 0.2, 0.2),  # never lowers a higher current rate
+        (1, 3000, 0.0, 0.001),  # rounded up to a thousandth, never to zero
+        (5000, 1000, 0.0, 1.0),  # capped at every item
+    ],
+)
+def test_shadow_rate_for_edges(needed: int, per_job: int, current: float, rate: float) -> None:
+    assert shadow_rate_for(needed, accepted_per_job=per_job, current=current) == rate

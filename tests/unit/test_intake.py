@@ -221,6 +221,11 @@ def test_format_argument_overrides_extension(tmp_path: Path) -> None:
         ("in.csv", b"id,text,id\n1,x,2\n", {}, "column 3 has an empty or repeated name"),
         ("in.csv", b"id,text\n\n", {}, "has a header row but no data rows"),
         ("in.csv", b"id,te\xffxt\n1,x\n", {}, "the header row has bad_encoding"),
+        # a CSV file of blank lines has no header to read the columns from
+        ("in.csv", b"\n  \n\n", {}, "has only blank lines; it needs a header row"),
+        ("in.csv", b"id,te\rxt\n1,x\n", {}, "line 1: unreadable CSV header: "),
+        # the format names its columns: case and spaces around them do not matter
+        ("in.csv", b"ID , Text\n\n", {}, "has a header row but no data rows"),
     ],
 )
 def test_unusable_file_raises_before_anything_is_yielded(
@@ -335,3 +340,11 @@ def test_the_fast_json_path_answers_like_the_decoder(line: str) -> None:
             return type(exc).__name__, str(exc)
 
     assert outcome(_decode) == outcome(_DECODER.decode)
+
+
+@pytest.mark.parametrize("limit", [0, -5])
+def test_a_text_limit_below_one_is_refused(tmp_path: Path, limit: int) -> None:
+    path = write(tmp_path, "a.jsonl", GOOD_JSON)
+
+    with pytest.raises(ValueError, match="max_text_chars must be >= 1"):
+        read_items(path, max_text_chars=limit)

@@ -95,3 +95,46 @@ def test_load_refuses_a_file_that_does_not_match_its_manifest(
 def test_load_refuses_a_directory_without_a_model(tmp_path: Path) -> None:
     with pytest.raises(LocalModelError, match="not a local model directory"):
         LocalModel.load(tmp_path)
+
+
+def _edit_manifest(directory: Path, **changes: object) -> None:
+    path = directory / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest.update(changes)
+    path.write_text(json.dumps(manifest))
+
+
+def test_load_refuses_an_unknown_format(model: LocalModel, tmp_path: Path) -> None:
+    model.save(tmp_path / "m")
+    _edit_manifest(tmp_path / "m", format="cascade-local-v99")
+
+    with pytest.raises(LocalModelError) as info:
+        LocalModel.load(tmp_path / "m")
+
+    assert str(info.value) == f"{tmp_path / 'm'}: unknown format 'cascade-local-v99'"
+
+
+def test_load_refuses_a_label_set_other_than_the_models(model: LocalModel, tmp_path: Path) -> None:
+    """A manifest edited to other labels would map predictions to the wrong names."""
+    model.save(tmp_path / "m")
+    _edit_manifest(tmp_path / "m", labels=["shipping", "billing"])
+
+    with pytest.raises(LocalModelError, match="the label set does not match its manifest"):
+        LocalModel.load(tmp_path / "m")
+
+
+def test_load_refuses_a_manifest_that_is_not_json(model: LocalModel, tmp_path: Path) -> None:
+    model.save(tmp_path / "m")
+    (tmp_path / "m" / MANIFEST_FILE).write_text("{ not json")
+
+    with pytest.raises(LocalModelError, match="not a local model directory"):
+        LocalModel.load(tmp_path / "m")
+
+
+def test_load_accepts_the_manifest_file_itself(model: LocalModel, tmp_path: Path) -> None:
+    saved = model.save(tmp_path / "m")
+
+    loaded = LocalModel.load(tmp_path / "m" / MANIFEST_FILE)
+
+    assert loaded.version == saved.version
+    assert loaded.labels == ("billing", "shipping")

@@ -69,3 +69,29 @@ def test_a_local_tier_cannot_be_last(model_dir: Path) -> None:
     with pytest.raises(PipelineError) as caught:
         parse_pipeline(data)
     assert any("last tier must be a model tier" in p for p in caught.value.problems)
+
+
+def test_a_rules_tier_shadows_to_a_local_tier_and_changes_nothing(model_dir: Path) -> None:
+    import asyncio
+
+    from workers import quality
+
+    data = _pipeline_data(model_dir)
+    data["tiers"][0]["shadow_rate"] = 1.0  # type: ignore[index]
+    pipeline = parse_pipeline(data)
+    executor = RealtimeExecutor(lambda _: None, RetryPolicy(), 1)  # type: ignore[arg-type,return-value]
+    engine = Engine(pipeline, PriceTable.load(), executor)
+    items = [WorkItem(5, "I forgot my password, and I was charged twice on my invoice", 2)]
+    (result,) = engine.run_rules(0, items)
+    before = (result.decision, result.cost_nanos, result.model_calls)
+
+    asyncio.run(quality.run_shadows(engine, 0, items, [result], None))
+
+    assert isinstance(result.decision, Accept) and result.decision.label == "account"
+    assert (result.decision, result.cost_nanos, result.model_calls) == before
+    rule, shadow = result.steps
+    assert (shadow.role, shadow.tier_index, shadow.tier, shadow.step) == ("shadow", 1, "local", 3)
+    assert shadow.model.startswith("local:")
+    assert shadow.decision is None  # a shadow never decides
+    assert shadow.label == "billing"  # what the local model would have said
+    assert result.decided_step is rule

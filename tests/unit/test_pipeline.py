@@ -507,9 +507,77 @@ def test_moderation_keys_load() -> None:
         ),
         # an unknown policy
         (lambda d: d["tiers"][1].update(on_refusal="ignore"), "tiers[1].on_refusal: use"),
+        # a rules tier: each rule says its own confidence
+        (
+            lambda d: d["tiers"][0].update(
+                accept={"min_confidence": 1.0, "min_confidence_by_label": {"billing": 0.9}}
+            ),
+            "tiers[0].accept.min_confidence_by_label: a rules tier sets each rule's confidence",
+        ),
+        # the tiers must be a list of tables; the other checks still report
+        (lambda d: d.update(tiers={"name": "x"}), "tiers: Input should be a valid list"),
     ],
 )
 def test_moderation_keys_are_checked(edit: Callable[[Data], Any], problem: str) -> None:
     data = triage_data()
     edit(data)
     assert any(p.startswith(problem) for p in problems_of(data)), problems_of(data)
+
+
+# -- instructions_file ----------------------------------------------------------------
+
+TIER = '[[tiers]]\nname = "t"\nkind = "claude"\nmodel = "claude-haiku-5-5"\n'
+
+
+def _with_instructions_file(tmp_path: Path, head: str) -> Path:
+    path = tmp_path / "p.toml"
+    path.write_text(f'name = "p"\nlabels = ["spam", "ok"]\n{head}\n{TIER}')
+    return path
+
+
+@pytest.mark.parametrize(
+    ("head", "policy", "problem"),
+    [
+        # an empty name or a name that is not a string
+        ('instructions_file = "  "', None, "instructions_file: must be a file name"),
+        ("instructions_file = 3", None, "instructions_file: must be a file name"),
+        # a file with nothing in it cannot be the policy
+        ('instructions_file = "policy.md"', b"  \n\n", "policy.md is empty"),
+        # a file in another encoding
+        ('instructions_file = "policy.md"', b"caf\xe9", "policy.md: not UTF-8 text"),
+        # a directory is no file
+        ('instructions_file = "."', None, "instructions_file: cannot read "),
+    ],
+)
+def test_instructions_file_problems(
+    tmp_path: Path, head: str, policy: bytes | None, problem: str
+) -> None:
+    if policy is not None:
+        (tmp_path / "policy.md").write_bytes(policy)
+
+    with pytest.raises(PipelineError) as info:
+        load_pipeline(_with_instructions_file(tmp_path, head))
+
+    [reported] = info.value.problems
+    assert problem in reported
+
+
+def test_an_instructions_file_alone_is_the_instructions(tmp_path: Path) -> None:
+    (tmp_path / "policy.md").write_text("\n  Spam is unsolicited advertising.  \n\n")
+
+    pipeline = load_pipeline(_with_instructions_file(tmp_path, 'instructions_file = "policy.md"'))
+
+    assert pipeline.instructions == "Spam is unsolicited advertising."
+
+
+def test_an_instructions_file_is_found_beside_the_pipeline_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "policy.md").write_text("The policy beside the file.")
+    (tmp_path / "policy.md").write_text("A policy in the working directory.")
+    path = tmp_path / "conf" / "p.toml"
+    path.write_text(f'name = "p"\nlabels = ["spam", "ok"]\ninstructions_file = "policy.md"\n{TIER}')
+    monkeypatch.chdir(tmp_path)
+
+    assert load_pipeline(Path("conf/p.toml")).instructions == "The policy beside the file."

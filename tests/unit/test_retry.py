@@ -6,6 +6,7 @@ import random
 import pytest
 
 from workers.providers.base import (
+    CallTag,
     ClassifyRequest,
     ContextError,
     PermanentError,
@@ -15,7 +16,7 @@ from workers.providers.base import (
     TransientError,
     Usage,
 )
-from workers.retry import RetryPolicy, Try, backoff_delay, call_with_retry
+from workers.retry import LeaseLost, RetryPolicy, Try, backoff_delay, call_with_retry
 
 REQUEST = ClassifyRequest(
     provider="anthropic",
@@ -320,3 +321,161 @@ def test_the_same_request_is_sent_on_every_try() -> None:
     _, provider, _ = run([overloaded(), overloaded(), REPLY], RetryPolicy(max_attempts=3))
 
     assert provider.calls == [REQUEST, REQUEST, REQUEST]
+
+
+# ---------------------------------------------------------------------------------------
+# call_with_retry: the journal (each try written before it is sent), pacing, surprises
+# ---------------------------------------------------------------------------------------
+
+TAGGED = ClassifyRequest(
+    provider=REQUEST.provider,
+    model=REQUEST.model,
+    system=REQUEST.system,
+    user=REQUEST.user,
+    labels=REQUEST.labels,
+    max_tokens=REQUEST.max_tokens,
+    mechanism=REQUEST.mechanism,
+    tag=CallTag(job_id=1, item_pk=2, first_step=3, tier_index=1, tier="small", role="primary"),
+)
+
+
+class Journal:
+    """Records what the retry loop tells it, in order; ``lose_at`` raises LeaseLost there."""
+
+    def __init__(self, events: list[tuple[object, ...]], lose_at: int | None = None) -> None:
+        self.events = events
+        self.lose_at = lose_at
+
+    async def sending(self, request: ClassifyRequest, n: int) -> None:
+        if n == self.lose_at:
+            raise LeaseLost(f"try {n}")
+        self.events.append(("sending", n))
+
+    def returned(self, request: ClassifyRequest, n: int, attempt: Try) -> None:
+        self.events.append(("returned", n, attempt))
+
+
+class LoggingProvider(ScriptedProvider):
+    """A scripted provider that also logs each call into the shared event list."""
+
+    def __init__(
+        self, script: list[ProviderError | Reply], events: list[tuple[object, ...]]
+    ) -> None:
+        super().__init__(script, FakeClock())
+        self.events = events
+
+    async def classify(self, request: ClassifyRequest) -> Reply:
+        self.events.append(("classify",))
+        return await super().classify(request)
+
+
+def run_journaled(
+    request: ClassifyRequest,
+    provider: ScriptedProvider,
+    journal: Journal,
+    policy: RetryPolicy | None = None,
+) -> list[Try]:
+    return asyncio.run(
+        call_with_retry(
+            provider,
+            request,
+            policy or RetryPolicy(max_attempts=3),
+            sleep=RecordingSleep(provider.clock),
+            rng=random.Random(0),
+            clock=provider.clock,
+            journal=journal,
+        )
+    )
+
+
+def test_each_try_is_journaled_before_it_is_sent_and_when_it_returns() -> None:
+    events: list[tuple[object, ...]] = []
+    provider = LoggingProvider([overloaded(), REPLY], events)
+
+    tries = run_journaled(TAGGED, provider, Journal(events))
+
+    assert events == [
+        ("sending", 0),
+        ("classify",),
+        ("returned", 0, tries[0]),
+        ("sending", 1),
+        ("classify",),
+        ("returned", 1, tries[1]),
+    ]
+    assert tries[1].reply == REPLY
+
+
+def test_an_untagged_request_is_not_journaled() -> None:
+    events: list[tuple[object, ...]] = []
+    provider = LoggingProvider([REPLY], events)
+
+    run_journaled(REQUEST, provider, Journal(events))
+
+    assert events == [("classify",)]
+
+
+@pytest.mark.parametrize(
+    ("lose_at", "calls"),
+    [
+        (0, 0),  # the item was taken before the first try: nothing is sent
+        (1, 1),  # taken while waiting to retry: the retry is not sent
+    ],
+)
+def test_a_lost_lease_stops_before_the_request_leaves(lose_at: int, calls: int) -> None:
+    events: list[tuple[object, ...]] = []
+    provider = LoggingProvider([overloaded(), REPLY], events)
+
+    with pytest.raises(LeaseLost, match=f"try {lose_at}"):
+        run_journaled(TAGGED, provider, Journal(events, lose_at=lose_at))
+
+    assert len(provider.calls) == calls
+
+
+class Exploding(ScriptedProvider):
+    def __init__(self, message: str) -> None:
+        super().__init__([REPLY], FakeClock())
+        self.message = message
+
+    async def classify(self, request: ClassifyRequest) -> Reply:
+        self.calls.append(request)
+        raise ValueError(self.message)
+
+
+def test_an_unexpected_exception_is_one_transient_try_and_is_not_retried() -> None:
+    events: list[tuple[object, ...]] = []
+    provider = Exploding("the SDK could not parse it")
+
+    tries = run_journaled(TAGGED, provider, Journal(events), RetryPolicy(max_attempts=5))
+
+    assert len(provider.calls) == 1  # a bug does not get better on a retry
+    [attempt] = tries
+    assert attempt.reply is None and isinstance(attempt.error, TransientError)
+    assert attempt.error.message == "internal error: ValueError: the SDK could not parse it"
+    assert events == [("sending", 0), ("returned", 0, attempt)]
+
+
+def test_an_unexpected_exceptions_message_is_cut_to_500_characters() -> None:
+    tries = run_journaled(REQUEST, Exploding("x" * 2000), Journal([]))
+
+    error = tries[0].error
+    assert error is not None
+    assert len(error.message) == 500
+    assert error.message.startswith("internal error: ValueError: xxx")
+
+
+class PacedProvider(LoggingProvider):
+    async def ready(self, request: ClassifyRequest) -> None:
+        self.events.append(("ready",))
+
+
+def test_a_paced_provider_is_made_ready_before_every_try_and_before_its_row() -> None:
+    events: list[tuple[object, ...]] = []
+    provider = PacedProvider([rate_limited(), REPLY], events)
+
+    tries = run_journaled(TAGGED, provider, Journal(events))
+
+    assert [e[0] for e in events] == [
+        "ready", "sending", "classify", "returned",
+        "ready", "sending", "classify", "returned",
+    ]  # fmt: skip
+    assert tries[-1].reply == REPLY

@@ -176,3 +176,110 @@ def test_set_min_confidence(tier: int, value: float, changed_line: str) -> None:
 def test_set_min_confidence_refuses(tier: int, value: float) -> None:
     with pytest.raises(ValueError):
         set_min_confidence(PIPE, tier, value)
+
+
+def tier_text(body: str, trailing: str = "\n") -> str:
+    """One model tier written as ``body``, then a second tier that must stay as it is."""
+    return (
+        f'[[tiers]]\nname = "small"\nkind = "claude"\nmodel = "m"\n{body}\n'
+        f'[[tiers]]\nname = "large"\nkind = "claude"\nmodel = "m"{trailing}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "expected_lines"),
+    [
+        # an accept table without the key: the key goes first in the table, the rest stays
+        (
+            "[tiers.accept]\nreject_hedging = true\n",
+            ["[tiers.accept]", "min_confidence = 0.65", "reject_hedging = true"],
+        ),
+        # another sub-table before [tiers.accept] is skipped, not edited
+        (
+            '[tiers.consistency]\nmodels = ["m"]\n[tiers.accept]\nmin_confidence = 0.8\n',
+            ["[tiers.consistency]", 'models = ["m"]', "[tiers.accept]", "min_confidence = 0.65"],
+        ),
+        # a sub-table without accept: a new [tiers.accept] is added after it
+        (
+            '[tiers.consistency]\nmodels = ["m"]\n',
+            ["[tiers.consistency]", 'models = ["m"]', "[tiers.accept]", "min_confidence = 0.65"],
+        ),
+    ],
+)
+def test_set_min_confidence_in_other_layouts(body: str, expected_lines: list[str]) -> None:
+    text = tier_text(body)
+
+    out = set_min_confidence(text, 0, 0.65)
+
+    small, large = tomllib.loads(out)["tiers"]
+    assert small["accept"]["min_confidence"] == 0.65
+    assert large == tomllib.loads(text)["tiers"][1]
+    lines = out.splitlines()
+    start = lines.index(expected_lines[0])
+    assert lines[start : start + len(expected_lines)] == expected_lines
+
+
+def test_set_min_confidence_on_a_last_tier_without_a_final_newline() -> None:
+    text = tier_text("", trailing="")  # the file ends on `model = "m"`, no newline
+
+    out = set_min_confidence(text, 1, 0.3)
+
+    assert out.endswith('model = "m"\n[tiers.accept]\nmin_confidence = 0.3\n')
+    assert tomllib.loads(out)["tiers"][1]["accept"] == {"min_confidence": 0.3}
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        (0.0, "0.0"),  # a whole number keeps one decimal: TOML reads it back as a float
+        (1.0, "1.0"),
+        (0.5, "0.5"),
+        (0.123456, "0.1235"),  # four decimals at most
+        (0.9, "0.9"),  # trailing zeros dropped
+    ],
+)
+def test_set_min_confidence_writes_short_numbers(value: float, written: str) -> None:
+    out = set_min_confidence(tier_text("[tiers.accept]\nmin_confidence = 0.8\n"), 0, value)
+
+    assert f"min_confidence = {written}\n" in out
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # a valid inline accept table with no min_confidence to edit
+        "accept = { reject_hedging = true }",
+        # a dotted key is not a table header either
+        "accept.min_confidence = 0.7",
+    ],
+)
+def test_set_min_confidence_refuses_what_it_cannot_edit_in_place(body: str) -> None:
+    """Adding a [tiers.accept] table beside these would declare accept twice: the
+    function says it cannot, rather than report a TOML error about a line the user's
+    file does not have."""
+    with pytest.raises(ValueError) as info:
+        set_min_confidence(tier_text(body), 0, 0.65)
+
+    assert str(info.value) == "could not set min_confidence without rewriting the file"
+
+
+def test_set_min_confidence_refuses_a_file_without_tier_tables() -> None:
+    text = 'tiers = [{ name = "a", kind = "claude", model = "m" }]\n'
+
+    with pytest.raises(ValueError, match=r"no tiers\[0\] written as a \[\[tiers\]\] table"):
+        set_min_confidence(text, 0, 0.5)
+
+
+def test_simulate_no_rows_is_an_empty_result() -> None:
+    result = simulate([], [0.5])
+
+    assert (result.thresholds, result.accuracy, result.cost_nanos, result.kept) == (
+        (0.5,),
+        0.0,
+        0,
+        (),
+    )
+
+
+def test_curve_of_no_observations_is_empty() -> None:
+    assert curve([], [0.5, 0.9]) == []
