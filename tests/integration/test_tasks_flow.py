@@ -171,7 +171,7 @@ def test_a_rules_visit_that_settles_the_last_item_finishes_the_job(
     assert sent == []
 
 
-def test_decide_items_runs_the_rules_without_the_database(
+def test_decide_items_gives_each_item_its_rule_verdict_and_next_step(
     runtime: tuple[Runtime, list[Message]], engine: Engine
 ) -> None:
     rt, _ = runtime

@@ -12,6 +12,7 @@ from common.lifecycle import Phase, Verdict
 from common.settings import Settings
 from models.ledger import Settled
 from models.reuse import Released
+from tasks.fleet import serving
 from tasks.messages import (
     Message,
     chunks,
@@ -329,3 +330,19 @@ def test_free_tiers_take_larger_batches_than_model_calls(
     pipeline = load_pipeline(ROOT / "examples" / "support_triage.toml")
     settings = Settings(batch_size=50, free_batch_size=1_000)
     assert tier_batch_size(settings, pipeline, tier_index, phase) == expected
+
+
+def test_serving_counts_the_workers_of_each_queue_including_none() -> None:
+    """`cascade doctor` warns about a queue no live worker consumes: it must read 0."""
+    workers = {
+        "w1@host": ["cascade.fallback", "tier.rules", "tier.small"],
+        "w2@host": ["tier.small"],
+    }
+    queues = ["tier.rules", "tier.small", "tier.large", "cascade.fallback"]
+    assert serving(workers, queues) == {
+        "tier.rules": 1,
+        "tier.small": 2,
+        "tier.large": 0,
+        "cascade.fallback": 1,
+    }
+    assert serving({}, queues) == dict.fromkeys(queues, 0)
