@@ -7,10 +7,11 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Mapping
+from typing import cast
 
 import structlog
 
-from workers.providers.base import ClassifyRequest, Provider, ProviderError, Reply
+from workers.providers.base import BatchProvider, ClassifyRequest, Provider, ProviderError, Reply
 from workers.ratelimit import READY_TTL_S, RateLimiter, Sleep, limiter_key, parse_rate_headers
 
 log = structlog.stdlib.get_logger("cascade.ratelimit")
@@ -113,6 +114,15 @@ class RateLimitedProvider:
             # Advisory only: a store error must not lose a reply already paid for, nor
             # hide the call's own error. The next call's headers try again.
             log.warning("cascade.ratelimit.adapt_error", limit=key, error=repr(exc))
+
+    @property
+    def batches(self) -> BatchProvider:
+        """The wrapped provider's Message Batches calls, not paced here: that API has its
+        own limits, apart from the per-minute ones booked for realtime calls."""
+        found = getattr(self.inner, "batches", None)
+        if found is None:  # as if not wrapped: getattr(self, "batches", None) is None
+            raise AttributeError(f"{type(self.inner).__name__} has no Message Batches API")
+        return cast(BatchProvider, found)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -259,6 +259,10 @@ class AnthropicBatches:
             return await call
         except anthropic.AnthropicError as exc:
             raise sdk_error(exc, self._p._api_key, self._p._timeout_s) from exc
+        except TypeError as exc:  # as in classify: no key is an auth failure, not a crash
+            if _no_credentials(exc):
+                raise AuthError(NO_KEY) from exc
+            raise
 
     async def create_batch(self, requests: Sequence[tuple[str, ClassifyRequest]]) -> str:
         body = [{"custom_id": cid, "params": build_params(r)} for cid, r in requests]
