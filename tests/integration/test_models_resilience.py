@@ -17,17 +17,16 @@ from models.retention import REJECTED, purge
 from models.tables_resilience import BreakerEvent, Drill
 from tests.integration.conftest import add_item, new_job
 
-NOW = datetime.now(UTC)
-
 
 def drill(s: Session, key: str, *, until: timedelta, cleared: bool = False) -> int:
-    """A drill started an hour ago, in force until ``NOW + until``."""
+    """A drill started an hour ago, in force until ``until`` from now."""
+    now = datetime.now(UTC)
     row = Drill(
         breaker_key=key,
         reason=f"drill on {key}",
-        started_at=NOW - timedelta(hours=1),
-        until=NOW + until,
-        cleared_at=NOW - timedelta(minutes=1) if cleared else None,
+        started_at=now - timedelta(hours=1),
+        until=now + until,
+        cleared_at=now - timedelta(minutes=1) if cleared else None,
         calls_diverted=0,
     )
     s.add(row)
@@ -66,11 +65,12 @@ def test_a_drill_is_in_force_until_it_ends_or_is_cleared(db_session: Session) ->
 
     assert resilience.active_drills(s) == {"anthropic:a": "drill on anthropic:a"}
     # as of a given time: an hour ago the ended one was in force too
-    assert resilience.active_drills(s, NOW - timedelta(minutes=30)) == {
+    now = datetime.now(UTC)
+    assert resilience.active_drills(s, now - timedelta(minutes=30)) == {
         "anthropic:a": "drill on anthropic:a",
         "anthropic:b": "drill on anthropic:b",
     }
-    assert resilience.active_drills(s, NOW + timedelta(minutes=10)) == {}
+    assert resilience.active_drills(s, now + timedelta(minutes=10)) == {}
 
 
 def test_start_drill_runs_for_its_seconds(db_session: Session) -> None:
@@ -119,7 +119,8 @@ def test_purge_forgets_old_texts_and_raw_lines_and_keeps_the_ledger(db_session: 
     s = db_session
     conn = s.connection()
     job_id, sub = new_job(conn, "j")
-    old, recent = NOW - timedelta(days=40), NOW - timedelta(days=1)
+    now = datetime.now(UTC)
+    old, recent = now - timedelta(days=40), now - timedelta(days=1)
     common = {"meta": {"user": 1}, "cost_nanos": 7, "label": "spam"}
     old_done = add_item(
         conn, job_id, sub, "a", text="secret a", status="done", finished_at=old, **common
@@ -132,8 +133,8 @@ def test_purge_forgets_old_texts_and_raw_lines_and_keeps_the_ledger(db_session: 
     conn.execute(REJECTED.insert().values(line_no=1, raw="{secret", created_at=old, **line))
     conn.execute(REJECTED.insert().values(line_no=2, raw="{recent", **line))  # recorded now
 
-    assert purge(s, NOW - timedelta(days=30)) == (1, 1)
-    assert purge(s, NOW - timedelta(days=30)) == (0, 0)  # nothing left to forget
+    assert purge(s, now - timedelta(days=30)) == (1, 1)
+    assert purge(s, now - timedelta(days=30)) == (0, 0)  # nothing left to forget
 
     items = {
         r.id: (r.text, r.meta, r.label, r.cost_nanos, r.status)
