@@ -202,3 +202,41 @@ def test_the_source_key_names_the_place_never_the_password() -> None:
     assert len(digest) == 12 and int(digest, 16) >= 0
     assert DbSource(url, query="SELECT * FROM posts").key == by_query.key
     assert DbSource(url, query="SELECT id FROM posts").key != by_query.key
+
+
+def test_iso_timestamps_with_a_t_or_an_offset_are_windowed_as_times(tmp_path: Path) -> None:
+    """A SQLite source keeps timestamps as text in whatever form its writer chose: with a
+    ``T`` (Python's isoformat, JavaScript's toISOString), a ``Z`` or an offset. Two
+    watermarked runs read every row once, in time order, whatever the form."""
+    path = tmp_path / "s.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER, text TEXT, updated_at TEXT)")
+    conn.executemany(
+        "INSERT INTO t VALUES (?, 'x', ?)",
+        [
+            (1, "2026-03-01T10:00:00"),
+            (2, "2026-03-01T12:00:00.500"),
+            (3, "2026-03-01T15:00:00+02:00"),  # 13:00 UTC
+            (4, "2026-03-01T12:30:00Z"),
+            (5, "2026-03-01 11:00:00"),
+        ],
+    )
+    conn.commit()
+    reader = SourceReader(DbSource(f"sqlite:///{path}", table="t"))
+    try:
+        # the first run reads up to the newest row
+        until = reader.max_updated(None)
+        assert until == at(13)
+        first = [r.key for r in reader.rows(None, until)]
+        # a row arrives; the next run reads from the watermark on
+        conn.execute("INSERT INTO t VALUES (6, 'x', '2026-03-01T14:00:00')")
+        conn.commit()
+        newer = reader.max_updated(until)
+        second = [r.key for r in reader.rows(until, newer)]
+        nothing = reader.max_updated(newer)
+    finally:
+        reader.close()
+        conn.close()
+
+    assert first == ["1", "5", "2", "4", "3"]
+    assert (newer, second, nothing) == (at(14), ["6"], None)
