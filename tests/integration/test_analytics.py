@@ -265,37 +265,39 @@ def test_daily_and_the_view_agree(triage: tuple[Ledger, int]) -> None:
     assert from_view == DAILY
 
 
-@pytest.mark.parametrize(
-    ("since", "until", "days"),
-    [
-        (None, date(2026, 11, 1), ["2026-11-01"] * 2),
-        (date(2026, 11, 2), None, ["2026-11-02"] * 2),
-        (date(2026, 11, 1), date(2026, 11, 2), DAILY_DAYS),
-        (date(2026, 11, 3), None, []),
-    ],
-)
-def test_daily_windows_agree_on_the_rollup_and_the_live_path(
-    triage: tuple[Ledger, int], since: date | None, until: date | None, days: list[str]
-) -> None:
+# (since, until) -> the days of the triage job's report_daily rows in that window
+WINDOWS: list[tuple[date | None, date | None, list[str]]] = [
+    (None, date(2026, 11, 1), ["2026-11-01"] * 2),
+    (date(2026, 11, 2), None, ["2026-11-02"] * 2),
+    (date(2026, 11, 1), date(2026, 11, 2), DAILY_DAYS),
+    (date(2026, 11, 3), None, []),
+]
+
+
+def test_daily_windows_agree_on_the_rollup_and_the_live_path(triage: tuple[Ledger, int]) -> None:
     """A window is served by the rollup and the attempts after its watermark (by pipeline,
     or no filter) or by the live aggregate (by job): both give the same days, before and
     after the triage days are rolled up."""
     ledger, job = triage
 
-    def both() -> tuple[list[an.DailyRow], list[an.DailyRow], list[an.DailyRow]]:
+    def windows() -> list[tuple[list[an.DailyRow], ...]]:
         with _session(ledger) as s:
-            return (
-                an.daily(s, an.Scope(pipeline="triage", since=since, until=until)),
-                an.daily(s, an.Scope(job_ids=(job,), since=since, until=until)),
-                [r for r in an.daily(s, an.Scope(since=since, until=until))
-                 if r.pipeline == "triage"],
-            )  # fmt: skip
+            return [
+                (
+                    an.daily(s, an.Scope(pipeline="triage", since=since, until=until)),
+                    an.daily(s, an.Scope(job_ids=(job,), since=since, until=until)),
+                    [r for r in an.daily(s, an.Scope(since=since, until=until))
+                     if r.pipeline == "triage"],
+                )
+                for since, until, _ in WINDOWS
+            ]  # fmt: skip
 
-    live = both()
-    assert [r.day.isoformat() for r in live[0]] == days
-    assert live[0] == live[1] == live[2]
+    live = windows()
+    for (since, until, days), (by_pipeline, by_job, unfiltered) in zip(WINDOWS, live, strict=True):
+        assert [r.day.isoformat() for r in by_pipeline] == days, (since, until)
+        assert by_pipeline == by_job == unfiltered, (since, until)
     assert rollup.refresh(make_sessionmaker(ledger.engine), grace=timedelta(0)).batches == 1
-    assert both() == live
+    assert windows() == live
 
 
 def test_filters(triage: tuple[Ledger, int]) -> None:
