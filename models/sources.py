@@ -94,6 +94,9 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%f"  # how SQLite writes a time it read: UTC, milliseconds
+
+
 class SourceReader:
     """Opens the source database once; :meth:`rows` and :meth:`max_updated` read it."""
 
@@ -108,18 +111,33 @@ class SourceReader:
             self._from = f"({source.query}) AS backfill_source"
         self._id = quote(source.id_column)
         self._updated = quote(source.updated_column)
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        if self._sqlite:
+            # SQLite keeps a timestamp as text in its writer's form (a 'T' or a space, a
+            # 'Z' or an offset, fractions): text order is not time order. Compare, order
+            # and take the newest by SQLite's own UTC reading; text it cannot read, and
+            # other types, stay as they are (and are refused when read: ``_utc``).
+            col = self._updated
+            self._updated = (
+                f"CASE WHEN typeof({col}) = 'text' "
+                f"THEN coalesce(strftime('{_SQLITE_TIME}', {col}), {col}) ELSE {col} END"
+            )
 
     def close(self) -> None:
         self.engine.dispose()
 
+    def _time(self, name: str) -> str:
+        """The bound time ``name`` as compared with the updated-at column."""
+        return f"strftime('{_SQLITE_TIME}', :{name})" if self._sqlite else f":{name}"
+
     def _where(self, since: datetime | None, until: datetime | None) -> tuple[str, dict[str, Any]]:
         clauses, params = [], {}
         if since is not None:
-            clauses.append(f"{self._updated} > :since")
-            params["since"] = since
+            clauses.append(f"{self._updated} > {self._time('since')}")
+            params["since"] = since.isoformat() if self._sqlite else since
         if until is not None:
-            clauses.append(f"{self._updated} <= :until")
-            params["until"] = until
+            clauses.append(f"{self._updated} <= {self._time('until')}")
+            params["until"] = until.isoformat() if self._sqlite else until
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def max_updated(self, since: datetime | None) -> datetime | None:

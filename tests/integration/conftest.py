@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, insert, make_url, pool, text
+from sqlalchemy.orm import Session
 
 from migrations.runner import upgrade
 from models.db import make_engine
@@ -29,9 +31,9 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'cascade.db'}"
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A freshly created, empty Postgres database, dropped after the test."""
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A freshly created, empty Postgres database (its URL), dropped on leaving."""
     admin_url = make_url(PG_ADMIN_URL)
     admin = create_engine(
         admin_url,
@@ -58,6 +60,13 @@ def pg_url() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A freshly created, empty Postgres database, dropped after the test."""
+    with fresh_pg_database() as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest) -> str:
     """Parametrizes a test over SQLite and Postgres (the latter marked ``postgres``)."""
@@ -73,6 +82,40 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng = make_engine(db_url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def migrated(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    """One migrated database of each kind, shared by a test module (see ``db_session``):
+    migrating costs a second or two, a module of small tests would spend most of its time
+    on it."""
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'cascade.db'}"
+        else:
+            url = stack.enter_context(fresh_pg_database())
+        upgrade(url)
+        eng = make_engine(url)
+        stack.callback(eng.dispose)
+        yield eng
+
+
+@pytest.fixture
+def db_session(migrated: Engine) -> Iterator[Session]:
+    """A session on the module's database (``migrated``) inside one transaction that is
+    rolled back after the test: each test starts from the empty, migrated schema."""
+    with migrated.connect() as conn:
+        outer = conn.begin()
+        session = Session(bind=conn, join_transaction_mode="create_savepoint")
+        try:
+            yield session
+        finally:
+            session.close()
+            outer.rollback()
 
 
 def is_postgres(url: str) -> bool:

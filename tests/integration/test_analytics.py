@@ -5,7 +5,7 @@ the ``report_daily`` view agreeing with the CLI's query."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session
 from cascade.cli_report import build_report
 from cascade.render_csv import compare_report, write_report_csv
 from models import analytics as an
+from models import rollup
 from models.analytics import job_totals
+from models.db import make_sessionmaker
 from models.reports import tier_rows
 from models.tables import Job
 from models.tables_resilience import BreakerEvent, Drill
@@ -228,6 +230,7 @@ def test_confidence_and_agreement(triage: tuple[Ledger, int]) -> None:
     assert conf["agreement"] == [{"tier": "small", "pairs": 2, "agreed": 1, "rate": 0.5}]
 
 
+DAILY_DAYS = ["2026-11-01", "2026-11-01", "2026-11-02", "2026-11-02"]
 DAILY = [
     # day, tier, items, escalated, failed, calls, cost, baseline, p95
     ("2026-11-01", "small", 3, 2, 0, 3, 900, 1000, 200),
@@ -260,6 +263,41 @@ def test_daily_and_the_view_agree(triage: tuple[Ledger, int]) -> None:
                   int(Decimal(str(v.baseline_cost_usd)) * 10**9), v.p95_ms)
                  for v in view]  # fmt: skip
     assert from_view == DAILY
+
+
+# (since, until) -> the days of the triage job's report_daily rows in that window
+WINDOWS: list[tuple[date | None, date | None, list[str]]] = [
+    (None, date(2026, 11, 1), ["2026-11-01"] * 2),
+    (date(2026, 11, 2), None, ["2026-11-02"] * 2),
+    (date(2026, 11, 1), date(2026, 11, 2), DAILY_DAYS),
+    (date(2026, 11, 3), None, []),
+]
+
+
+def test_daily_windows_agree_on_the_rollup_and_the_live_path(triage: tuple[Ledger, int]) -> None:
+    """A window is served by the rollup and the attempts after its watermark (by pipeline,
+    or no filter) or by the live aggregate (by job): both give the same days, before and
+    after the triage days are rolled up."""
+    ledger, job = triage
+
+    def windows() -> list[tuple[list[an.DailyRow], ...]]:
+        with _session(ledger) as s:
+            return [
+                (
+                    an.daily(s, an.Scope(pipeline="triage", since=since, until=until)),
+                    an.daily(s, an.Scope(job_ids=(job,), since=since, until=until)),
+                    [r for r in an.daily(s, an.Scope(since=since, until=until))
+                     if r.pipeline == "triage"],
+                )
+                for since, until, _ in WINDOWS
+            ]  # fmt: skip
+
+    live = windows()
+    for (since, until, days), (by_pipeline, by_job, unfiltered) in zip(WINDOWS, live, strict=True):
+        assert [r.day.isoformat() for r in by_pipeline] == days, (since, until)
+        assert by_pipeline == by_job == unfiltered, (since, until)
+    assert rollup.refresh(make_sessionmaker(ledger.engine), grace=timedelta(0)).batches == 1
+    assert windows() == live
 
 
 def test_filters(triage: tuple[Ledger, int]) -> None:
