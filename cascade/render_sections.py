@@ -190,6 +190,7 @@ def _latency_section(funnel: list[an.FunnelTier], e2e: an.EndToEnd) -> dict[str,
 def _reliability(rel: an.Reliability) -> dict[str, Any]:
     return {
         "calls": rel.calls,
+        "not_sent": rel.not_sent,
         "outcomes": dict(rel.outcomes),
         "fallbacks": [
             {"tier": f.tier, "link": f.link, "calls": f.calls, Outcome.OK: f.ok}

@@ -89,7 +89,8 @@ def _print_latency(console: Console, lat: dict[str, Any]) -> None:
 
 def _print_reliability(console: Console, rel: dict[str, Any]) -> None:
     outcomes = ", ".join(f"{k} {v}" for k, v in rel["outcomes"].items())
-    console.print(f"calls {rel['calls']}: {outcomes}")
+    unsent = f" (and {rel['not_sent']} steps that sent none)" if rel["not_sent"] else ""
+    console.print(f"calls {rel['calls']}{unsent}: {outcomes}")
     fallbacks = [
         [x["tier"], x["link"], str(x["calls"]), str(x[Outcome.OK])] for x in rel["fallbacks"]
     ]

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from common.lifecycle import Outcome, Role, Status
+from common.lifecycle import NOT_SENT, Outcome, Role, Status
 from models.analytics.scope import (
     MODEL_OUTCOMES,
     Scope,
@@ -87,13 +87,14 @@ class DrillRow:
 
 @dataclass(frozen=True, slots=True)
 class Reliability:
-    calls: int
+    calls: int  # requests sent (shadow samples included)
     outcomes: Mapping[str, int]  # every MODEL_OUTCOMES key, plus 'retried' and 'fell_back'
     fallbacks: list[FallbackLink]
     dead_letters: list[tuple[str, int]]  # (error, items), most frequent first
     dead_lettered: int
     breaker_openings: list[BreakerOpening] = field(default_factory=list)
     drills: list[DrillRow] = field(default_factory=list)
+    not_sent: int = 0  # steps that sent no request (breaker open, drill, reuse, rules)
 
 
 def breaker_openings(session: Session, scope: Scope) -> list[BreakerOpening]:
@@ -141,12 +142,15 @@ def drills(session: Session, scope: Scope) -> list[DrillRow]:
 def reliability(session: Session, scope: Scope, dead_letter_limit: int = 20) -> Reliability:
     where = [*attempt_filter(scope), Attempt.role != "rules"]
     outcomes: dict[str, int] = dict.fromkeys(MODEL_OUTCOMES, 0)
-    calls = 0
+    calls = not_sent = 0
     for outcome, n in session.execute(
         select(Attempt.outcome, func.count()).where(*where).group_by(Attempt.outcome)
     ):
         outcomes[str(outcome)] = as_int(n)
-        calls += as_int(n)
+        if outcome in NOT_SENT:
+            not_sent += as_int(n)
+        else:
+            calls += as_int(n)
     retried, fell_back = session.execute(
         select(
             func.sum(case((Attempt.decision.is_(None), 1), else_=0)),
@@ -191,4 +195,5 @@ def reliability(session: Session, scope: Scope, dead_letter_limit: int = 20) -> 
         dead_lettered=dead_total,
         breaker_openings=breaker_openings(session, scope),
         drills=drills(session, scope),
+        not_sent=not_sent,
     )

@@ -196,3 +196,29 @@ def test_the_review_queue_is_in_item_order_up_to_the_limit(db_session: Session) 
     assert [w.why for w in reviews.waiting(s, job_id)] == ["unsure", "refused", None]
     assert reviews.counts(s, job_id) == (3, 0)
     assert reviews.tier_accuracy(s, job_id) == []  # nobody has reviewed anything yet
+
+
+def test_reliability_counts_calls_made_and_the_steps_that_sent_none_apart(
+    db_session: Session,
+) -> None:
+    s = db_session
+    job_id, _, (pk,) = a_job(s, "j", {"status": "done"})
+    conn = s.connection()
+    steps = [
+        ("primary", "breaker_open"),  # the breaker was open: no request
+        ("primary", "drill"),  # a chaos drill: no request
+        ("fallback", "transient"),  # sent, failed
+        ("fallback", "ok"),  # sent, answered
+        ("shadow", "ok"),  # a shadow sample is a request too
+        ("reuse", "reused"),  # another item's decision: no request
+    ]
+    for step, (role, outcome) in enumerate(steps):
+        add_attempt(
+            conn, job_id, pk, step, tier_index=1, tier="small", provider="anthropic",
+            model="claude-haiku-5-5", role=role, outcome=outcome,
+        )  # fmt: skip
+
+    rel = an.reliability(s, an.Scope(job_ids=(job_id,)))
+
+    assert (rel.calls, rel.not_sent) == (3, 3)
+    assert (rel.outcomes["breaker_open"], rel.outcomes["drill"], rel.outcomes["ok"]) == (1, 1, 2)
