@@ -140,6 +140,20 @@ def test_cache_section_of_the_report() -> None:
     assert report["reuse"] == {"items": 3, "waiting": 1, "saved_usd": "0.000001500"}
 
 
+def test_cache_section_in_the_terminal() -> None:
+    buf = io.StringIO()
+    print_cache_sections(Console(file=buf, width=200, color_system=None), full_report())
+    text = [" ".join(line.replace("│", " ").split()) for line in buf.getvalue().splitlines()]
+    # money as everywhere else in the CLI (cascade.fmt): four places under $100
+    assert "small claude-haiku-5-5 7 75.0% 10000 1000 $0.0009" in text
+    assert "small (batch) claude-haiku-5-5 5 - 10000 1000 $0.0004" in text
+    assert "large someone-elses-model 2 50.0% 0 0 -" in text
+    assert (
+        "reused decisions: 3 items took an identical text's decision with no model call "
+        "(saved $0.0000); 1 still waiting" in " ".join(text)
+    )
+
+
 @pytest.mark.parametrize(
     ("cache", "reuse", "printed"),
     [
