@@ -182,6 +182,17 @@ def test_guarded_turns_a_lost_database_into_one_line(
     assert "Traceback" not in err
 
 
+def test_guarded_turns_a_crash_into_a_redacted_line(capsys: pytest.CaptureFixture[str]) -> None:
+    secret = "sk-ant-api03-THIS-MUST-NOT-SHOW"
+    with pytest.raises(SystemExit) as caught:
+        guarded(_raises(ValueError(f"bad key {secret} " + "y" * 600)))
+    assert caught.value.code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error: ValueError: bad key [redacted] yyy")
+    assert err.endswith("(CASCADE_LOG_LEVEL=DEBUG shows where)")
+    assert secret not in err and "y" * 400 not in err
+
+
 def test_guarded_leaves_exits_alone() -> None:
     with pytest.raises(SystemExit) as caught:
         guarded(_raises(SystemExit(3)))
@@ -248,3 +259,14 @@ def test_status_of_a_stored_job_tier_keys() -> None:
     # a tier index the pipeline does not have (an edited pipeline) is left out
     assert waiting_by_tier(progress, names) == {"rules": 2, "small": 4}
     assert waiting_by_tier({"total": 0}, names) == {"rules": 0, "small": 0}
+
+
+def test_an_error_message_is_printed_as_written_not_read_as_markup(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cascade.cliutil import fail
+
+    exit_ = fail("unknown key [tiers.extra] in [bold]p.toml[/bold]")
+    assert exit_.exit_code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err == "error: unknown key [tiers.extra] in [bold]p.toml[/bold]"

@@ -218,3 +218,24 @@ def test_cli_doctor_exits_0_when_all_is_well(env: Any, monkeypatch: pytest.Monke
     result = CliRunner().invoke(app, ["doctor"])
     assert result.exit_code == 0
     assert "ok" in result.output and "FAIL" not in result.output
+
+
+def test_cli_doctor_prints_details_as_written_not_as_markup(
+    env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A redacted secret shows as [redacted], and a path in brackets stays whole: the
+    details are text from outside (drivers, files), never rich markup."""
+    import cascade.doctor
+    from cascade import cli_ops  # noqa: F401
+    from cascade.cli import app
+
+    checks = [
+        Check("model API", False, "refused key [redacted]", "check [ANTHROPIC_API_KEY]"),
+        Check("pipeline [x].toml", True, "p: 1 tiers, 2 labels"),
+    ]
+    monkeypatch.setattr(cascade.doctor, "run_checks", lambda pipelines, model: checks)
+    result = CliRunner().invoke(app, ["doctor"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    assert "refused key [redacted]" in result.output
+    assert "fix: check [ANTHROPIC_API_KEY]" in result.output
+    assert "pipeline [x].toml" in result.output
