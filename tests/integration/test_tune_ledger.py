@@ -136,6 +136,8 @@ def test_cli_tune_writes_the_threshold(
         reset_runtime()
     assert result.exit_code == 0, result.output
     assert "recommend min_confidence = 0.8" in result.output
+    # four pairs are far from enough: said beside the recommendation, in brackets
+    assert "[few pairs: treat as a hint]" in result.output
     assert "min_confidence = 0.8  # tuned by hand\n" in pipe.read_text()
 
 
