@@ -513,3 +513,58 @@ def test_train_local_refuses_an_unknown_source(cli: Invoke, tmp_path: Path) -> N
 )
 def test_tune_refuses(cli: Invoke, args: list[str], message: str) -> None:
     refused(cli("tune", "--job", MAIN, *args), message)
+
+
+# --- backfill -----------------------------------------------------------------------------
+
+
+def test_backfill_list_with_nothing_configured_or_run(cli: Invoke) -> None:
+    result = cli("backfill", "--list")
+    assert result.exit_code == 0, result.output
+    assert said(result) == (
+        "no scheduled backfills (CASCADE_BACKFILLS_FILE is not set or lists none) "
+        "no backfill has run yet"
+    )
+
+
+def test_backfill_list_shows_each_configured_backfill(
+    cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "backfills.toml"
+    config.write_text(
+        '[[backfill]]\nname = "nightly"\npipeline = "moderation.toml"\nsource = "posts/*.jsonl"\n'
+        'at = "03:30"\nmode = "batch"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("CASCADE_BACKFILLS_FILE", str(config))
+    result = cli("backfill", "--list")
+    assert result.exit_code == 0, result.output
+    row = [" ".join(line.split()) for line in result.output.splitlines() if "nightly" in line]
+    # the pipeline is read beside the backfills file; never run yet
+    assert row == [
+        f"│ nightly │ 03:30 │ {tmp_path / 'moderation.toml'} │ posts/*.jsonl │ batch │ never │ │ │"
+    ]
+
+
+def test_backfill_list_of_a_broken_file(
+    cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "backfills.toml"
+    config.write_text('[[backfill]]\nname = "Bad Name"\n', encoding="utf-8")
+    monkeypatch.setenv("CASCADE_BACKFILLS_FILE", str(config))
+    refused(cli("backfill", "--list"), f"backfills file {config}:")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mode", "fast"], "--mode must be batch or realtime"),
+        ([], "--pipeline and --source are required (or --name, or --list)"),
+        (["--source", "x.jsonl"], "--pipeline and --source are required"),
+        (["--name", "nightly"], "no configured backfill named 'nightly'"),
+        (["--since", "last week", "--pipeline", "p.toml", "--source", "x"], "--since: not an ISO"),
+        (["--pipeline", "missing.toml", "--source", "x.jsonl"], "invalid pipeline missing.toml"),
+    ],
+)
+def test_backfill_refuses(cli: Invoke, args: list[str], message: str) -> None:
+    refused(cli("backfill", *args), message)
