@@ -270,3 +270,35 @@ def test_an_error_message_is_printed_as_written_not_read_as_markup(
     assert exit_.exit_code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert err == "error: unknown key [tiers.extra] in [bold]p.toml[/bold]"
+
+
+def test_fleet_lines_say_workers_and_messages_per_queue(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tasks.fleet
+    from cascade.fleetview import print_fleet
+
+    monkeypatch.setattr(tasks.fleet, "live_workers", lambda timeout_s: {"w1": ["tier.small"]})
+    monkeypatch.setattr(tasks.fleet, "queue_depths", lambda qs: {"tier.small": 1, "tier.large": 2})
+    print_fleet(["tier.small", "tier.large"])
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    assert lines == [
+        "tier.small 1 workers 1 message waiting",
+        "tier.large 0 workers 2 messages waiting start one: cascade worker --queues tier.large",
+    ]
+
+
+def test_fleet_lines_when_the_broker_does_not_answer(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tasks.fleet
+    from cascade.fleetview import print_fleet
+
+    def down(timeout_s: float) -> dict[str, list[str]]:
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.fleet, "live_workers", down)
+    print_fleet(["tier.small"])
+    assert " ".join(capsys.readouterr().out.split()) == (
+        "broker not reachable: Error 111 connecting to 127.0.0.1:6379. Connection refused."
+    )
