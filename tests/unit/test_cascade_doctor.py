@@ -199,7 +199,7 @@ def test_a_missing_pipeline_file_is_a_failed_check_not_a_crash(env: Any, tmp_pat
 
 def test_cli_doctor_exits_1_when_a_check_fails_and_prints_each_fix(env: Any) -> None:
     from cascade import cli_ops  # noqa: F401  (registers the command)
-    from cascade.cli import app
+    from cascade.cliutil import app
 
     result = CliRunner().invoke(app, ["doctor"], env={"COLUMNS": "200"})
     assert result.exit_code == 1
@@ -210,7 +210,7 @@ def test_cli_doctor_exits_1_when_a_check_fails_and_prints_each_fix(env: Any) -> 
 def test_cli_doctor_exits_0_when_all_is_well(env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import cascade.doctor
     from cascade import cli_ops  # noqa: F401
-    from cascade.cli import app
+    from cascade.cliutil import app
 
     monkeypatch.setattr(
         cascade.doctor, "run_checks", lambda pipelines, model: [Check("database", True, "fine")]
@@ -227,7 +227,7 @@ def test_cli_doctor_prints_details_as_written_not_as_markup(
     details are text from outside (drivers, files), never rich markup."""
     import cascade.doctor
     from cascade import cli_ops  # noqa: F401
-    from cascade.cli import app
+    from cascade.cliutil import app
 
     checks = [
         Check("model API", False, "refused key [redacted]", "check [ANTHROPIC_API_KEY]"),

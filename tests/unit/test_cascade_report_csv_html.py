@@ -275,7 +275,7 @@ def test_charts_carry_the_report_numbers() -> None:
 
 
 def _axis_top(svg: str) -> str:
-    labels = re.findall(r'text-anchor="end">([^<]*)</text>', svg)
+    labels: list[str] = re.findall(r'text-anchor="end">([^<]*)</text>', svg)
     return labels[-1]
 
 

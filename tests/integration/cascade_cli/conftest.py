@@ -15,9 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import Result
 from sqlalchemy import text
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from migrations.runner import upgrade
 from models.db import make_engine
@@ -75,6 +74,7 @@ def _env(monkeypatch: pytest.MonkeyPatch, db: Path) -> None:
 
 def _runner() -> Invoke:
     from cascade import (  # noqa: F401  (each registers its commands)
+        cli,
         cli_backfill,
         cli_chaos,
         cli_jobs,
@@ -83,7 +83,7 @@ def _runner() -> Invoke:
         cli_review,
         cli_tune,
     )
-    from cascade.cli import app
+    from cascade.cliutil import app
 
     def invoke(*args: str) -> Result:
         return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})

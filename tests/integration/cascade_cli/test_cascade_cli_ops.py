@@ -295,10 +295,9 @@ def test_wait_for_a_finished_job_returns_its_status_at_once(cli: Invoke) -> None
 def test_wait_for_a_paused_job_with_nothing_in_flight_says_why(
     cli: Invoke, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import cascade.progress
     from cascade.progress import wait_for_job
 
-    monkeypatch.setattr(cascade.progress.time, "sleep", lambda s: None)
+    monkeypatch.setattr("cascade.progress.time.sleep", lambda s: None)
     # job 1 has a pending and a running-at-review item: in flight, so not yet "paused"
     _set_job(1, status="paused", message="spend limit reached")
     from tasks.runtime import get_runtime
@@ -312,7 +311,6 @@ def test_wait_for_a_paused_job_with_nothing_in_flight_says_why(
 def test_wait_calls_on_stall_when_nothing_finishes(
     cli: Invoke, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cascade.progress
     from cascade.progress import wait_for_job
 
     monkeypatch.setenv("CASCADE_STALL_S", "0.000001")
@@ -322,7 +320,7 @@ def test_wait_calls_on_stall_when_nothing_finishes(
     from tasks.runtime import reset_runtime
 
     reset_runtime()
-    monkeypatch.setattr(cascade.progress.time, "sleep", lambda s: None)
+    monkeypatch.setattr("cascade.progress.time.sleep", lambda s: None)
     stalls: list[int] = []
 
     def on_stall() -> None:  # what submit does: look at the fleet; here, finish the job
@@ -334,10 +332,9 @@ def test_wait_calls_on_stall_when_nothing_finishes(
 
 
 def test_wait_stops_on_a_swallowed_ctrl_c(cli: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cascade.progress
     from cascade.progress import STOP, wait_for_job
 
-    monkeypatch.setattr(cascade.progress.time, "sleep", lambda s: None)
+    monkeypatch.setattr("cascade.progress.time.sleep", lambda s: None)
     STOP.set()
     try:
         with pytest.raises(KeyboardInterrupt):
