@@ -184,6 +184,9 @@ def test_rejected_refuses_an_unknown_format(cli: Invoke) -> None:
 def test_cancel_stops_the_unfinished_items_and_a_done_job_refuses(cli: Invoke) -> None:
     result = cli("cancel", MAIN)
     assert result.exit_code == 0, result.output
-    assert said(result).startswith("job 1 cancelled: ")
-    assert "unfinished item" in said(result)
+    # f was pending; g waits for a person, which is final for the machine: not cancelled
+    assert said(result) == "job 1 cancelled: 1 unfinished item stopped"
+    status = said(cli("status", MAIN))
+    assert status.startswith("job 1 (main) · moderation · failed cancelled")
+    assert "finished 6 of 7" in status
     refused(cli("cancel", OTHER), "job 2 is done: nothing to cancel", code=1)

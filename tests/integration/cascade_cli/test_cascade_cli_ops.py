@@ -298,7 +298,8 @@ def test_wait_for_a_paused_job_with_nothing_in_flight_says_why(
     from cascade.progress import wait_for_job
 
     monkeypatch.setattr("cascade.progress.time.sleep", lambda s: None)
-    # job 1 has a pending and a running-at-review item: in flight, so not yet "paused"
+    # job 1's pending item is in flight (a paused job still finishes those): finish it,
+    # and nothing is left moving (g waits for a person: final for the machine)
     _set_job(1, status="paused", message="spend limit reached")
     from tasks.runtime import get_runtime
 
