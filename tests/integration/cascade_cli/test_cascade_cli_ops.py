@@ -342,3 +342,34 @@ def test_wait_stops_on_a_swallowed_ctrl_c(cli: Invoke, monkeypatch: pytest.Monke
             wait_for_job(1)  # running, nothing changes: only the flag ends it
     finally:
         STOP.clear()
+
+
+def test_purge_blanks_old_texts_and_keeps_the_ledger(cli: Invoke) -> None:
+    from tasks.runtime import get_runtime
+
+    with get_runtime().sessions.begin() as session:
+        session.execute(
+            text(
+                "UPDATE items SET finished_at = '2000-01-01 00:00:00' "
+                "WHERE job_id = 1 AND item_key IN ('a', 'b')"
+            )
+        )
+        session.execute(text("UPDATE rejected_lines SET created_at = '2000-01-01 00:00:00'"))
+    before = json.loads(cli("report", "--job", MAIN, "--format", "json").output)
+    result = cli("purge", "--older-than", "30d")
+    assert result.exit_code == 0, result.output
+    assert said(result).startswith(
+        "purged the text of 2 items and 3 rejected lines finished before "
+    )
+    outcomes = {
+        o["id"]: o for o in map(json.loads, cli("outcomes", "--job", MAIN).output.splitlines())
+    }
+    assert outcomes["a"]["metadata"] == {}  # finished in 2000: purged
+    assert outcomes["c"]["metadata"] == {"source_line": 3, "key": "c"}  # not old enough
+    assert outcomes["a"]["label"] == "spam"  # the decision stays
+    rejected = cli("rejected", "--job", MAIN, "--format", "jsonl").output.splitlines()
+    assert [json.loads(r)["raw"] for r in rejected] == ["", ""]
+    after = json.loads(cli("report", "--job", MAIN, "--format", "json").output)
+    assert after["cost_usd"] == before["cost_usd"] and after["funnel"] == before["funnel"]
+    again = cli("purge", "--older-than", "30d")
+    assert said(again).startswith("purged the text of 0 items and 0 rejected lines")
