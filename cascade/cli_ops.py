@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cascade.cliutil import app, ensure_schema, fail, out, parse_usd, setup
@@ -65,8 +66,12 @@ def doctor(
     table = Table("check", "", "detail")
     for r in results:
         mark = "[green]ok[/green]" if r.ok else "[red]FAIL[/red]"
-        detail = r.detail if r.ok else f"{r.detail}\n[yellow]fix:[/yellow] {r.fix}"
-        table.add_row(r.name, mark, detail)
+        detail = (
+            escape(r.detail)
+            if r.ok
+            else f"{escape(r.detail)}\n[yellow]fix:[/yellow] {escape(r.fix)}"
+        )
+        table.add_row(escape(r.name), mark, detail)
     out.print(table)
     if not all(r.ok for r in results):
         raise typer.Exit(1)

@@ -218,7 +218,7 @@ def _recommend_tier(
         f"  recommend min_confidence = {rec.point.threshold:g} (now {current:g}): "
         f"{rec.reason}; rests on {rec.pairs} pairs, {rec.point.verified} judged at that "
         f"threshold, {_spread(rec.point.quality, rec.point.verified)}"
-        + ("  [few pairs: treat as a hint]" if rec.pairs < 100 else "")
+        + ("  \\[few pairs: treat as a hint]" if rec.pairs < 100 else "")  # text, not markup
     )
     return rec.point.threshold
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from common.logs import configure_logging
 from common.settings import get_settings
@@ -69,7 +70,7 @@ def _root(
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
+    err.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -172,15 +173,15 @@ def guarded(run: Any) -> None:
         err.print("\n[yellow]interrupted[/yellow]")
         sys.exit(130)
     except DB_TRANSIENT as exc:
-        err.print(f"[bold red]error:[/bold red] {db_unreachable(exc)}", soft_wrap=True)
+        err.print(f"[bold red]error:[/bold red] {escape(db_unreachable(exc))}", soft_wrap=True)
         sys.exit(1)
     except Exception as exc:
         from common.logs import get_logger, redact_text
 
         get_logger("cascade.cli").debug("cascade.cli.crashed", exc_info=True)
+        said = escape(redact_text(f"{type(exc).__name__}: {exc}")[:300])
         err.print(
-            f"[bold red]error:[/bold red] {redact_text(f'{type(exc).__name__}: {exc}')[:300]} "
-            "(CASCADE_LOG_LEVEL=DEBUG shows where)",
+            f"[bold red]error:[/bold red] {said} (CASCADE_LOG_LEVEL=DEBUG shows where)",
             soft_wrap=True,
         )
         sys.exit(1)

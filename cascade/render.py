@@ -225,7 +225,8 @@ def outcome_dict(row: OutcomeRow) -> dict[str, Any]:
     }
 
 
-def write_outcomes(rows: Iterable[OutcomeRow], fmt: str, out: TextIO = sys.stdout) -> int:
+def write_outcomes(rows: Iterable[OutcomeRow], fmt: str, out: TextIO | None = None) -> int:
+    out = sys.stdout if out is None else out  # the stream of now, not of import time
     n = 0
     writer = None
     for row in rows:

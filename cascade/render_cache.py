@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from cascade.fmt import money
 from cascade.render import usd_text
 from cascade.report_svg import esc, html_table, num_html, usd_html
 from models.cache_report import Reuse, TierCache
@@ -88,14 +89,14 @@ def print_cache_sections(console: Console, r: dict[str, Any]) -> None:
                 rate,
                 str(c["cache_read_tokens"]),
                 str(c["cache_write_tokens"]),
-                "-" if c["saved_usd"] is None else f"${c['saved_usd']}",
+                "-" if c["saved_usd"] is None else money(c["saved_usd"]),
             )
         console.print(t)
     reuse = r.get("reuse")
     if reuse and (reuse["items"] or reuse["waiting"]):
         console.print(
             f"reused decisions: {reuse['items']} items took an identical text's decision "
-            f"with no model call (saved ${reuse['saved_usd']})"
+            f"with no model call (saved {money(reuse['saved_usd'])})"
             + (f"; {reuse['waiting']} still waiting" if reuse["waiting"] else "")
         )
 

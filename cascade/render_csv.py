@@ -58,9 +58,9 @@ def report_rows(r: dict[str, Any]) -> Iterable[tuple[str, str, str, Any]]:
                 yield "daily", subject, k, v
 
 
-def write_report_csv(r: dict[str, Any], out: TextIO = sys.stdout) -> None:
+def write_report_csv(r: dict[str, Any], out: TextIO | None = None) -> None:
     """One CSV in long form: ``section,subject,metric,value``."""
-    writer = csv.writer(out)
+    writer = csv.writer(sys.stdout if out is None else out)  # the stream of now
     writer.writerow(["section", "subject", "metric", "value"])
     for section, subject, metric, value in report_rows(r):
         writer.writerow([section, subject, metric, "" if value is None else value])

@@ -136,6 +136,8 @@ def test_cli_tune_writes_the_threshold(
         reset_runtime()
     assert result.exit_code == 0, result.output
     assert "recommend min_confidence = 0.8" in result.output
+    # four pairs are far from enough: said beside the recommendation, in brackets
+    assert "[few pairs: treat as a hint]" in result.output
     assert "min_confidence = 0.8  # tuned by hand\n" in pipe.read_text()
 
 
@@ -214,3 +216,91 @@ def test_gold_judges_the_shadow_answer_too(shadowed: tuple[str, int]) -> None:
     kept = [o for o in obs if o.confidence >= 0.9]
     # a: small right (spam), large's shadow right; b: small right (ham), large's shadow wrong
     assert sorted((o.correct, o.above_correct) for o in kept) == [(True, False), (True, True)]
+
+
+GUARANTEE_PIPE = (
+    'name = "p"\nlabels = ["ham", "spam"]\ninstructions = "x"\n\n'
+    '[[tiers]]\nname = "small"\nkind = "claude"\nmodel = "m"\n'
+    "[tiers.accept]\nmin_confidence = 0.9\n\n"
+    '[[tiers]]\nname = "large"\nkind = "claude"\nmodel = "m"\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "written", "said"),
+    [
+        # six gold pairs, two wrong: nothing certifies 5 %, so nothing is accepted there
+        (
+            ["--max-error", "0.05"],
+            'min_confidence_by_label = { ham = "never", spam = "never" }',
+            ["labels pooled", "*: 2/6 wrong at >= 0.50: at that error rate no number of "
+             "samples certifies it", "tier small certifies no label"],
+        ),
+        (
+            ["--max-error", "0.05", "--per-label"],
+            'min_confidence_by_label = { ham = "never", spam = "never" }',
+            ["per label", "ham: 1/3 wrong at >= 0.50", "spam: 1/3 wrong at >= 0.50",
+             'uncertified labels are written "never"'],
+        ),
+        # --allow-uncertified: no override, the tier's min_confidence stands
+        (
+            ["--max-error", "0.05", "--per-label", "--allow-uncertified"],
+            "min_confidence_by_label = {}",
+            ["ham: NOT certified"],
+        ),
+        # a loose target: the wrong answers sit below each label's certified threshold
+        (
+            ["--max-error", "0.5", "--confidence", "0.5", "--per-label"],
+            "min_confidence_by_label = { ham = 0.6, spam = 0.65 }",
+            ["ham: accepted at >= 0.60, the error (against gold) is at most 50.0% with 50% "
+             "confidence: 0 of 2 judged answers wrong, upper bound 0.2929"],
+        ),
+    ],
+)  # fmt: skip
+def test_cli_tune_guarantee_writes_thresholds_per_label(
+    job: tuple[str, int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    written: str,
+    said: list[str],
+) -> None:
+    from cascade.cli import app
+    from common.settings import get_settings
+    from tasks.runtime import reset_runtime
+
+    url, job_id = job
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("UPDATE jobs SET pipeline = :p WHERE id = :id"),
+                {"p": json.dumps(PIPELINE | {"labels": ["ham", "spam"]}), "id": job_id},
+            )
+    finally:
+        engine.dispose()
+    pipe = tmp_path / "p.toml"
+    pipe.write_text(GUARANTEE_PIPE)
+    monkeypatch.setenv("CASCADE_DATABASE_URL", url)
+    get_settings.cache_clear()
+    reset_runtime()
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["tune", "--job", str(job_id), "--write", "--pipeline", str(pipe), *args],
+            env={"COLUMNS": "200"},
+        )
+    finally:
+        get_settings.cache_clear()
+        reset_runtime()
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    for part in said:
+        assert part in output
+    assert f"wrote min_confidence_by_label for 1 tier(s) to {pipe}" in output
+    text_after = pipe.read_text()
+    assert f"min_confidence = 0.9\n{written}\n" in text_after
+    # the file is still a pipeline the loader takes
+    from workers.pipeline import load_pipeline
+
+    assert load_pipeline(pipe).tiers[0].name == "small"

@@ -60,3 +60,72 @@ def test_spec_of_an_unknown_name_fails(monkeypatch: pytest.MonkeyPatch, tmp_path
     with pytest.raises(typer.Exit) as caught:
         _spec("nightly", None, None, **OPTIONS)
     assert caught.value.exit_code == 2
+
+
+def _batch_report(**values: Any) -> Any:
+    from tasks.backfill import BatchReport
+
+    base: dict[str, Any] = {
+        "batches": 0,
+        "by_status": {},
+        "requests": {},
+        "batch_calls": 0,
+        "cost_nanos": 0,
+        "realtime_nanos": 0,
+    }
+    return BatchReport(**(base | values))
+
+
+def _printed(report: Any, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The lines printed (each line of the report begins with a known word; the console
+    wraps long ones at 80 columns)."""
+    from cascade.cli_backfill import print_batch_report
+
+    print_batch_report(report)
+    text = " ".join(capsys.readouterr().out.split())
+    for start in ("batch calls ", "with prompt caching"):
+        text = text.replace(f" {start}", f"\n{start}")
+    return text.splitlines()
+
+
+def test_batch_report_of_a_job_without_batches(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _printed(_batch_report(), capsys) == ["batches 0 (none); requests: -"]
+
+
+def test_batch_report_compares_batch_and_realtime_price(capsys: pytest.CaptureFixture[str]) -> None:
+    report = _batch_report(
+        batches=2,
+        by_status={"ended": 1, "in_progress": 1},
+        requests={"succeeded": 9, "errored": 1, "expired": 0},
+        batch_calls=10,
+        cost_nanos=500_000,
+        realtime_nanos=1_000_000,
+        uncached_nanos=1_000_000,  # no cache reads: no line about caching
+    )
+    assert _printed(report, capsys) == [
+        # statuses sorted, requests without the zero counts
+        "batches 2 (ended 1, in_progress 1); requests: errored 1, succeeded 9",
+        "batch calls 10: cost $0.000500 at batch price vs $0.001000 at realtime price "
+        "(saved $0.000500, 50.0%)",
+    ]
+
+
+def test_batch_report_says_what_batch_and_cache_saved_together(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    report = _batch_report(
+        batches=1, by_status={"ended": 1}, requests={"succeeded": 4}, batch_calls=4,
+        cost_nanos=250_000, realtime_nanos=500_000, uncached_nanos=1_000_000,
+    )  # fmt: skip
+    lines = _printed(report, capsys)
+    assert lines[-1] == (
+        "with prompt caching: $0.001000 at realtime price without it "
+        "(batch and cache together saved $0.000750, 75.0%)"
+    )
+
+
+def test_batch_report_of_free_calls_has_no_division_by_zero(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    report = _batch_report(batches=1, by_status={"ended": 1}, batch_calls=3)
+    assert _printed(report, capsys)[-1].endswith("(saved $0.000000, 0.0%)")
