@@ -135,30 +135,38 @@ class Engine:
 
     # -- rules --------------------------------------------------------------------
     def run_rules(self, tier_index: int, items: Sequence[WorkItem]) -> list[ItemResult]:
-        tier = self.pipeline.tiers[tier_index]
-        rules = self._rules[tier_index]
+        match = self._rules[tier_index].match
         outcomes = self._outcomes(tier_index)
         miss = outcomes[-1]
+        said = [
+            miss if (hit := match(item.text)) is None else outcomes[hit.index] for item in items
+        ]
+        return self._free_results(tier_index, "rules", items, said)
+
+    def _free_results(
+        self, tier_index: int, role: str, items: Sequence[WorkItem], said: Sequence[RuleOutcome]
+    ) -> list[ItemResult]:
+        """A free tier's (rules, local) results: one step each, at no cost, and the
+        baseline of each item it accepted."""
+        tier = self.pipeline.tiers[tier_index].name
         results = []
-        for item in items:
-            hit = rules.match(item.text)
-            said = outcomes[hit.index] if hit is not None else miss
+        for item, s in zip(items, said, strict=True):
             step = Step(
                 item_pk=item.pk,
                 step=item.next_step,
                 tier_index=tier_index,
-                tier=tier.name,
-                role="rules",
-                provider="rules",
-                model=said.model,
-                outcome=said.outcome,
-                decision=said.decision.kind,
-                label=said.label,
-                confidence=said.confidence,
+                tier=tier,
+                role=role,
+                provider=role,
+                model=s.model,
+                outcome=s.outcome,
+                decision=s.decision.kind,
+                label=s.label,
+                confidence=s.confidence,
             )
-            accepted = isinstance(said.decision, Accept)
+            accepted = isinstance(s.decision, Accept)
             baseline = self.baseline(len(item.text), None) if accepted else 0
-            results.append(ItemResult(item.pk, said.decision, [step], baseline_nanos=baseline))
+            results.append(ItemResult(item.pk, s.decision, [step], baseline_nanos=baseline))
         return results
 
     def rules_kinds(self, tier_index: int, texts: Sequence[str]) -> list[tuple[int, int]]:
@@ -197,32 +205,19 @@ class Engine:
         assert isinstance(tier, LocalTier)
         model = self._local[tier_index]
         predictions = model.predict([item.text for item in items]) if items else []
-        results = []
-        for item, (label, confidence) in zip(items, predictions, strict=True):
-            reason = f"local model {model.version}"
+        reason, name = f"local model {model.version}", f"local:{model.version}"
+        said = []
+        for label, confidence in predictions:
             judged = (
                 Answer(label, confidence, reason, False)
                 if label in self._labels
                 else Malformed(f"label {label!r} is not one of the labels")
             )
+            ok = isinstance(judged, Answer)
             decision = decide(tier.accept, judged, is_last=False)
-            step = Step(
-                item_pk=item.pk,
-                step=item.next_step,
-                tier_index=tier_index,
-                tier=tier.name,
-                role="local",
-                provider="local",
-                model=f"local:{model.version}",
-                outcome=StepOutcome.OK if isinstance(judged, Answer) else StepOutcome.MALFORMED,
-                decision=decision.kind,
-                label=label,
-                confidence=confidence,
-            )
-            accepted = isinstance(decision, Accept)
-            baseline = self.baseline(len(item.text), None) if accepted else 0
-            results.append(ItemResult(item.pk, decision, [step], baseline_nanos=baseline))
-        return results
+            outcome = StepOutcome.OK if ok else StepOutcome.MALFORMED
+            said.append(RuleOutcome(decision, name, outcome, label, confidence))
+        return self._free_results(tier_index, "local", items, said)
 
     # -- model tiers ------------------------------------------------------------
     def mechanism(self, tier: ClaudeTier, model: str) -> Mechanism:
