@@ -21,12 +21,13 @@ from workers import quality
 from workers.answers import Answer, Malformed
 from workers.caching import CachePlan
 from workers.decision import Accept, Decision, GiveUp, Review, decide
+from workers.engine_calls import BASELINE_OUTPUT_TOKENS, EngineCalls
 from workers.executor import Executor, RealtimeExecutor, breaker_key
 from workers.local import LocalModel
 from workers.pipeline import ClaudeTier, LocalTier, ModelRef, Pipeline, RulesTier
 from workers.pricing import PriceTable
 from workers.prompt import system_prompt, user_prompt
-from workers.providers.base import CallTag, ClassifyRequest, Mechanism, Usage
+from workers.providers.base import Usage
 from workers.records import ItemResult, Step, WorkItem
 from workers.retry import Try
 from workers.rules import CompiledRules, RuleOutcome, rule_outcomes
@@ -34,11 +35,8 @@ from workers.rules import CompiledRules, RuleOutcome, rule_outcomes
 # Where the executor lived before it had its own module; callers still import it here.
 __all__ = ["BASELINE_OUTPUT_TOKENS", "Engine", "Executor", "RealtimeExecutor", "breaker_key"]
 
-# Output tokens assumed for the baseline when no model call on the item was seen.
-BASELINE_OUTPUT_TOKENS = 60
 
-
-class Engine:
+class Engine(EngineCalls):
     def __init__(
         self,
         pipeline: Pipeline,
@@ -53,8 +51,6 @@ class Engine:
         self.prices = prices
         self.executor = executor
         self.job_id = job_id
-        # step numbers reserved per call (its retries): calls made side by side for one
-        # item (consistency checks) each take a block, known before they are sent
         self.tries_per_call = tries_per_call
         self._rules = {
             i: CompiledRules(t) for i, t in enumerate(pipeline.tiers) if isinstance(t, RulesTier)
@@ -151,19 +147,13 @@ class Engine:
         tier = self.pipeline.tiers[tier_index].name
         results = []
         for item, s in zip(items, said, strict=True):
+            # positional, in Step's field order (item_pk, step, tier_index, tier, role,
+            # provider, model, outcome, decision, label, confidence): a rules tier makes
+            # one per item, and keywords cost three times as much to pass here
             step = Step(
-                item_pk=item.pk,
-                step=item.next_step,
-                tier_index=tier_index,
-                tier=tier,
-                role=role,
-                provider=role,
-                model=s.model,
-                outcome=s.outcome,
-                decision=s.decision.kind,
-                label=s.label,
-                confidence=s.confidence,
-            )
+                item.pk, item.next_step, tier_index, tier, role, role,
+                s.model, s.outcome, s.decision.kind, s.label, s.confidence,
+            )  # fmt: skip
             accepted = isinstance(s.decision, Accept)
             baseline = self.baseline(len(item.text), None) if accepted else 0
             results.append(ItemResult(item.pk, s.decision, [step], baseline_nanos=baseline))
@@ -219,89 +209,7 @@ class Engine:
             said.append(RuleOutcome(decision, name, outcome, label, confidence))
         return self._free_results(tier_index, "local", items, said)
 
-    # -- model tiers ------------------------------------------------------------
-    def mechanism(self, tier: ClaudeTier, model: str) -> Mechanism:
-        if tier.structured != "auto":
-            return tier.structured
-        return self.auto_mechanism(model)
-
-    def auto_mechanism(self, model: str) -> Mechanism:
-        """How ``model`` gives a structured answer: the price table's choice, else tool."""
-        if self.prices.knows(model):
-            found = self.prices.structured(model)
-            if found in ("forced_tool", "tool", "json_schema"):
-                return found
-        return "tool"
-
-    def request(
-        self,
-        tier: ClaudeTier,
-        link: ModelRef,
-        text: str,
-        *,
-        mechanism: Mechanism | None = None,
-        tag: CallTag | None = None,
-    ) -> ClassifyRequest:
-        mechanism = mechanism or self.mechanism(tier, link.model)
-        return ClassifyRequest(
-            provider=link.provider,
-            model=link.model,
-            system=system_prompt(self.pipeline, mechanism),
-            user=user_prompt(text),
-            labels=self._labels,
-            max_tokens=tier.max_tokens,
-            mechanism=mechanism,
-            tag=tag,
-            cache_ttl=self.cache.ttl(tier, link.model, mechanism),
-        )
-
-    def tag(
-        self,
-        item: WorkItem,
-        first_step: int,
-        tier_index: int,
-        role: str,
-        model: str,
-        max_tokens: int,
-    ) -> CallTag:
-        """The ledger identity of a call for ``item``, with its cost estimated in advance."""
-        return CallTag(
-            job_id=self.job_id,
-            item_pk=item.pk,
-            first_step=first_step,
-            tier_index=tier_index,
-            tier=self.pipeline.tiers[tier_index].name,
-            role=role,
-            estimate_nanos=self.estimate_nanos(model, len(item.text), max_tokens),
-        )
-
-    def requests(
-        self, tier_index: int, link: ModelRef, items: Sequence[WorkItem], role: str
-    ) -> list[ClassifyRequest]:
-        """One request to ``link`` per item at that tier, tagged from the item's next step."""
-        tier = self.pipeline.tiers[tier_index]
-        assert isinstance(tier, ClaudeTier)
-        return [
-            self.request(
-                tier,
-                link,
-                item.text,
-                tag=self.tag(item, item.next_step, tier_index, role, link.model, tier.max_tokens),
-            )
-            for item in items
-        ]
-
-    def estimate_nanos(self, model: str, text_len: int, max_tokens: int) -> int:
-        """What a call probably cost when its reply was never seen: the prompt at
-        characters / 4 plus its fixed part, and a typical answer's output."""
-        if not self.prices.knows(model):
-            return 0
-        usage = Usage(
-            input_tokens=self._overhead_tokens + math.ceil(text_len / 4),
-            output_tokens=min(max_tokens, BASELINE_OUTPUT_TOKENS),
-        )
-        return self.prices.cost_nanos(model, usage)
-
+    # -- model tiers (requests and their tags: workers.engine_calls) ---------------
     async def run_model(
         self,
         tier_index: int,
