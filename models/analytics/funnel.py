@@ -176,7 +176,7 @@ def funnel(session: Session, scope: Scope) -> list[FunnelTier]:
 
 # what a funnel tier and a ``report_tiers`` row both hold, under the same name
 _AS_IN_TIER_ROW = (
-    "tier_index", "tier", "entered", "accepted", "escalated", "failed", "calls",
+    "tier_index", "tier", "entered", "accepted", "escalated", str(Status.FAILED), "calls",
     "input_tokens", "output_tokens", "fallbacks", "not_sent",
 )  # fmt: skip
 
