@@ -8,7 +8,18 @@ from typing import Annotated
 
 import typer
 
-from cascade.cliutil import app, ensure_schema, fail, find_job, out, parse_usd, setup
+from cascade.cliutil import (
+    JobOpt,
+    PipelineOpt,
+    app,
+    check_format,
+    ensure_schema,
+    fail,
+    job_session,
+    out,
+    parse_usd,
+    setup,
+)
 from cascade.offline import Offline
 from cascade.progress import tier_names, waiting_by_tier
 from common.lifecycle import Status
@@ -18,7 +29,7 @@ from common.settings import get_settings
 @app.command()
 def submit(
     file: Annotated[Path, typer.Argument(help="JSONL or CSV input (id, text, other fields kept)")],
-    pipeline: Annotated[Path, typer.Option("--pipeline", "-p", help="pipeline TOML file")],
+    pipeline: PipelineOpt,
     wait: Annotated[
         bool, typer.Option(help="show progress and wait until the job is done")
     ] = False,
@@ -54,12 +65,9 @@ def submit(
 def status(job: Annotated[str, typer.Argument(help="job id or name")]) -> None:
     """Where a job's items are right now."""
     setup()
-    ensure_schema()
     from models.reports import progress
-    from tasks.runtime import get_runtime
 
-    with get_runtime().sessions() as session:
-        j = find_job(session, job)
+    with job_session(job) as (session, j):
         p = progress(session, j.id)
     out.print(f"job {j.id} ({j.name}) · {j.pipeline_name} · [bold]{j.status}[/bold]")
     if j.message:
@@ -111,20 +119,16 @@ def jobs(limit: Annotated[int, typer.Option(help="how many")] = 20) -> None:
 
 @app.command()
 def outcomes(
-    job: Annotated[str, typer.Option("--job", "-j", help="job id or name")],
+    job: JobOpt,
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl | csv")] = "jsonl",
 ) -> None:
     """One line per item: id, label, tier, confidence, cost, latency, status, metadata."""
     setup()
-    if fmt not in ("jsonl", "csv"):
-        raise fail("--format must be jsonl or csv")
-    ensure_schema()
+    check_format(fmt, "jsonl", "csv")
     from cascade.render import write_outcomes
     from models.reports import iter_outcomes
-    from tasks.runtime import get_runtime
 
-    with get_runtime().sessions() as session:
-        j = find_job(session, job)
+    with job_session(job) as (session, j):
         write_outcomes(iter_outcomes(session, j.id), fmt)
 
 

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cascade.cliutil import app, ensure_schema, fail, out, setup
+from cascade.cliutil import ProviderOpt, app, ensure_schema, fail, out, setup
 
 chaos = typer.Typer(no_args_is_help=True, help="Chaos drills: disable a model fleet-wide.")
 
@@ -33,7 +33,7 @@ def parse_duration(text: str) -> int:
 @chaos.command("disable")
 def disable(
     model: Annotated[str, typer.Argument(help="model id, e.g. claude-haiku-5-5")],
-    provider: Annotated[str, typer.Option(help="anthropic | bedrock | vertex")] = "anthropic",
+    provider: ProviderOpt = "anthropic",
     for_: Annotated[str, typer.Option("--for", help="how long: 90s, 10m, 2h")] = "10m",
     reason: Annotated[str, typer.Option(help="why, for the report")] = "chaos drill",
 ) -> None:
@@ -58,7 +58,7 @@ def disable(
 @chaos.command("clear")
 def clear(
     model: Annotated[str | None, typer.Argument(help="model id (default: every drill)")] = None,
-    provider: Annotated[str, typer.Option(help="anthropic | bedrock | vertex")] = "anthropic",
+    provider: ProviderOpt = "anthropic",
 ) -> None:
     """End drills now."""
     setup()

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cascade.cliutil import app, ensure_schema, fail, find_job, out, setup
+from cascade.cliutil import JobOpt, app, check_format, fail, job_session, out, setup
 from common.lifecycle import JobStatus
 
 
@@ -17,12 +17,9 @@ from common.lifecycle import JobStatus
 def cancel(job: Annotated[str, typer.Argument(help="job id or name")]) -> None:
     """Stop a job for good: its unfinished items fail as cancelled, no more calls are made."""
     setup()
-    ensure_schema()
     from models import jobctl
-    from tasks.runtime import get_runtime
 
-    with get_runtime().sessions.begin() as session:
-        j = find_job(session, job)
+    with job_session(job, write=True) as (session, j):
         if j.status == JobStatus.DONE:
             raise fail(f"job {j.id} is done: nothing to cancel", code=1)
         job_id = int(j.id)
@@ -32,20 +29,16 @@ def cancel(job: Annotated[str, typer.Argument(help="job id or name")]) -> None:
 
 @app.command()
 def rejected(
-    job: Annotated[str, typer.Option("--job", "-j", help="job id or name")],
+    job: JobOpt,
     limit: Annotated[int, typer.Option(help="at most this many lines")] = 50,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | jsonl")] = "table",
 ) -> None:
     """The input lines a job refused: line number, reason, the start of the line."""
     setup()
-    if fmt not in ("table", "jsonl"):
-        raise fail("--format must be table or jsonl")
-    ensure_schema()
+    check_format(fmt, "table", "jsonl")
     from models.reports import rejected as rejected_rows
-    from tasks.runtime import get_runtime
 
-    with get_runtime().sessions() as session:
-        j = find_job(session, job)
+    with job_session(job) as (session, j):
         rows = rejected_rows(session, int(j.id), limit=limit)
     if fmt == "jsonl":
         for r in rows:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cascade.cliutil import app, ensure_schema, fail, find_job, out, setup
+from cascade.cliutil import app, check_format, ensure_schema, fail, find_job, out, setup
 
 FORMATS = ("table", "json", "csv")
 
@@ -205,8 +205,7 @@ def report(
 ) -> None:
     """Cost, savings, funnel, latency, reliability and confidence of a job or a scope."""
     setup()
-    if fmt not in FORMATS:
-        raise fail("--format must be table, json or csv")
+    check_format(fmt, *FORMATS)
     since_day, until_day = _day(since, "--since"), _day(until, "--until")
     if since_day and until_day and since_day > until_day:
         raise fail("--since is after --until")

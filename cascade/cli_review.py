@@ -18,24 +18,22 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cascade.cliutil import app, ensure_schema, fail, find_job, out, setup
+from cascade.cliutil import JobOpt, app, ensure_schema, fail, find_job, job_session, out, setup
+from cascade.fmt import picked
 
 review_app = typer.Typer(no_args_is_help=True, help="The human review queue.")
 app.add_typer(review_app, name="review")
 
 FIELDS = ("item_id", "machine_label", "confidence", "tier", "why", "text")
 VERDICT_FIELDS = ("label", "reviewer", "reviewed_at", "note")
-JobOpt = Annotated[str, typer.Option("--job", "-j", help="job id or name")]
 
 
 def _rows(job: str, limit: int | None = None) -> tuple[int, list[Any]]:
     setup()
-    ensure_schema()
     from models.reviews import waiting
-    from tasks.runtime import get_runtime
 
-    with get_runtime().sessions() as session:
-        job_id = find_job(session, job).id
+    with job_session(job) as (session, found):
+        job_id = found.id
         return job_id, list(waiting(session, job_id, limit=limit))
 
 
@@ -62,10 +60,7 @@ def _export_row(w: Any) -> dict[str, Any]:
     return {
         "item_id": w.item_id,
         "machine_label": w.label,
-        "confidence": w.confidence,
-        "tier": w.tier,
-        "why": w.why,
-        "text": w.text,
+        **picked(w, "confidence", "tier", "why", "text"),
         **dict.fromkeys(VERDICT_FIELDS, ""),
     }
 
@@ -179,12 +174,10 @@ def import_(
 def stats(job: JobOpt) -> None:
     """How many items wait for a person, and each tier's accuracy against reviewers."""
     setup()
-    ensure_schema()
     from models.reviews import counts, tier_accuracy
-    from tasks.runtime import get_runtime
 
-    with get_runtime().sessions() as session:
-        job_id = find_job(session, job).id
+    with job_session(job) as (session, found):
+        job_id = found.id
         waiting_n, reviewed = counts(session, job_id)
         tiers = tier_accuracy(session, job_id)
     out.print(f"job {job_id}: {waiting_n:,} waiting for review, {reviewed:,} reviewed")

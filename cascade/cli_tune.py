@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, Unpack
 
 import typer
 from rich.table import Table
 
-from cascade.cliutil import app, ensure_schema, fail, find_job, out, setup
+from cascade.cliutil import JobOpt, PipelineOpt, app, fail, job_session, out, setup
 from common.lifecycle import Status, Verdict
+
+if TYPE_CHECKING:
+    from cascade.tune_guarantee import Guarantee
 
 T = TypeVar("T")
 
@@ -69,7 +72,7 @@ def _usd(nanos: float) -> str:
 
 @app.command()
 def tune(
-    job: Annotated[str, typer.Option("--job", "-j", help="job id or name")],
+    job: JobOpt,
     target_agreement: Annotated[
         float | None, typer.Option(help="agreement with the higher tier to reach (default 0.98)")
     ] = None,
@@ -114,8 +117,8 @@ def tune(
     target_file = pipeline if write else None
     if max_error is not None:
         _guarantee(
-            items, spec, job_id, max_error, confidence, per_label, allow_uncertified, has_gold,
-            target_file,
+            items, spec, job_id, target_file, max_error=max_error, confidence=confidence,
+            per_label=per_label, allow_uncertified=allow_uncertified, use_gold=has_gold,
         )  # fmt: skip
         return
     use_gold = target_accuracy is not None or (budget_per_item is not None and has_gold)
@@ -143,12 +146,9 @@ def _check_tune_args(
 
 def _tuning_items(job: str) -> tuple[int, dict[str, Any], list[Any]]:
     """(job id, its pipeline spec, its items with their verdicts) from the ledger."""
-    ensure_schema()
     from models.tuning import tuning_items
-    from tasks.runtime import get_runtime
 
-    with get_runtime().sessions() as session:
-        found = find_job(session, job)
+    with job_session(job) as (session, found):
         job_id, spec = found.id, dict(found.pipeline)
         items = tuning_items(session, job_id)
     return job_id, spec, list(items)
@@ -247,30 +247,18 @@ def _guarantee(
     items: Sequence[Any],
     spec: dict[str, Any],
     job_id: int,
-    max_error: float,
-    confidence: float,
-    per_label: bool,
-    allow_uncertified: bool,
-    use_gold: bool,
     pipeline: Path | None,
+    **ask: Unpack[Guarantee],
 ) -> None:
     from cascade.tune_guarantee import tier_thresholds
     from workers.tuning import set_by_label
 
     out.print(
-        f"job {job_id}: {len(items):,} items; guarantee: error <= {max_error:.1%} with "
-        f"{confidence:.0%} confidence, " + ("per label" if per_label else "labels pooled")
+        f"job {job_id}: {len(items):,} items; guarantee: error <= {ask['max_error']:.1%} with "
+        f"{ask['confidence']:.0%} confidence, "
+        + ("per label" if ask["per_label"] else "labels pooled")
     )
-    chosen = tier_thresholds(
-        items,
-        spec,
-        job_id,
-        max_error=max_error,
-        confidence=confidence,
-        per_label=per_label,
-        allow_uncertified=allow_uncertified,
-        use_gold=use_gold,
-    )
+    chosen = tier_thresholds(items, spec, job_id, **ask)
     if pipeline is not None:
         _rewrite(
             pipeline, chosen, set_by_label, f"min_confidence_by_label for {len(chosen)} tier(s)"
@@ -279,7 +267,7 @@ def _guarantee(
 
 @app.command("train-local")
 def train_local(
-    pipeline: Annotated[Path, typer.Option("--pipeline", "-p", help="pipeline TOML file")],
+    pipeline: PipelineOpt,
     from_job: Annotated[str, typer.Option("--from-job", help="job whose outcomes teach it")],
     out_dir: Annotated[Path, typer.Option("--out", help="directory to write")] = Path(
         "local-model"
@@ -299,13 +287,11 @@ def train_local(
         pipe = load_pipeline(pipeline)
     except PipelineError as exc:
         raise fail(str(exc)) from None
-    ensure_schema()
     from models.tuning import training_examples
-    from tasks.runtime import get_runtime
 
     local_tiers = [t.name for t in pipe.tiers if getattr(t, "kind", "") == "local"]
-    with get_runtime().sessions() as session:
-        job_id = find_job(session, from_job).id
+    with job_session(from_job) as (session, found):
+        job_id = found.id
         examples = training_examples(session, job_id, source=source, exclude_tiers=local_tiers)
     labels = set(pipe.labels)
     examples = [(t, lb) for t, lb in examples if lb in labels]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +24,11 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 DB_WAIT_S = 6.0  # how long a command waits for an unreachable database before it gives up
+
+# options that several commands take, spelt once
+JobOpt = Annotated[str, typer.Option("--job", "-j", help="job id or name")]
+PipelineOpt = Annotated[Path, typer.Option("--pipeline", "-p", help="pipeline TOML file")]
+ProviderOpt = Annotated[str, typer.Option(help="anthropic | bedrock | vertex")]
 
 
 _TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "Path": "PATH"}
@@ -74,6 +82,12 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def check_format(fmt: str, *allowed: str) -> None:
+    """Stop the command unless ``fmt`` is one of ``allowed`` ("--format must be a, b or c")."""
+    if fmt not in allowed:
+        raise fail(f"--format must be {', '.join(allowed[:-1])} or {allowed[-1]}")
+
+
 def parse_usd(text: str) -> int:
     """``"25.00"`` -> nano-USD, exactly."""
     from decimal import Decimal, InvalidOperation
@@ -115,6 +129,18 @@ def find_job(session: Any, ref: str) -> Any:
     if job is None:
         raise fail(f"no job with id or name {ref!r} (see `cascade jobs`)")
     return job
+
+
+@contextmanager
+def job_session(ref: str, *, write: bool = False) -> Iterator[tuple[Any, Any]]:
+    """The schema checked (:func:`ensure_schema`), a session and the job ``ref`` names in
+    it (the command stops if there is none); ``write``: one transaction, committed at the end."""
+    ensure_schema()
+    from tasks.runtime import get_runtime
+
+    sessions = get_runtime().sessions
+    with sessions.begin() if write else sessions() as session:
+        yield session, find_job(session, ref)
 
 
 # deadlock detected, serialization failure: the transaction may simply run again

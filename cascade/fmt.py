@@ -22,6 +22,11 @@ from rich.text import Text
 _INT = re.compile(r"^-?\d{4,}$")
 
 
+def picked(row: Any, *names: str) -> dict[str, Any]:
+    """The named attributes of ``row`` as keys of the same names, in this order."""
+    return {name: getattr(row, name) for name in names}
+
+
 def money(value: Decimal | str | int | float) -> str:
     amount = Decimal(str(value))
     sign = "-" if amount < 0 else ""

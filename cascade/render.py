@@ -12,13 +12,13 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any, TextIO
 
 from rich.console import Console
 
-from cascade.fmt import FitTable, money
+from cascade.fmt import FitTable, money, picked
 from common.lifecycle import Status, Verdict
 from models.analytics import FunnelTier
 from models.reports import JobTotals, OutcomeRow, TierRow, nanos_to_usd
@@ -96,17 +96,23 @@ def tier_counts(t: TierRow | FunnelTier) -> dict[str, Any]:
     }
 
 
+# the counts every tier table shows after the tier's name (terminal, HTML), in this order
+TIER_COUNTS = ("entered", "accepted", "escalated", Status.FAILED)
+
+
+def count_cells(
+    row: dict[str, Any], keys: Sequence[str] = TIER_COUNTS, show: Callable[[Any], str] = str
+) -> list[str]:
+    """The cells of ``row``'s ``keys``, each as ``show`` writes it."""
+    return [show(row[k]) for k in keys]
+
+
 def _tier(t: TierRow) -> dict[str, Any]:
     return {
         **tier_counts(t),
-        "calls": t.calls,
-        "not_sent": t.not_sent,
-        "fallbacks": t.fallbacks,
-        "input_tokens": t.input_tokens,
-        "output_tokens": t.output_tokens,
+        **picked(t, "calls", "not_sent", "fallbacks", "input_tokens", "output_tokens"),
         "cost_usd": plain(t.cost_usd),
-        "p50_ms": t.p50_ms,
-        "p95_ms": t.p95_ms,
+        **picked(t, "p50_ms", "p95_ms"),
     }
 
 
@@ -158,12 +164,7 @@ def _tier_table(report: dict[str, Any]) -> FitTable:
     for t in report["tiers"]:
         table.add_row(
             t["tier"],
-            str(t["entered"]),
-            str(t["accepted"]),
-            str(t["escalated"]),
-            str(t[Status.FAILED]),
-            str(t["calls"]),
-            str(t["fallbacks"]),
+            *count_cells(t, (*TIER_COUNTS, "calls", "fallbacks")),
             usd(Decimal(t["cost_usd"])),
             "-" if t["p50_ms"] is None else str(t["p50_ms"]),
             "-" if t["p95_ms"] is None else str(t["p95_ms"]),
@@ -214,14 +215,9 @@ def savings_line(report: dict[str, Any]) -> str:
 def outcome_dict(row: OutcomeRow) -> dict[str, Any]:
     return {
         "id": row.item_id,
-        "label": row.label,
-        "tier": row.tier,
-        "confidence": row.confidence,
+        **picked(row, "label", "tier", "confidence"),
         "cost_usd": str(nanos_to_usd(row.cost_nanos)),
-        "latency_ms": row.latency_ms,
-        "status": row.status,
-        "error": row.error,
-        "metadata": row.metadata,
+        **picked(row, "latency_ms", "status", "error", "metadata"),
     }
 
 

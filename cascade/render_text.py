@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cascade.fmt import FitTable
-from cascade.render import usd
+from cascade.render import TIER_COUNTS, count_cells, usd
 from cascade.render_csv import cell, compare_rows
 from common.lifecycle import Outcome, Status, Verdict
 
@@ -38,11 +38,7 @@ def _print_funnel(console: Console, funnel: list[dict[str, Any]]) -> None:
     for f in funnel:
         t.add_row(
             f["tier"],
-            str(f["entered"]),
-            str(f["accepted"]),
-            str(f["escalated"]),
-            str(f[Status.FAILED]),
-            str(f["dead_lettered"]),
+            *count_cells(f, (*TIER_COUNTS, "dead_lettered")),
             f"{f['escalation_rate'] * 100:.1f}",
         )
     console.print(t)

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from cascade.fmt import money
-from cascade.render import items_line
+from cascade.render import TIER_COUNTS, count_cells, items_line
 from cascade.render_cache import cache_sections_html
 from cascade.report_svg import bar_chart
 from cascade.report_svg import esc as _e
@@ -223,11 +223,7 @@ def _funnel_and_cost(r: dict[str, Any]) -> list[str]:
     funnel = [
         [
             _e(t["tier"]),
-            _n(t["entered"]),
-            _n(t["accepted"]),
-            _n(t["escalated"]),
-            _n(t[Status.FAILED]),
-            _n(t["dead_lettered"]),
+            *count_cells(t, (*TIER_COUNTS, "dead_lettered"), _n),
             f"{t['escalation_rate'] * 100:.1f}%",
             f'<span class="warn">{_e(t["warning"])}</span>' if t["warning"] else "",
         ]

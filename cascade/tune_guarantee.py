@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from rich.table import Table
 
@@ -24,6 +24,16 @@ from workers.decision import shadow_sampled
 from workers.guarantee import Certificate, Judged, certify_by_label, shadow_rate_for
 
 POOLED = "*"
+
+
+class Guarantee(TypedDict):
+    """What ``cascade tune --max-error`` asks for, as :func:`tier_thresholds` takes it."""
+
+    max_error: float  # the error among accepted answers to stay within
+    confidence: float  # how sure (exact binomial bound)
+    per_label: bool  # one threshold per label, else one for all labels
+    allow_uncertified: bool  # keep min_confidence where no threshold is certified
+    use_gold: bool  # judge against gold labels, else against the next tier
 
 
 def _reference(item: Any, tier_index: int, use_gold: bool, job_id: int, rate: float) -> Any:

@@ -18,7 +18,7 @@ from sqlalchemy import Table, and_, or_, select
 from sqlalchemy.orm import Session
 
 from common.lifecycle import BatchStatus, RunStatus, Status
-from models.core import count_rows
+from models.core import RELEASED, count_rows
 from models.repo import ITEMS, _insert, utcnow
 from models.tables import Attempt
 from models.tables_batches import BackfillRun, BackfillWatermark, MessageBatch
@@ -203,7 +203,7 @@ def release_items(session: Session, pks: Sequence[int], token: str) -> list[int]
     rows = session.execute(
         ITEMS.update()
         .where(ITEMS.c.id.in_(list(pks)), ITEMS.c.lease_token == token)
-        .values(status=Status.PENDING, lease_token=None, lease_until=None, updated_at=utcnow())
+        .values(status=Status.PENDING, updated_at=utcnow(), **RELEASED)
         .returning(ITEMS.c.id)
     ).all()
     return [r.id for r in rows]

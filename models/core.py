@@ -4,7 +4,9 @@ and the dialect's INSERT (the one with ON CONFLICT)."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, func, select
@@ -19,6 +21,8 @@ ATTEMPTS: Table = Attempt.__table__  # type: ignore[assignment]
 JOBS: Table = Job.__table__  # type: ignore[assignment]
 SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
 DAILY: Table = DailySpend.__table__  # type: ignore[assignment]
+# the values that release an item's lease (no worker holds it any more)
+RELEASED: Mapping[str, None] = MappingProxyType({"lease_token": None, "lease_until": None})
 
 
 def utcnow() -> datetime:

@@ -15,7 +15,7 @@ from sqlalchemy import and_, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from common.lifecycle import ANSWERED, UNFINISHED, JobStatus, Phase, Status, phase_of
-from models.core import ATTEMPTS, ITEMS, JOBS, utcnow
+from models.core import ATTEMPTS, ITEMS, JOBS, RELEASED, utcnow
 
 CANCELLED = "cancelled by the user"
 WAITING = (Status.PENDING, Status.FALLBACK)  # on a queue (or meant to be), not leased by anyone
@@ -49,14 +49,7 @@ def cancel_job(session: Session, job_id: int) -> int:
     res = session.execute(
         ITEMS.update()
         .where(ITEMS.c.job_id == job_id, ITEMS.c.status.in_(UNFINISHED))
-        .values(
-            status=Status.FAILED,
-            error=CANCELLED,
-            lease_token=None,
-            lease_until=None,
-            finished_at=now,
-            updated_at=now,
-        )
+        .values(status=Status.FAILED, error=CANCELLED, finished_at=now, updated_at=now, **RELEASED)
     )
     session.execute(
         JOBS.update()
@@ -120,7 +113,7 @@ def uncarried(
                     ITEMS.c.status == leased,
                     ITEMS.c.updated_at < before,
                 )
-                .values(status=waiting, lease_token=None, lease_until=None, updated_at=before)
+                .values(status=waiting, updated_at=before, **RELEASED)
             )
     fb_before = fallback_before or before
     rows = session.execute(

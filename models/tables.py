@@ -7,7 +7,7 @@ token, so sums are exact on SQLite and Postgres alike.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -39,6 +39,10 @@ NAMING = {
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; Postgres gets BIGINT.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# a tier, a provider and a model are named alike in every table that names them
+TierName = Annotated[str, mapped_column(String(40))]
+ProviderName = Annotated[str, mapped_column(String(20))]
+ModelName = Annotated[str, mapped_column(String(100))]
 
 
 class Base(DeclarativeBase):
@@ -147,12 +151,12 @@ class Attempt(Base):
     item_id: Mapped[int] = mapped_column(BigId)
     step: Mapped[int] = mapped_column(Integer)
     tier_index: Mapped[int] = mapped_column(SmallInteger)
-    tier: Mapped[str] = mapped_column(String(40))
+    tier: Mapped[TierName]
     # primary | fallback | rules | local | consistency | verifier | shadow
     # | reuse (no call: the decision of ``reuse_of``, an item with the same text)
     role: Mapped[str] = mapped_column(String(12))
-    provider: Mapped[str] = mapped_column(String(20))
-    model: Mapped[str] = mapped_column(String(100))
+    provider: Mapped[ProviderName]
+    model: Mapped[ModelName]
     # ok | refusal | malformed | transient | permanent | context | spend_limit
     # | rule_match | rule_miss
     outcome: Mapped[str] = mapped_column(String(16))

@@ -9,7 +9,7 @@ from sqlalchemy import JSON, ForeignKey, Index, Integer, SmallInteger, String, T
 from sqlalchemy.orm import Mapped, mapped_column
 
 from common.lifecycle import BatchStatus, RunStatus
-from models.tables import Base, BigId
+from models.tables import Base, BigId, ModelName, ProviderName, TierName
 
 
 class MessageBatch(Base):
@@ -26,9 +26,9 @@ class MessageBatch(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     tier_index: Mapped[int] = mapped_column(SmallInteger)
-    tier: Mapped[str] = mapped_column(String(40))
-    provider: Mapped[str] = mapped_column(String(20))
-    model: Mapped[str] = mapped_column(String(100))
+    tier: Mapped[TierName]
+    provider: Mapped[ProviderName]
+    model: Mapped[ModelName]
     mechanism: Mapped[str] = mapped_column(String(16))
     # the claim's lease token: results are settled under it, so a stale collect writes nothing
     lease_token: Mapped[str] = mapped_column(String(32))

@@ -15,15 +15,23 @@ from sqlalchemy.orm import Mapped, mapped_column
 from models.tables import Base
 
 
-class RollupDaily(Base):
+class _DayTier:
+    """The key both rollup tables begin with: one pipeline's tier on one UTC day.
+
+    ``sort_order=-1`` keeps these columns first, where the migration put them.
+    """
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True, sort_order=-1)
+    pipeline: Mapped[str] = mapped_column(String(40), primary_key=True, sort_order=-1)
+    tier_index: Mapped[int] = mapped_column(SmallInteger, primary_key=True, sort_order=-1)
+    tier: Mapped[str] = mapped_column(String(40), primary_key=True, sort_order=-1)
+
+
+class RollupDaily(_DayTier, Base):
     """Sums over non-shadow attempts with id <= ``rollup_mark.last_id``."""
 
     __tablename__ = "rollup_daily"
 
-    day: Mapped[date] = mapped_column(Date, primary_key=True)
-    pipeline: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tier_index: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    tier: Mapped[str] = mapped_column(String(40), primary_key=True)
     # first step of an item at this tier on this day (so the sum is distinct items)
     items: Mapped[int] = mapped_column(BigInteger)
     accepted: Mapped[int] = mapped_column(BigInteger)
@@ -39,15 +47,11 @@ class RollupDaily(Base):
     reuse_saved_nanos: Mapped[int] = mapped_column(BigInteger)
 
 
-class RollupDailyLatency(Base):
+class RollupDailyLatency(_DayTier, Base):
     """How many requests sent took exactly ``latency_ms`` (so the p95 stays exact)."""
 
     __tablename__ = "rollup_daily_latency"
 
-    day: Mapped[date] = mapped_column(Date, primary_key=True)
-    pipeline: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tier_index: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    tier: Mapped[str] = mapped_column(String(40), primary_key=True)
     latency_ms: Mapped[int] = mapped_column(Integer, primary_key=True)
     n: Mapped[int] = mapped_column(BigInteger)
 

@@ -219,14 +219,8 @@ def _collect(rt: Runtime, engine: Engine, row_id: int, provider: BatchProvider) 
     publish(rt, out)
     with rt.sessions.begin() as session:
         batches_repo.mark_collected(session, row_id)
-    log.info(
-        "cascade.batch.collected",
-        row=row_id,
-        batch_id=batch_id,
-        results=len(results),
-        settled=len(keep),
-        already_settled=len(pairs) - len(keep),
-    )
+    log.info("cascade.batch.collected", row=row_id, batch_id=batch_id, results=len(results),
+             settled=len(keep), already_settled=len(pairs) - len(keep))  # fmt: skip
 
 
 def recover_once(

@@ -46,9 +46,9 @@ REASON_RECOVERY: Final = "recovery_elapsed"
 REASON_PROBE_FAILED: Final = "probe_failed"
 REASON_PROBES_OK: Final = "probes_succeeded"
 
-# Admission reasons.
-ADMIT_CLOSED: Final = "closed"
-ADMIT_OPEN: Final = "open"
+# Admission reasons: a closed or an open breaker is its own reason.
+ADMIT_CLOSED: Final = CLOSED
+ADMIT_OPEN: Final = OPEN
 ADMIT_PROBE: Final = "half_open_probe"
 ADMIT_PROBE_LIMIT: Final = "probe_limit"
 ADMIT_DISABLED: Final = "disabled"

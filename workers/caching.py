@@ -32,7 +32,7 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Literal, Protocol
 
 import structlog
@@ -155,6 +155,7 @@ class Ticket:
     first: bool
 
 
+@dataclass(eq=False)
 class CacheWarmer:
     """One call per cold (model, prefix) goes first; the others wait until it is written.
 
@@ -165,46 +166,38 @@ class CacheWarmer:
     API's TTL; after our state ends one call goes first again, and reads: harmless).
     """
 
-    def __init__(
-        self,
-        store: WarmStore,
-        *,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        lease_s: float = 15.0,
-        poll_s: float = 0.02,
-        margin_s: float = 5.0,
-        bypass_s: float = 30.0,
-    ) -> None:
-        self._store = store
-        self._clock = clock
-        self._sleep = sleep
-        self._lease_s = lease_s
-        self._poll_s = poll_s
-        self._margin_s = margin_s
-        self._local_warm: dict[str, float] = {}  # key -> until: no store round trip then
-        self._pending: dict[str, asyncio.Event] = {}  # key -> set when its first call ends
-        # after a store error, calls go without warming until then: a hung store costs
-        # one timeout per this long, not one per call
-        self._bypass_until = 0.0
-        self._bypass_s = bypass_s
+    store: WarmStore
+    _: KW_ONLY
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    lease_s: float = 15.0
+    poll_s: float = 0.02
+    margin_s: float = 5.0
+    # after a store error, calls go without warming for this long: a hung store costs
+    # one timeout per this long, not one per call
+    bypass_s: float = 30.0
+    # key -> until: no store round trip then
+    _local_warm: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    # key -> set when its first call ends
+    _pending: dict[str, asyncio.Event] = field(default_factory=dict, init=False, repr=False)
+    _bypass_until: float = field(default=0.0, init=False, repr=False)
 
     async def before_call(self, request: ClassifyRequest) -> Ticket | None:
         """Return when this request may go; a ticket if it must report back."""
         key = warm_key(request)
         if key is None or request.cache_ttl is None:
             return None
-        ttl_s = max(TTL_SECONDS[request.cache_ttl] - self._margin_s, 1.0)
-        give_up = self._clock() + self._lease_s
+        ttl_s = max(TTL_SECONDS[request.cache_ttl] - self.margin_s, 1.0)
+        give_up = self.clock() + self.lease_s
         while True:
-            now = self._clock()
+            now = self.clock()
             if self._local_warm.get(key, 0.0) > now or self._bypass_until > now:
                 return None
             pending = self._pending.get(key)
             if pending is None:
                 break
             try:  # another call of this process leads: wait for it to report
-                await asyncio.wait_for(pending.wait(), max(give_up - self._clock(), 0.001))
+                await asyncio.wait_for(pending.wait(), max(give_up - self.clock(), 0.001))
             except TimeoutError:
                 return None
         event = self._pending[key] = asyncio.Event()
@@ -219,12 +212,12 @@ class CacheWarmer:
 
     async def _lead(self, key: str, ttl_s: float, give_up: float) -> Ticket | None:
         while True:
-            now = self._clock()
+            now = self.clock()
             try:
-                claim = await self._store.claim(key, now, self._lease_s)
+                claim = await self.store.claim(key, now, self.lease_s)
             except Exception as exc:  # fail open: caching is an optimisation
                 log.warning("cascade.cache.store_error", key=key, error=repr(exc))
-                self._bypass_until = self._clock() + self._bypass_s
+                self._bypass_until = self.clock() + self.bypass_s
                 return None
             if claim == "warm":
                 # seen warm: this process skips the store for a while (a tenth of the TTL)
@@ -234,7 +227,7 @@ class CacheWarmer:
                 return Ticket(key, ttl_s, True)
             if now >= give_up:
                 return None
-            await self._sleep(self._poll_s)
+            await self.sleep(self.poll_s)
 
     def _release(self, key: str, event: asyncio.Event) -> None:
         if self._pending.get(key) is event:
@@ -245,12 +238,12 @@ class CacheWarmer:
         """The first call reports whether a reply came (so the prefix was written)."""
         if ticket is None or not ticket.first:
             return
-        now = self._clock()
+        now = self.clock()
         try:
-            await self._store.done(ticket.key, now, replied, ticket.ttl_s)
+            await self.store.done(ticket.key, now, replied, ticket.ttl_s)
         except Exception as exc:
             log.warning("cascade.cache.store_error", key=ticket.key, error=repr(exc))
-            self._bypass_until = self._clock() + self._bypass_s
+            self._bypass_until = self.clock() + self.bypass_s
         else:
             if replied:
                 self._local_warm[ticket.key] = now + ticket.ttl_s / 10
@@ -258,7 +251,7 @@ class CacheWarmer:
             else:
                 # The first call failed (after its retries): the model is in trouble, so the
                 # waiting calls go now rather than fail one after another behind a new leader.
-                self._local_warm[ticket.key] = now + self._bypass_s
+                self._local_warm[ticket.key] = now + self.bypass_s
         event = self._pending.get(ticket.key)
         if event is not None:
             self._release(ticket.key, event)

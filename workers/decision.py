@@ -22,9 +22,21 @@ class CallFailed:
     detail: str
 
 
+class _Decision:
+    """A decision names its verdict as a class keyword: ``class Escalate(_Why, kind=...)``."""
+
+    __slots__ = ()
+    kind: ClassVar[Verdict]
+
+    def __init_subclass__(cls, kind: Verdict | None = None) -> None:
+        # None keeps the class's own: ``@dataclass(slots=True)`` builds the class
+        # again, without the keyword
+        if kind is not None:
+            cls.kind = kind
+
+
 @dataclass(frozen=True, slots=True)
-class Accept:
-    kind: ClassVar[Verdict] = Verdict.ACCEPT
+class Accept(_Decision, kind=Verdict.ACCEPT):
     label: str
     confidence: float
     reason: str
@@ -35,45 +47,43 @@ class Accept:
 
 
 @dataclass(frozen=True, slots=True)
-class Escalate:
-    kind: ClassVar[Verdict] = Verdict.ESCALATE
+class _Why(_Decision):
+    """A decision that carries only its reason."""
+
     why: str
 
 
-@dataclass(frozen=True, slots=True)
-class Fallback:
-    kind: ClassVar[Verdict] = Verdict.FALLBACK
-    why: str
+class Escalate(_Why, kind=Verdict.ESCALATE):
+    """This tier's answer is not kept (unsure, malformed, hedging): the next tier tries."""
+
+
+class Fallback(_Why, kind=Verdict.FALLBACK):
+    """The tier could not answer (a failed call, a refusal): its fallback chain tries."""
+
+
+class GiveUp(_Why, kind=Verdict.FAIL):
+    """Nothing more to try: the item fails, with the reason."""
+
+
+class Pause(_Why, kind=Verdict.PAUSE):
+    """The spend limit is reached: the item waits, unspent, until the job is resumed."""
+
+
+class Hold(_Why, kind=Verdict.HOLD):
+    """The budget is spent and the item has no answer yet: it waits for `cascade resume`."""
 
 
 @dataclass(frozen=True, slots=True)
-class GiveUp:
-    kind: ClassVar[Verdict] = Verdict.FAIL
-    why: str
-
-
-@dataclass(frozen=True, slots=True)
-class Defer:
+class Defer(_Why, kind=Verdict.DEFER):
     """Every link is unavailable for now: try the fallback chain again later."""
 
-    kind: ClassVar[Verdict] = Verdict.DEFER
-    why: str
     n: int = 1  # this item's deferral number (1 for the first)
 
 
 @dataclass(frozen=True, slots=True)
-class Pause:
-    """The spend limit is reached: the item waits, unspent, until the job is resumed."""
-
-    kind: ClassVar[Verdict] = Verdict.PAUSE
-    why: str
-
-
-@dataclass(frozen=True, slots=True)
-class Capped:
+class Capped(_Decision, kind=Verdict.CAPPED):
     """The budget is spent: the item keeps its best lower-tier answer, flagged for review."""
 
-    kind: ClassVar[Verdict] = Verdict.CAPPED
     label: str
     confidence: float
     why: str
@@ -81,18 +91,9 @@ class Capped:
 
 
 @dataclass(frozen=True, slots=True)
-class Hold:
-    """The budget is spent and the item has no answer yet: it waits for `cascade resume`."""
-
-    kind: ClassVar[Verdict] = Verdict.HOLD
-    why: str
-
-
-@dataclass(frozen=True, slots=True)
-class Review:
+class Review(_Decision, kind=Verdict.REVIEW):
     """Final for the machine: a person decides. The machine's best answer, if any, rides along."""
 
-    kind: ClassVar[Verdict] = Verdict.REVIEW
     label: str | None
     confidence: float | None
     why: str

@@ -21,12 +21,13 @@ from workers import quality
 from workers.answers import Answer, Malformed
 from workers.caching import CachePlan
 from workers.decision import Accept, Decision, GiveUp, Review, decide
+from workers.engine_calls import BASELINE_OUTPUT_TOKENS, EngineCalls
 from workers.executor import Executor, RealtimeExecutor, breaker_key
 from workers.local import LocalModel
 from workers.pipeline import ClaudeTier, LocalTier, ModelRef, Pipeline, RulesTier
 from workers.pricing import PriceTable
 from workers.prompt import system_prompt, user_prompt
-from workers.providers.base import CallTag, ClassifyRequest, Mechanism, Usage
+from workers.providers.base import Usage
 from workers.records import ItemResult, Step, WorkItem
 from workers.retry import Try
 from workers.rules import CompiledRules, RuleOutcome, rule_outcomes
@@ -34,11 +35,8 @@ from workers.rules import CompiledRules, RuleOutcome, rule_outcomes
 # Where the executor lived before it had its own module; callers still import it here.
 __all__ = ["BASELINE_OUTPUT_TOKENS", "Engine", "Executor", "RealtimeExecutor", "breaker_key"]
 
-# Output tokens assumed for the baseline when no model call on the item was seen.
-BASELINE_OUTPUT_TOKENS = 60
 
-
-class Engine:
+class Engine(EngineCalls):
     def __init__(
         self,
         pipeline: Pipeline,
@@ -53,8 +51,6 @@ class Engine:
         self.prices = prices
         self.executor = executor
         self.job_id = job_id
-        # step numbers reserved per call (its retries): calls made side by side for one
-        # item (consistency checks) each take a block, known before they are sent
         self.tries_per_call = tries_per_call
         self._rules = {
             i: CompiledRules(t) for i, t in enumerate(pipeline.tiers) if isinstance(t, RulesTier)
@@ -135,30 +131,32 @@ class Engine:
 
     # -- rules --------------------------------------------------------------------
     def run_rules(self, tier_index: int, items: Sequence[WorkItem]) -> list[ItemResult]:
-        tier = self.pipeline.tiers[tier_index]
-        rules = self._rules[tier_index]
+        match = self._rules[tier_index].match
         outcomes = self._outcomes(tier_index)
         miss = outcomes[-1]
+        said = [
+            miss if (hit := match(item.text)) is None else outcomes[hit.index] for item in items
+        ]
+        return self._free_results(tier_index, "rules", items, said)
+
+    def _free_results(
+        self, tier_index: int, role: str, items: Sequence[WorkItem], said: Sequence[RuleOutcome]
+    ) -> list[ItemResult]:
+        """A free tier's (rules, local) results: one step each, at no cost, and the
+        baseline of each item it accepted."""
+        tier = self.pipeline.tiers[tier_index].name
         results = []
-        for item in items:
-            hit = rules.match(item.text)
-            said = outcomes[hit.index] if hit is not None else miss
+        for item, s in zip(items, said, strict=True):
+            # positional, in Step's field order (item_pk, step, tier_index, tier, role,
+            # provider, model, outcome, decision, label, confidence): a rules tier makes
+            # one per item, and keywords cost three times as much to pass here
             step = Step(
-                item_pk=item.pk,
-                step=item.next_step,
-                tier_index=tier_index,
-                tier=tier.name,
-                role="rules",
-                provider="rules",
-                model=said.model,
-                outcome=said.outcome,
-                decision=said.decision.kind,
-                label=said.label,
-                confidence=said.confidence,
-            )
-            accepted = isinstance(said.decision, Accept)
+                item.pk, item.next_step, tier_index, tier, role, role,
+                s.model, s.outcome, s.decision.kind, s.label, s.confidence,
+            )  # fmt: skip
+            accepted = isinstance(s.decision, Accept)
             baseline = self.baseline(len(item.text), None) if accepted else 0
-            results.append(ItemResult(item.pk, said.decision, [step], baseline_nanos=baseline))
+            results.append(ItemResult(item.pk, s.decision, [step], baseline_nanos=baseline))
         return results
 
     def rules_kinds(self, tier_index: int, texts: Sequence[str]) -> list[tuple[int, int]]:
@@ -197,116 +195,21 @@ class Engine:
         assert isinstance(tier, LocalTier)
         model = self._local[tier_index]
         predictions = model.predict([item.text for item in items]) if items else []
-        results = []
-        for item, (label, confidence) in zip(items, predictions, strict=True):
-            reason = f"local model {model.version}"
+        reason, name = f"local model {model.version}", f"local:{model.version}"
+        said = []
+        for label, confidence in predictions:
             judged = (
                 Answer(label, confidence, reason, False)
                 if label in self._labels
                 else Malformed(f"label {label!r} is not one of the labels")
             )
+            ok = isinstance(judged, Answer)
             decision = decide(tier.accept, judged, is_last=False)
-            step = Step(
-                item_pk=item.pk,
-                step=item.next_step,
-                tier_index=tier_index,
-                tier=tier.name,
-                role="local",
-                provider="local",
-                model=f"local:{model.version}",
-                outcome=StepOutcome.OK if isinstance(judged, Answer) else StepOutcome.MALFORMED,
-                decision=decision.kind,
-                label=label,
-                confidence=confidence,
-            )
-            accepted = isinstance(decision, Accept)
-            baseline = self.baseline(len(item.text), None) if accepted else 0
-            results.append(ItemResult(item.pk, decision, [step], baseline_nanos=baseline))
-        return results
+            outcome = StepOutcome.OK if ok else StepOutcome.MALFORMED
+            said.append(RuleOutcome(decision, name, outcome, label, confidence))
+        return self._free_results(tier_index, "local", items, said)
 
-    # -- model tiers ------------------------------------------------------------
-    def mechanism(self, tier: ClaudeTier, model: str) -> Mechanism:
-        if tier.structured != "auto":
-            return tier.structured
-        return self.auto_mechanism(model)
-
-    def auto_mechanism(self, model: str) -> Mechanism:
-        """How ``model`` gives a structured answer: the price table's choice, else tool."""
-        if self.prices.knows(model):
-            found = self.prices.structured(model)
-            if found in ("forced_tool", "tool", "json_schema"):
-                return found
-        return "tool"
-
-    def request(
-        self,
-        tier: ClaudeTier,
-        link: ModelRef,
-        text: str,
-        *,
-        mechanism: Mechanism | None = None,
-        tag: CallTag | None = None,
-    ) -> ClassifyRequest:
-        mechanism = mechanism or self.mechanism(tier, link.model)
-        return ClassifyRequest(
-            provider=link.provider,
-            model=link.model,
-            system=system_prompt(self.pipeline, mechanism),
-            user=user_prompt(text),
-            labels=self._labels,
-            max_tokens=tier.max_tokens,
-            mechanism=mechanism,
-            tag=tag,
-            cache_ttl=self.cache.ttl(tier, link.model, mechanism),
-        )
-
-    def tag(
-        self,
-        item: WorkItem,
-        first_step: int,
-        tier_index: int,
-        role: str,
-        model: str,
-        max_tokens: int,
-    ) -> CallTag:
-        """The ledger identity of a call for ``item``, with its cost estimated in advance."""
-        return CallTag(
-            job_id=self.job_id,
-            item_pk=item.pk,
-            first_step=first_step,
-            tier_index=tier_index,
-            tier=self.pipeline.tiers[tier_index].name,
-            role=role,
-            estimate_nanos=self.estimate_nanos(model, len(item.text), max_tokens),
-        )
-
-    def requests(
-        self, tier_index: int, link: ModelRef, items: Sequence[WorkItem], role: str
-    ) -> list[ClassifyRequest]:
-        """One request to ``link`` per item at that tier, tagged from the item's next step."""
-        tier = self.pipeline.tiers[tier_index]
-        assert isinstance(tier, ClaudeTier)
-        return [
-            self.request(
-                tier,
-                link,
-                item.text,
-                tag=self.tag(item, item.next_step, tier_index, role, link.model, tier.max_tokens),
-            )
-            for item in items
-        ]
-
-    def estimate_nanos(self, model: str, text_len: int, max_tokens: int) -> int:
-        """What a call probably cost when its reply was never seen: the prompt at
-        characters / 4 plus its fixed part, and a typical answer's output."""
-        if not self.prices.knows(model):
-            return 0
-        usage = Usage(
-            input_tokens=self._overhead_tokens + math.ceil(text_len / 4),
-            output_tokens=min(max_tokens, BASELINE_OUTPUT_TOKENS),
-        )
-        return self.prices.cost_nanos(model, usage)
-
+    # -- model tiers (requests and their tags: workers.engine_calls) ---------------
     async def run_model(
         self,
         tier_index: int,

@@ -89,6 +89,18 @@ class ModelRef(_Strict):
         return f"{self.provider}:{self.model}"
 
 
+def _matching(field: str, pattern: re.Pattern[str], hint: str) -> Any:
+    """A validator of a model's ``field``: a value ``pattern`` does not match is refused,
+    the problem saying ``hint``."""
+
+    def check(cls: type[BaseModel], value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(hint)
+        return value
+
+    return field_validator(field)(classmethod(check))
+
+
 def _model_ref(value: Any) -> Any:
     """Accept ``"model"``, ``"provider:model"`` or a table."""
     if isinstance(value, str):
@@ -191,12 +203,9 @@ class ClaudeTier(_Strict):
     def _refs(cls, value: Any) -> Any:
         return [_model_ref(v) for v in value] if isinstance(value, list) else value
 
-    @field_validator("on_refusal")
-    @classmethod
-    def _refusal(cls, value: str) -> str:
-        if not REFUSAL_RE.match(value):
-            raise ValueError('use "fallback", "escalate", "review" or "label:NAME"')
-        return value
+    _refusal = _matching(
+        "on_refusal", REFUSAL_RE, 'use "fallback", "escalate", "review" or "label:NAME"'
+    )
 
     @property
     def primary(self) -> ModelRef:
@@ -246,12 +255,7 @@ class Pipeline(_Strict):
     reuse: bool = True
     reuse_days: int = Field(default=0, ge=0, le=3650)
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError("use lowercase letters, digits, '-' or '_' (at most 40)")
-        return value
+    _name = _matching("name", NAME_RE, "use lowercase letters, digits, '-' or '_' (at most 40)")
 
     @field_validator("labels")
     @classmethod

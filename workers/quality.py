@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 from common.lifecycle import Outcome as StepOutcome
 from common.lifecycle import Verdict
@@ -35,57 +34,20 @@ from workers.decision import (
     check_verdict,
     shadow_sampled,
 )
-from workers.executor import Executor
-from workers.pipeline import ClaudeTier, Consistency, ModelRef, Pipeline, RulesTier, Verifier
+from workers.engine_calls import EngineCalls
+from workers.pipeline import ClaudeTier, Consistency, ModelRef, RulesTier, Verifier
 from workers.pricing import PriceTable
 from workers.prompt import verifier_system_prompt, verifier_user_prompt
-from workers.providers.base import CallTag, ClassifyRequest, Mechanism
+from workers.providers.base import ClassifyRequest
 from workers.records import SHADOW, ItemResult, Step, WorkItem
 from workers.retry import Try
 
 CONSISTENCY, VERIFIER = "consistency", "verifier"
 
 
-class Engine(Protocol):
-    """What the checks and the shadows need of :class:`workers.engine.Engine`.
-
-    Declared here, so that this module does not import the engine that calls it.
-    """
-
-    pipeline: Pipeline
-    prices: PriceTable
-    executor: Executor
-    tries_per_call: int
-
-    def request(
-        self,
-        tier: ClaudeTier,
-        link: ModelRef,
-        text: str,
-        *,
-        mechanism: Mechanism | None = None,
-        tag: CallTag | None = None,
-    ) -> ClassifyRequest: ...
-
-    def requests(
-        self, tier_index: int, link: ModelRef, items: Sequence[WorkItem], role: str
-    ) -> list[ClassifyRequest]: ...
-
-    def auto_mechanism(self, model: str) -> Mechanism: ...
-
-    def tag(
-        self,
-        item: WorkItem,
-        first_step: int,
-        tier_index: int,
-        role: str,
-        model: str,
-        max_tokens: int,
-    ) -> CallTag: ...
-
-    def run_rules(self, tier_index: int, items: Sequence[WorkItem]) -> list[ItemResult]: ...
-
-    def run_local(self, tier_index: int, items: Sequence[WorkItem]) -> list[ItemResult]: ...
+# what the checks and the shadows need of :class:`workers.engine.Engine` (its base class,
+# so that this module does not import the engine that calls it)
+Engine = EngineCalls
 
 
 def steps_from_tries(

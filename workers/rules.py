@@ -190,7 +190,8 @@ class CompiledRules:
 
 @dataclass(frozen=True, slots=True)
 class RuleOutcome:
-    """What a rules tier records for an item one rule (or no rule) matched."""
+    """What a rules tier records for an item one rule (or no rule) matched; the local
+    tier says what its model answered in the same shape."""
 
     decision: Decision
     model: str  # "rule:<index>", or "rules" for no match

@@ -94,10 +94,7 @@ def _recorded_answer(visit: Visit, tier_index: int, role: str, model: str) -> St
 
 
 async def serve(
-    engine: Engine,
-    tier_index: int,
-    visit: Visit,
-    disabled: Mapping[str, str] | None,
+    engine: Engine, tier_index: int, visit: Visit, disabled: Mapping[str, str] | None
 ) -> ItemResult:
     """The tier's own work on one item: rules, the local model, or its primary model."""
     tier = engine.pipeline.tiers[tier_index]

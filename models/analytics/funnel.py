@@ -174,26 +174,23 @@ def funnel(session: Session, scope: Scope) -> list[FunnelTier]:
     ]
 
 
+# what a funnel tier and a ``report_tiers`` row both hold, under the same name
+_AS_IN_TIER_ROW = (
+    "tier_index", "tier", "entered", "accepted", "escalated", str(Status.FAILED), "calls",
+    "input_tokens", "output_tokens", "fallbacks", "not_sent",
+)  # fmt: skip
+
+
 def tier_rows(tiers: Iterable[FunnelTier], job_id: int = 0) -> list[TierRow]:
     """The funnel in the shape of ``report_tiers`` rows (for the legacy report keys)."""
 
     return [
         TierRow(
             job_id=job_id,
-            tier_index=t.tier_index,
-            tier=t.tier,
-            entered=t.entered,
-            accepted=t.accepted,
-            escalated=t.escalated,
-            failed=t.failed,
-            calls=t.calls,
-            input_tokens=t.input_tokens,
-            output_tokens=t.output_tokens,
             cost_usd=nanos_to_usd(t.cost_nanos),
             p50_ms=t.percentile(50),
             p95_ms=t.percentile(95),
-            fallbacks=t.fallbacks,
-            not_sent=t.not_sent,
+            **{name: getattr(t, name) for name in _AS_IN_TIER_ROW},
         )
         for t in tiers
     ]

@@ -81,6 +81,15 @@ def _daily_sql(dialect: str, scope: Scope) -> tuple[str, dict[str, Any]]:
     return f"SELECT * FROM (\n{body}) AS d ORDER BY day, pipeline, tier_index", params
 
 
+# report_daily's count columns, each read into the DailyRow field of the same name
+_COUNTS = (
+    "items", "accepted", "escalated", Status.FAILED, "calls", "not_sent", Outcome.REUSED
+)  # fmt: skip
+# its money columns (USD) and the nano-USD fields they are read into
+_MONEY = {"cost_usd": "cost_nanos", "baseline_cost_usd": "baseline_nanos",
+          "reuse_saved_usd": "reuse_saved_nanos"}  # fmt: skip
+
+
 def _daily_row(r: Any) -> DailyRow:
     day = r["day"]
     return DailyRow(
@@ -88,17 +97,9 @@ def _daily_row(r: Any) -> DailyRow:
         pipeline=str(r["pipeline"]),
         tier_index=int(r["tier_index"]),
         tier=str(r["tier"]),
-        items=as_int(r["items"]),
-        accepted=as_int(r["accepted"]),
-        escalated=as_int(r["escalated"]),
-        failed=as_int(r[Status.FAILED]),
-        calls=as_int(r["calls"]),
-        cost_nanos=_nanos(r["cost_usd"]),
-        baseline_nanos=_nanos(r["baseline_cost_usd"]),
         p95_ms=None if r["p95_ms"] is None else int(r["p95_ms"]),
-        not_sent=as_int(r["not_sent"]),
-        reused=as_int(r[Outcome.REUSED]),
-        reuse_saved_nanos=_nanos(r["reuse_saved_usd"]),
+        **{str(name): as_int(r[name]) for name in _COUNTS},
+        **{field: _nanos(r[column]) for column, field in _MONEY.items()},
     )
 
 

@@ -98,15 +98,10 @@ def _item_p95(session: Session, where: list[ColumnElement[bool]], n: int) -> int
 
 
 def _by_model(session: Session, scope: Scope) -> list[ModelTokens]:
+    # the columns in the order of ModelTokens' fields
     return [
-        ModelTokens(
-            model=str(r[0]),
-            calls=as_int(r[1]),
-            input_tokens=as_int(r[2]),
-            cache_read_tokens=as_int(r[3]),
-            cache_write_tokens=as_int(r[4]),
-        )
-        for r in session.execute(
+        ModelTokens(str(model), *(as_int(n) for n in sums))
+        for model, *sums in session.execute(
             select(
                 Attempt.model,
                 func.count(),

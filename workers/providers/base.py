@@ -98,44 +98,43 @@ class ProviderError(Exception):
     # An error response's ``anthropic-ratelimit-*`` headers (a 429 carries them too).
     rate_limits: Mapping[str, str] | None = None
 
-    kind = "error"
+    kind = "error"  # a subclass names its own: ``class X(ProviderError, kind=...)``
+
+    def __init_subclass__(cls, kind: str | None = None) -> None:
+        # None keeps the parent's (a subclass that adds nothing to say)
+        if kind is not None:
+            cls.kind = kind
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.message}" + (f" (HTTP {self.status})" if self.status else "")
 
 
-class TransientError(ProviderError):
-    kind = Outcome.TRANSIENT.value
+class TransientError(ProviderError, kind=Outcome.TRANSIENT.value):
+    """May pass if tried again (timeout, connection, overload, rate limit, 5xx): retried."""
 
 
-class PermanentError(ProviderError):
-    kind = Outcome.PERMANENT.value
+class PermanentError(ProviderError, kind=Outcome.PERMANENT.value):
+    """Will not pass if the same call is tried again: the fallback chain's."""
 
 
-class ContextError(PermanentError):
-    kind = Outcome.CONTEXT.value
+class ContextError(PermanentError, kind=Outcome.CONTEXT.value):
+    """The prompt is too long for the model."""
 
 
-class AuthError(PermanentError):
+class AuthError(PermanentError, kind="auth"):
     """The credentials are missing or refused: no call passes until the key changes."""
 
-    kind = "auth"
+
+class SpendLimitError(ProviderError, kind=Outcome.SPEND_LIMIT.value):
+    """The account's spend limit is reached: the job pauses."""
 
 
-class SpendLimitError(ProviderError):
-    kind = Outcome.SPEND_LIMIT.value
-
-
-class BreakerOpenError(ProviderError):
+class BreakerOpenError(ProviderError, kind=Outcome.BREAKER_OPEN.value):
     """No call was made: the model's circuit breaker is open (fleet-wide)."""
 
-    kind = Outcome.BREAKER_OPEN.value
 
-
-class DrillError(ProviderError):
+class DrillError(ProviderError, kind=Outcome.DRILL.value):
     """No call was made: an operator's chaos drill has disabled the model."""
-
-    kind = Outcome.DRILL.value
 
 
 # Steps recorded for a call that never left the process: counted apart from calls made.
