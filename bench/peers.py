@@ -5,8 +5,9 @@ prints one JSON object: items, seconds, items_per_s, model_calls, cpu_s, peak_rs
 
 - ``sequential``: the article's loop: one item at a time, the sync SDK, tier after tier.
 - ``raw``: the ceiling: ``workers.engine.Engine`` with a ``RealtimeExecutor`` over the real
-  ``AnthropicProvider`` (AsyncAnthropic, aiohttp transport) on one event loop, every item
-  streamed through rules -> small -> large, bounded by the same concurrency as the workers.
+  ``AnthropicProvider`` (the direct Messages endpoint, as the workers call) on one event
+  loop, every item streamed through rules -> small -> large, bounded by the same
+  concurrency as the workers.
 - ``litellm``: LiteLLM's Router (primary + fallbacks per tier) under asyncio, same cascade
   decisions; skipped when litellm is not installed (``pip install -e '.[bench]'``).
 """
