@@ -84,8 +84,8 @@ def _prices() -> Any:
         return None
 
 
-def _scope_text(scope: Any) -> str:
-    parts = []
+def _scope_text(scope: Any, job_name: str | None = None) -> str:
+    parts = [] if job_name is None else [f"job {job_name}"]
     if scope.pipeline:
         parts.append(f"pipeline {scope.pipeline}")
     if scope.label:
@@ -131,7 +131,7 @@ def print_job_report(
             label=label,
         )
         report = build_report(session, job, scope, _prices())
-    report["scope_text"] = _scope_text(scope)
+        report["scope_text"] = _scope_text(scope, None if job is None else str(job.name))
     if html is not None:
         from cascade.report_html import render_html
 

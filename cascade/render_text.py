@@ -78,8 +78,8 @@ def _print_latency(console: Console, lat: dict[str, Any]) -> None:
         )
     console.print(t)
     console.print(
-        f"worst-case full escalation: {lat['worst_path_p99_ms']} ms (sum of tier p99s), "
-        f"{lat['worst_path_max_ms']} ms (sum of tier maxima)"
+        f"worst-case full escalation: {lat['worst_path_p99_ms']:,} ms (sum of tier p99s), "
+        f"{lat['worst_path_max_ms']:,} ms (sum of tier maxima)"
     )
 
 

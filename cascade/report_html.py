@@ -254,8 +254,8 @@ def _latency(lat: dict[str, Any]) -> list[str]:
     return [
         "<h2>Latency (ms)</h2>",
         _table(["tier", "calls", "p50", "p95", "p99", "max"], rows),
-        f"<p>worst-case full escalation: {_e(lat.get('worst_path_p99_ms'))} ms (sum of tier "
-        f"p99s), {_e(lat.get('worst_path_max_ms'))} ms (sum of tier maxima)</p>",
+        f"<p>worst-case full escalation: {_n(lat.get('worst_path_p99_ms'))} ms (sum of tier "
+        f"p99s), {_n(lat.get('worst_path_max_ms'))} ms (sum of tier maxima)</p>",
     ]
 
 

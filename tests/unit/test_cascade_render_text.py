@@ -79,7 +79,7 @@ def test_latency_has_one_row_per_model_tier_and_one_end_to_end(sections: str) ->
     assert "large 2 1,000 1,500 1,500 1,500" in lines_with(sections, "large")
     assert not any(line.startswith("rules 0") for line in lines_with(sections, "rules"))
     assert (
-        "worst-case full escalation: 2400 ms (sum of tier p99s), 2400 ms (sum of tier maxima)"
+        "worst-case full escalation: 2,400 ms (sum of tier p99s), 2,400 ms (sum of tier maxima)"
         in sections
     )
 

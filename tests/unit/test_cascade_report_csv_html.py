@@ -237,7 +237,7 @@ def test_page_has_every_section_with_its_rows() -> None:
         assert heading in html
     assert "<tr><td>small</td><td>6</td><td>3</td><td>2</td><td>1</td><td>1</td>" in html
     assert "<td>33.3%</td>" in html
-    assert "worst-case full escalation: 2400 ms (sum of tier p99s), 2400 ms" in html
+    assert "worst-case full escalation: 2,400 ms (sum of tier p99s), 2,400 ms" in html
     assert "<tr><td>small</td><td>1</td><td>2</td><td>50.0%</td></tr>" in html  # agreement
     assert (
         "<td>anthropic:claude-sonnet-5-5</td><td>2026-12-01T09:00:00+00:00</td><td>-</td>" in html

@@ -93,6 +93,7 @@ def test_report_of_a_job_as_json(cli: Invoke) -> None:
     assert r["offline"] is False
     assert [t["tier"] for t in r["funnel"]] == ["rules", "small", "large"]
     assert r["reliability"]["dead_letters"] == [{"error": "malformed output", "items": 1}]
+    assert r["scope_text"] == "job main"  # not "all jobs"
 
 
 def test_report_of_a_label_across_jobs_has_no_job_keys(cli: Invoke) -> None:
