@@ -16,9 +16,13 @@ import pytest
 from sqlalchemy import Connection, Engine, create_engine, insert, make_url, pool, text
 from sqlalchemy.orm import Session
 
+from common.settings import Settings
 from migrations.runner import upgrade
 from models.db import make_engine
 from models.tables import Attempt, Item, Job, RejectedLine, Submission
+from tasks import publish
+from tasks.messages import Message
+from tasks.runtime import Runtime
 from tests.services import require_service
 
 PG_ADMIN_URL = os.environ.get(
@@ -327,3 +331,19 @@ def ledger(db_url: str) -> Iterator[Ledger]:
         yield Ledger(url=db_url, engine=engine, job_id=job_id, other_job_id=other_id, items=ids)
     finally:
         engine.dispose()
+
+
+def collecting_runtime(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, **settings: Any
+) -> tuple[Runtime, list[Message]]:
+    """A worker process's runtime on the test database whose follow-up messages are
+    collected in the list, not sent. The caller closes the runtime."""
+    config = Settings(
+        database_url=engine.url.render_as_string(hide_password=False),
+        broker_url="memory://localhost/",
+        sweep_every_s=0,
+        **settings,
+    )
+    sent: list[Message] = []
+    monkeypatch.setattr(publish, "send", lambda rt, msg: sent.append(msg))
+    return Runtime(config), sent

@@ -27,6 +27,7 @@ from tasks import publish as pub
 from tasks.messages import Message
 from tasks.pool import BACK_AFTER_S, pool_of
 from tasks.runtime import Runtime
+from tests.integration.conftest import collecting_runtime
 from workers.pipeline import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,13 +56,7 @@ def runtime(
     """A worker process's runtime on the test database; follow-ups are collected, not sent."""
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.start())
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key-never-logged-0123456789")
-    url = engine.url.render_as_string(hide_password=False)
-    settings = Settings(
-        database_url=url, broker_url="memory://localhost/", sweep_every_s=0, flush_ms=5
-    )
-    sent: list[Message] = []
-    monkeypatch.setattr(pub, "send", lambda rt, msg: sent.append(msg))
-    rt = Runtime(settings)
+    rt, sent = collecting_runtime(engine, monkeypatch, flush_ms=5)
     yield rt, sent
     rt.close()
 

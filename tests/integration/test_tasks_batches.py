@@ -17,17 +17,16 @@ from sqlalchemy import Engine, select
 from cascade.fakeapi import FakeServer
 from cascade.fakeapi.batches import BATCHES_KEY, BatchConfig
 from common.lifecycle import BatchStatus, JobStatus, Phase, Status
-from common.settings import Settings
 from models import batches_repo, repo
 from models.db import make_sessionmaker
 from models.repo import ATTEMPTS, ITEMS, JOBS, NewItem
 from models.tables_batches import MessageBatch
 from tasks import batches
-from tasks import publish as pub
 from tasks.flow import process
 from tasks.messages import Message
 from tasks.runtime import Runtime
 from tasks.settle import claim
+from tests.integration.conftest import collecting_runtime
 from workers.batch import PollPlan
 from workers.pipeline import load_pipeline
 
@@ -86,17 +85,7 @@ def make_runtime(
         monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     else:
         monkeypatch.setenv("ANTHROPIC_API_KEY", key)
-    sent: list[Message] = []
-    monkeypatch.setattr(pub, "send", lambda rt, msg: sent.append(msg))
-    rt = Runtime(
-        Settings(
-            database_url=engine.url.render_as_string(hide_password=False),
-            broker_url="memory://localhost/",
-            sweep_every_s=0,
-            **settings,
-        )
-    )
-    return rt, sent
+    return collecting_runtime(engine, monkeypatch, **settings)
 
 
 @pytest.fixture

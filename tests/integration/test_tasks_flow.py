@@ -17,17 +17,16 @@ import structlog
 from sqlalchemy import Engine, select
 
 from common.lifecycle import JobStatus, Phase, Status
-from common.settings import Settings
 from models import repo
 from models.db import make_sessionmaker
 from models.repo import ATTEMPTS, ITEMS, JOBS, NewItem
-from tasks import publish as pub
 from tasks.budget import budget_gate
 from tasks.flow import decide_items, process
 from tasks.messages import Message
 from tasks.rescue import SWEEP_IDLE_S, requeue_distributed, resend_embedded
 from tasks.runtime import Runtime
 from tasks.settle import claim, settle_and_route
+from tests.integration.conftest import collecting_runtime
 from workers.pipeline import ClaudeTier, load_pipeline
 from workers.records import WorkItem
 
@@ -48,16 +47,7 @@ def runtime(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Runtime, list[Message]]]:
     """A worker process's runtime on the test database; follow-ups are collected."""
-    settings = Settings(
-        database_url=engine.url.render_as_string(hide_password=False),
-        broker_url="memory://localhost/",
-        sweep_every_s=0,
-        batch_size=2,
-        free_batch_size=3,
-    )
-    sent: list[Message] = []
-    monkeypatch.setattr(pub, "send", lambda rt, msg: sent.append(msg))
-    rt = Runtime(settings)
+    rt, sent = collecting_runtime(engine, monkeypatch, batch_size=2, free_batch_size=3)
     yield rt, sent
     rt.close()
 

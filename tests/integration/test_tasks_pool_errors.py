@@ -17,7 +17,6 @@ from sqlalchemy import Engine, select
 
 from cascade.fakeapi import FakeServer
 from common.lifecycle import JobStatus, Phase, Status
-from common.settings import Settings
 from models import repo
 from models.db import make_sessionmaker
 from models.repo import ATTEMPTS, ITEMS, JOBS, NewItem
@@ -26,6 +25,7 @@ from tasks import publish as pub
 from tasks.messages import Message
 from tasks.pool import Admitted, pool_of
 from tasks.runtime import Runtime
+from tests.integration.conftest import collecting_runtime
 from workers.pipeline import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,15 +46,7 @@ def runtime(
 ) -> Iterator[tuple[Runtime, list[Message]]]:
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.start())
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key-never-logged-0123456789")
-    settings = Settings(
-        database_url=engine.url.render_as_string(hide_password=False),
-        broker_url="memory://localhost/",
-        sweep_every_s=0,
-        flush_ms=5,
-    )
-    sent: list[Message] = []
-    monkeypatch.setattr(pub, "send", lambda rt, msg: sent.append(msg))
-    rt = Runtime(settings)
+    rt, sent = collecting_runtime(engine, monkeypatch, flush_ms=5)
     yield rt, sent
     rt.close()
 

@@ -21,16 +21,15 @@ import structlog
 from sqlalchemy import Engine, select
 
 from common.lifecycle import JobStatus, Outcome, Phase, Status
-from common.settings import Settings
 from models import ledger, repo
 from models.attempt_rows import attempt_row
 from models.db import make_sessionmaker
 from models.repo import ATTEMPTS, ITEMS, JOBS, NewItem
 from models.tables_resilience import BreakerEvent
-from tasks import publish as pub
 from tasks.messages import Message
 from tasks.runtime import Runtime, worker_name
 from tasks.writer import Writer
+from tests.integration.conftest import collecting_runtime
 from workers.breaker import Transition
 from workers.decision import Accept, Decision, Defer, Escalate, Fallback
 from workers.pipeline import load_pipeline
@@ -73,19 +72,15 @@ class Clock:
 def runtime(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Runtime, list[Message]]]:
-    settings = Settings(
-        database_url=engine.url.render_as_string(hide_password=False),
-        broker_url="memory://localhost/",
-        sweep_every_s=0,
+    rt, sent = collecting_runtime(
+        engine,
+        monkeypatch,
         flush_ms=20,
         batch_size=2,
         lease_seconds=600,
         defer_base_s=5,
         defer_cap_s=100,
     )
-    sent: list[Message] = []
-    monkeypatch.setattr(pub, "send", lambda rt, msg: sent.append(msg))
-    rt = Runtime(settings)
     yield rt, sent
     rt.close()
 
