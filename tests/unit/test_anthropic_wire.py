@@ -95,35 +95,6 @@ def test_a_body_that_is_not_a_message_is_transient(body: dict[str, Any]) -> None
         parse_reply(body, "tool")
 
 
-@pytest.mark.parametrize(
-    ("payload", "match"), [(b"<html>busy</html>", "not JSON"), (b"[1, 2]", "not a message")]
-)
-def test_a_200_that_is_not_a_message_is_a_transient_error(payload: bytes, match: str) -> None:
-    async def main() -> None:
-        async def reply(_: web.Request) -> web.Response:
-            return web.Response(body=payload, content_type="application/json")
-
-        app = web.Application()
-        app.router.add_post("/v1/messages", reply)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        provider = AnthropicProvider("anthropic", "sk-test", f"http://127.0.0.1:{port}", 5.0)
-        request = ClassifyRequest(
-            "anthropic", "claude-haiku-4-5", "Classify.", "<item>x</item>", ("a", "b"), 50, "tool"
-        )
-        try:
-            with pytest.raises(TransientError, match=match):
-                await provider.classify(request)
-        finally:
-            await provider.aclose()
-            await runner.cleanup()
-
-    asyncio.run(main())
-
-
 # -- the direct Messages endpoint sends and reads what the SDK would ---------------------
 SECRET = "sk-ant-wire-SECRET-42"
 
@@ -187,6 +158,17 @@ CACHED = ClassifyRequest(
     cache_ttl="1h",
 )
 OK_BODY = json.dumps(message(tool(TOOL_NAME, {"label": "ok", "confidence": 0.7}))).encode()
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"), [(b"<html>busy</html>", "not JSON"), (b"[1, 2]", "not a message")]
+)
+def test_a_200_that_is_not_a_message_is_a_transient_error(payload: bytes, match: str) -> None:
+    async def run(provider: AnthropicProvider) -> None:
+        with pytest.raises(TransientError, match=match):
+            await provider.classify(CACHED)
+
+    asyncio.run(served(Capture(200, payload, {}), run))
 
 
 def test_the_direct_request_is_the_sdks_request() -> None:

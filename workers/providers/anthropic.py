@@ -192,9 +192,7 @@ class AnthropicProvider:
     async def count_tokens(self, model: str, text: str) -> int:
         """One token-count call (free): proves the key and the endpoint work."""
         try:
-            if self._client is None:
-                self._client = self._make_client()
-            counted = await self._client.messages.count_tokens(
+            counted = await self._sdk().messages.count_tokens(
                 model=model, messages=[{"role": "user", "content": text}]
             )
         except anthropic.APIError as exc:  # not a client set-up error: that one propagates
@@ -250,9 +248,7 @@ class AnthropicBatches:
                 f"the Message Batches API is not available on {self._p.provider}: "
                 'use provider = "anthropic" on a batch tier'
             )
-        if self._p._client is None:
-            self._p._client = self._p._make_client()
-        return cast(anthropic.AsyncAnthropic, self._p._client)
+        return cast(anthropic.AsyncAnthropic, self._p._sdk())
 
     async def _guard(self, call: Awaitable[T]) -> T:
         try:
