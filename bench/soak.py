@@ -320,7 +320,7 @@ def run(opts: Options, *, chaos: bool, name: str) -> dict[str, Any]:
         fake = stack_.enter_context(stack.fake_api(work, "fake", fake_args))
         url = stack_.enter_context(stack.database(f"soak_{name}", keep=opts.keep_db))
         dsn = stack.dsn(url)
-        extra = {"CASCADE_CONCURRENCY": str(opts.concurrency)}
+        extra = {"CASCADE_CONCURRENCY": str(opts.concurrency), "CASCADE_SPOOL_DIR": str(work)}
         if opts.lease_seconds is not None:
             extra["CASCADE_LEASE_SECONDS"] = str(opts.lease_seconds)
         env = stack.env_for(url, redis_server.url + "/0", fake.url, **extra)
@@ -351,9 +351,8 @@ def run(opts: Options, *, chaos: bool, name: str) -> dict[str, Any]:
             ledger = _ledger(engine, job)
         finally:
             engine.dispose()
-        worker_tracebacks = (
-            wlog.read_text(errors="replace").count(TRACEBACK) if wlog.exists() else 0
-        )
+        worker_text = wlog.read_text(errors="replace") if wlog.exists() else ""
+        worker_tracebacks = worker_text.count(TRACEBACK)
     calls = [acc.Call.from_log(e) for e in read_log(fake.requests)]
     return {
         "name": name,
@@ -371,6 +370,7 @@ def run(opts: Options, *, chaos: bool, name: str) -> dict[str, Any]:
         "kills": watcher.report(),
         "cli_tracebacks": cli.tracebacks(),
         "worker_log_tracebacks": worker_tracebacks,
+        "spool": spool_recoveries(worker_text),
         "settle_lag_s": acc.percentiles(acc.settle_lag(calls, ledger.rows, ledger.items)),
     }
 
@@ -462,6 +462,25 @@ def _drive(
     return False, status
 
 
+SPOOL_KEYS = ("segments", "replies", "replies_filled", "unsent", "unsent_removed", "bad_lines")
+
+
+def spool_recoveries(worker_log: str) -> dict[str, int]:
+    """Totals of the workers' ``cascade.spool.recovered`` lines (JSON log lines)."""
+    out = dict.fromkeys(("recoveries", *SPOOL_KEYS), 0)
+    for line in worker_log.splitlines():
+        if "cascade.spool.recovered" not in line:
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        out["recoveries"] += 1
+        for key in SPOOL_KEYS:
+            out[key] += int(event.get(key, 0))
+    return out
+
+
 def print_report(result: dict[str, Any], baseline: dict[str, Any] | None) -> None:
     c, d, b = result["calls"], result["duplicates"], result["double_billed"]
     tk = result["twice_by_kill"]
@@ -501,6 +520,7 @@ def print_report(result: dict[str, Any], baseline: dict[str, Any] | None) -> Non
         f"  tracebacks printed by CLI commands: {sum(result['cli_tracebacks'].values())} "
         f"{result['cli_tracebacks'] or ''}; in worker logs: {result['worker_log_tracebacks']}",
         f"  last reply -> settled row: {result['settle_lag_s']}",
+        f"  spools replayed after kills: {result['spool']}",
     ]
     print("\n".join(lines))
 

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     sweep_idle_s: int = Field(default=600, ge=1)
     # Most a call's ledger row (and an item's outcome) waits to be committed with others.
     flush_ms: float = Field(default=10.0, ge=0, le=1000)
+    # Where each worker process spools its calls as they leave and return (tasks.spool),
+    # so a process killed with -9 loses no reply; a local directory shared by the
+    # workers of one host. Default: cascade-spool-UID in the temp directory.
+    spool_dir: Path | None = None
     # No real model: commands that call models start the built-in fake (also --offline).
     offline: bool = False
     # `submit --wait` / `resume --wait`: nothing finished for this long, look at the fleet

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -72,3 +73,16 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 def as_utc(value: datetime) -> datetime:
     """A timestamp read back from the database, timezone-aware (SQLite returns naive UTC)."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def database_identity(url: str) -> str:
+    """The database a URL names, stable across processes of one host: the URL without
+    its password, and for SQLite the file's absolute path (a relative one depends on
+    the working directory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        name = parsed.database or ""
+        if name and name != ":memory:" and not name.startswith("file:"):
+            name = str(Path(name).resolve())
+        return f"sqlite:{name}"
+    return parsed.render_as_string(hide_password=True)

@@ -28,6 +28,8 @@ A message is acknowledged once its items are claimed and admitted: from then on 
 ledger, not the broker, carries them. A worker killed with -9 leaves its items leased;
 nobody renews the lease, so they are claimable within ``CASCADE_LEASE_SECONDS``, and
 the next sweep (every worker runs one every ``CASCADE_SWEEP_EVERY_S``) sends them again.
+What its calls had got back and the ledger had not committed yet is in its spool
+(:mod:`tasks.spool`), which the next pool of the host replays first.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from tasks.rows import step_row
 from tasks.runtime import Runtime
 from tasks.settle import claim
 from tasks.shadow import add_shadow
+from tasks.spool import Spool, replay, spool_dir
 from tasks.writer import Writer
 from workers.decision import Fallback, GiveUp
 from workers.moderation import mark_disagreements
@@ -89,6 +92,10 @@ class Pool:
         self._reserved: Counter[int] = Counter()
         self._reserve: dict[int, tuple[int, int]] = {}  # item -> (job, its worst case)
         self.writer = Writer(rt, self)
+        self.spool = _open_spool(rt)
+        if self.spool is not None:  # a dead process's replies before any claim of ours
+            replay(rt, self.spool.directory)
+            self.writer.spool = self.spool
         rt.executor().journal = Journal(self)
         self.writer.start()
 
@@ -236,6 +243,8 @@ class Pool:
         if left:
             log.warning("cascade.pool.closed_busy", items=left)
         self.writer.stop(timeout)
+        if self.spool is not None:
+            self.spool.close(clean=not left and not self.writer.failed)
 
 
 class Journal:
@@ -244,9 +253,20 @@ class Journal:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
+    def _spool(self) -> Spool | None:
+        spool = self._pool.spool
+        if spool is not None:
+            old = spool.rotate()
+            if old is not None:
+                self._pool.writer.released(old)
+        return spool
+
     async def sending(self, request: ClassifyRequest, n: int) -> None:
         tag = request.tag
         assert tag is not None
+        spool = self._spool()
+        if spool is not None:
+            spool.intent(tag.item_pk, tag.first_step + n)
         row = attempt_row(
             job_id=tag.job_id,
             item_id=tag.item_pk,
@@ -262,6 +282,8 @@ class Journal:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pool.writer.journal(row, done)
         await done
+        if spool is not None:
+            spool.sent(tag.item_pk, tag.first_step + n)
         self._pool.on_wire(1)
 
     def returned(self, request: ClassifyRequest, n: int, attempt: Try) -> None:
@@ -280,7 +302,20 @@ class Journal:
             [attempt],
             request.labels,
         )
-        self._pool.writer.journal(step_row(tag.job_id, step), None)
+        row = step_row(tag.job_id, step)
+        spool = self._spool()
+        if spool is not None:
+            spool.returned(row)
+        self._pool.writer.journal(row, None)
+
+
+def _open_spool(rt: Runtime) -> Spool | None:
+    directory = spool_dir(rt.settings.spool_dir, rt.settings.database_url)
+    try:
+        return Spool(directory)
+    except OSError as exc:  # the ledger still records every call, a commit later
+        log.error("cascade.spool.unavailable", directory=str(directory), error=repr(exc))
+        return None
 
 
 def pool_of(rt: Runtime) -> Pool:

@@ -3,7 +3,9 @@
 - **The call journal**: a try is written as in flight before its request leaves (the
   loop waits for that commit), and its reply or error goes in the next commit after
   it returns — within ``CASCADE_FLUSH_MS`` plus one commit. The ledger is the bill:
-  whatever dies, a call the API served is a row.
+  whatever dies, a call the API served is a row (inside that window, through the
+  process's spool, :mod:`tasks.spool`, whose segments this thread deletes once
+  committed and whose dead ones it replays before each sweep).
 - **Settling**: an item's visit (its attempt rows and outcome) is committed with the
   others that finished within the same window, under each item's lease token.
 - **Routing**: follow-ups (escalations, fallbacks, deferrals) are grouped per tier for
@@ -36,6 +38,7 @@ from tasks.messages import Message, chunks, countdown, destination, released_mes
 from tasks.publish import publish, sweep_once
 from tasks.rows import attempt_rows, settled_of
 from tasks.runtime import Runtime, worker_name
+from tasks.spool import Segment, Spool, replay
 from workers.records import ItemResult
 from workers.retry import LeaseLost
 
@@ -77,6 +80,11 @@ class _Settle:
 
 
 @dataclass(slots=True)
+class _Released:
+    segment: Segment  # a spool segment: deleted once everything before it commits
+
+
+@dataclass(slots=True)
 class _Route:
     ids: list[int] = field(default_factory=list)
     since: float = 0.0
@@ -94,6 +102,8 @@ class Writer:
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._routes: dict[tuple[int, int, Phase], _Route] = {}
         self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.spool: Spool | None = None  # set by the pool, when it has one
+        self.failed = False  # a group failed to commit since the last segment released
         s = rt.settings
         self._beat_s = max(1.0, s.lease_seconds / 3)
         self._next_beat = clock() + self._beat_s
@@ -117,6 +127,10 @@ class Writer:
 
     def settle(self, msg: Message, tier: str, token: str, result: ItemResult) -> None:
         self._q.put(_Settle(msg, tier, token, result))
+
+    def released(self, segment: Segment) -> None:
+        """The spool moved on from ``segment``: delete it after what is queued commits."""
+        self._q.put(_Released(segment))
 
     # -- the thread ------------------------------------------------------------------
     def _run(self) -> None:
@@ -151,6 +165,7 @@ class Writer:
     def _flush(self, entries: Sequence[Any]) -> None:
         journal = [e for e in entries if isinstance(e, _Journal)]
         settles = [e for e in entries if isinstance(e, _Settle)]
+        segments = [e.segment for e in entries if isinstance(e, _Released)]
         owners = self.pool.owners({e.row["item_id"] for e in journal})
         try:
             lost, kept, freed = with_db_retry(lambda: self._write(journal, settles, owners))
@@ -159,7 +174,12 @@ class Writer:
             for e in journal:
                 _resolve(e.done, exc)
             self.pool.settled([e.result.pk for e in settles])
+            self.failed = True  # the spool keeps these segments for a successor to replay
+            self._release(segments)
             return
+        if segments:  # what this group committed after them belongs to the next segment
+            self._release(segments)
+            self.failed = False
         for e in journal:
             _resolve(e.done, LeaseLost() if e.row["item_id"] in lost else None)
         self.pool.settled([e.result.pk for e in settles])
@@ -167,6 +187,11 @@ class Writer:
             self._route(job_id, group, done)
         if freed:
             self._outbox.put(released_messages(freed))
+
+    def _release(self, segments: list[Segment]) -> None:
+        if self.spool is not None:
+            for seg in segments:
+                self.spool.committed(seg, not self.failed)
 
     def _write(
         self,
@@ -305,6 +330,8 @@ class Writer:
                 return
             try:
                 if item is _SWEEP:
+                    if self.spool is not None:  # dead processes' replies first
+                        replay(self.rt, self.spool.directory)
                     sweep_once(self.rt, self.rt.settings.sweep_idle_s, shared=True)
                 else:
                     publish(self.rt, item)

@@ -22,7 +22,14 @@ from models.ledger.claims import (
     new_token,
     take,
 )
-from models.ledger.settle import Settled, journal, released, settle, settled_values
+from models.ledger.settle import (
+    Settled,
+    journal,
+    recover_calls,
+    released,
+    settle,
+    settled_values,
+)
 from models.ledger.sweep import Stray, mark_unsent, strays, try_sweep_lock, waiting_tiers
 
 __all__ = [
@@ -36,6 +43,7 @@ __all__ = [
     "journal",
     "mark_unsent",
     "new_token",
+    "recover_calls",
     "released",
     "settle",
     "settled_values",

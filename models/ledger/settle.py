@@ -46,6 +46,36 @@ def journal(
     return {r["item_id"] for r in rows} - held
 
 
+def recover_calls(
+    session: Session, replies: Sequence[dict[str, Any]], unsent: Sequence[tuple[int, int]]
+) -> tuple[int, int]:
+    """What a dead worker's spool (``tasks.spool``) knew and the ledger did not yet.
+
+    ``replies``: call rows whose reply (or error) came back; each replaces its step's
+    row while that is still ``in_flight`` (nobody has claimed the item since), so the
+    next claim reuses the answer instead of buying it again. ``unsent``: (item, step)
+    of calls whose row was written and whose request never left: their ``in_flight``
+    row goes. A row that is anything else by now is left as it is. Returns how many
+    rows each changed.
+    """
+    filled = removed = 0
+    still = ATTEMPTS.c.outcome == Outcome.IN_FLIGHT
+    for row in replies:
+        values = {k: v for k, v in row.items() if k not in ("item_id", "step", "reuse_of")}
+        res = session.execute(
+            ATTEMPTS.update()
+            .where(ATTEMPTS.c.item_id == row["item_id"], ATTEMPTS.c.step == row["step"], still)
+            .values(values)
+        )
+        filled += int(res.rowcount)  # type: ignore[attr-defined]
+    for pk, step in unsent:
+        res = session.execute(
+            ATTEMPTS.delete().where(ATTEMPTS.c.item_id == pk, ATTEMPTS.c.step == step, still)
+        )
+        removed += int(res.rowcount)  # type: ignore[attr-defined]
+    return filled, removed
+
+
 def _held(session: Session, tokens: Mapping[int, str], *, lock: bool = False) -> set[int]:
     """The items still leased under the given token (one per item)."""
     if not tokens:

@@ -210,3 +210,36 @@ def test_nothing_to_settle_writes_nothing(db_session: Session, tokens: dict[Any,
     assert ledger.extend_leases(s, [], 600) == 0
     assert ledger.journal(s, [], {}) == set()
     assert s.scalar(select(ATTEMPTS.c.id).limit(1)) is None
+
+
+# -- a dead worker's spool ------------------------------------------------------------
+def test_recovered_calls_fill_or_drop_only_rows_still_in_flight(db_session: Session) -> None:
+    s = db_session
+    job_id, (a, b, c, d, e) = items(s, 5)
+    s.execute(
+        ATTEMPTS.insert(),
+        [
+            call(job_id, a, 0, outcome=Outcome.IN_FLIGHT, decision=None, cost_nanos=4_000),
+            call(
+                job_id, b, 0, outcome=Outcome.UNKNOWN, decision=None, cost_nanos=4_000
+            ),  # claimed again since
+            call(job_id, c, 0, request_id="q-c"),  # settled
+            call(job_id, d, 0, outcome=Outcome.IN_FLIGHT, decision=None),
+            call(job_id, e, 0, outcome=Outcome.UNKNOWN, decision=None),
+        ],
+    )
+    back = [
+        call(job_id, pk, 0, decision=None, input_tokens=300, cost_nanos=5_000, request_id=f"r{pk}")
+        for pk in (a, b, c)
+    ]  # fmt: skip
+    assert ledger.recover_calls(s, back, [(d, 0), (e, 0)]) == (1, 1)
+    got = {
+        r.item_id: (r.outcome, r.decision, r.cost_nanos, r.request_id)
+        for r in s.execute(select(ATTEMPTS).where(ATTEMPTS.c.job_id == job_id))
+    }
+    assert got == {
+        a: ("ok", None, 5_000, f"r{a}"),  # the reply the ledger had not seen
+        b: ("unknown", None, 4_000, None),  # its new owner decides it: left alone
+        c: ("ok", "accept", 1_000, "q-c"),  # settled already
+        e: ("unknown", None, 1_000, None),
+    }  # d's call never left: gone

@@ -27,6 +27,7 @@ from tasks import publish as pub
 from tasks.messages import Message
 from tasks.pool import BACK_AFTER_S, pool_of
 from tasks.runtime import Runtime
+from tasks.spool import Spool, spool_dir
 from tests.integration.conftest import collecting_runtime
 from workers.pipeline import load_pipeline
 
@@ -165,6 +166,54 @@ def test_a_cut_off_visit_is_continued_not_redone(
     assert rows[cut].cost_nanos == 4_000 + theirs[1].cost_nanos
     assert rows[cut].steps == 2
     assert served(fake) == 1
+
+
+def test_a_dead_workers_spool_gives_back_its_reply_and_drops_its_unsent_call(
+    engine: Engine, fake: FakeServer, runtime: tuple[Runtime, list[Message]]
+) -> None:
+    rt, _ = runtime
+    job_id, ids = small_tier_job(engine, TEXTS[:3])
+    answered, unsent, on_wire = ids
+    # Given a worker claimed three items, wrote each call as in flight and was killed:
+    # the first call's reply was in its spool, not yet in the ledger; the second call
+    # never left (killed between its row and its request); the third was on the wire
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as s:
+        ledger.claim(s, job_id, SMALL, ids, phase=Phase.TIER, token="dead", lease_s=600)
+        rows = [_row(job_id, pk, outcome=Outcome.IN_FLIGHT, cost_nanos=4_000) for pk in ids]
+        assert ledger.journal(s, rows, dict.fromkeys(ids, "dead")) == set()
+        s.execute(
+            ITEMS.update().where(ITEMS.c.id.in_(ids)).values(lease_until=text("'2000-01-01'"))
+        )
+    dead = Spool(spool_dir(rt.settings.spool_dir, rt.settings.database_url))
+    for pk in ids:
+        dead.intent(pk, 0)
+    dead.sent(answered, 0)
+    dead.sent(on_wire, 0)
+    dead.returned(
+        _row(job_id, answered, outcome=Outcome.OK, label="billing", confidence=0.97,
+             input_tokens=300, output_tokens=40, cost_nanos=5_000, request_id="req-1")
+    )  # fmt: skip
+    segment = dead.path
+    dead.close(clean=False)
+    # When a pool starts in another process (it replays the spool) and claims them again
+    assert pool_of(rt).admit(Message(Phase.TIER, job_id, SMALL, ids)).taken == 3
+    rows = {r.id: r for r in wait_settled(engine, ids)}
+    calls = attempts(engine, ids)
+    # Then the spooled answer decided its item: no second call, billed once
+    mine = [(a.step, a.outcome, a.decision, a.request_id) for a in calls if a.item_id == answered]
+    assert mine == [(0, "ok", "accept", "req-1")]
+    assert rows[answered].label == "billing" and rows[answered].cost_nanos == 5_000
+    # the call that never left is not in the ledger: its item made one call
+    assert [(a.step, a.outcome) for a in calls if a.item_id == unsent] == [(0, "ok")]
+    assert rows[unsent].model_calls == 1
+    # the call that left stays, as a call of unknown outcome, before its item's new call
+    assert [(a.step, a.outcome) for a in calls if a.item_id == on_wire] == [
+        (0, "unknown"),
+        (1, "ok"),
+    ]
+    assert served(fake) == 2
+    assert not segment.exists()  # replayed once, then gone
 
 
 def test_a_lost_lease_stops_the_journal(engine: Engine) -> None:

@@ -11,7 +11,8 @@ after it, without waiting on time."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from models.repo import ATTEMPTS, ITEMS, JOBS, NewItem
 from models.tables_resilience import BreakerEvent
 from tasks.messages import Message
 from tasks.runtime import Runtime, worker_name
+from tasks.spool import SEGMENT_S, Segment, Spool, recover
 from tasks.writer import Writer
 from tests.integration.conftest import collecting_runtime
 from workers.breaker import Transition
@@ -300,6 +302,55 @@ def test_a_write_that_fails_fails_the_waiting_calls_and_releases_the_items(
     with engine.connect() as c:
         assert c.execute(select(ATTEMPTS)).all() == []
     assert sent == []
+
+
+def test_a_spool_segment_goes_once_its_entries_commit_and_stays_after_a_failed_write(
+    engine: Engine, runtime: tuple[Runtime, list[Message]], tmp_path: Path
+) -> None:
+    rt, _ = runtime
+    job_id, ids = make_job(engine, 1)
+    claim(engine, job_id, ids, "t")
+    holder = Holder({ids[0]: "t", 424242: "t"})
+    clock = Clock()
+    spool = Spool(tmp_path, clock=clock)
+    writer = Writer(rt, holder, clock=Clock())
+    writer.spool = spool
+
+    def next_segment() -> Segment:
+        clock.now += SEGMENT_S
+        old = spool.rotate()
+        assert old is not None
+        writer.released(old)
+        return old
+
+    def until(done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10
+        while not done():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    try:
+        # a segment whose call row committed is deleted
+        spool.intent(ids[0], 0)
+        writer.journal(in_flight(job_id, ids[0]), None)
+        first = next_segment()
+        writer.start()
+        until(lambda: not first.path.exists())
+        # one whose group failed (it names a job the database does not have) is kept
+        spool.returned(in_flight(job_id, 424242))
+        writer.settle(Message(Phase.TIER, 424242, SMALL, [424242]), "small", "t",
+                      ItemResult(424242, Escalate("x")))  # fmt: skip
+        second = next_segment()
+        until(lambda: writer.failed)
+        assert second.path.exists()
+        assert recover(tmp_path, lambda r, u: (0, 0)) is None  # still ours: locked
+    finally:
+        writer.stop(10)
+    spool.close(clean=not writer.failed)
+    # once the process is gone, a successor replays what did not commit
+    seen: list[Any] = []
+    found = recover(tmp_path, lambda r, u: seen.append((r, u)) or (0, 0))
+    assert found is not None and [row["item_id"] for row in seen[0][0]] == [424242]
 
 
 # -- breaker transitions and leases -----------------------------------------------------------

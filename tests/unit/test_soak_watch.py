@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.soak import Kill, Watcher, lease_change
+from bench.soak import Kill, Watcher, lease_change, spool_recoveries
 
 AT_KILL = ("tok_a", 1, "running")
 
@@ -32,3 +32,25 @@ def test_a_later_kill_does_not_follow_leases_an_earlier_one_stranded() -> None:
     watcher.add_kill(Kill(31.0, 1, {1: AT_KILL, 2: ("tok_c", 1, "running"), 3: AT_KILL}))
     # Then the second kill follows 2 and 3 only
     assert sorted(watcher.kills[1].held) == [2, 3]
+
+
+def test_spool_replays_are_summed_from_the_workers_json_log() -> None:
+    log = "\n".join(
+        [
+            '{"event": "cascade.spool.recovered", "segments": 2, "replies": 5,'
+            ' "replies_filled": 4, "unsent": 1, "unsent_removed": 1, "bad_lines": 0}',
+            '{"event": "cascade.batch.settled", "items": 9}',
+            "not json cascade.spool.recovered",
+            '{"event": "cascade.spool.recovered", "segments": 1, "replies": 3,'
+            ' "replies_filled": 3, "unsent": 0, "unsent_removed": 0, "bad_lines": 1}',
+        ]
+    )
+    assert spool_recoveries(log) == {
+        "recoveries": 2,
+        "segments": 3,
+        "replies": 8,
+        "replies_filled": 7,
+        "unsent": 1,
+        "unsent_removed": 1,
+        "bad_lines": 1,
+    }
