@@ -204,13 +204,16 @@ class Fleet:
         for _ in range(n):
             self.procs.append(start_worker(self.env, self.log, processes=self.processes))
 
-    def kill(self, i: int) -> None:
-        """SIGKILL worker ``i``'s whole process group and start its replacement."""
+    def kill(self, i: int) -> float:
+        """SIGKILL worker ``i``'s whole process group and start its replacement; returns
+        when the signal went (epoch seconds): what was on the wire then was cut off."""
         old = self.procs[i]
+        at = time.time()
         kill_group(old, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             old.wait(10)
         self.procs[i] = start_worker(self.env, self.log, processes=self.processes)
+        return at
 
     def stop(self) -> None:
         for p in self.procs:
@@ -425,8 +428,7 @@ def _drive(
                 held = watcher.snapshot()
             except psycopg.OperationalError:
                 held = {}
-            fleet.kill(victim)
-            watcher.add_kill(Kill(time.time(), victim, held))
+            watcher.add_kill(Kill(fleet.kill(victim), victim, held))
             events.append({"at": round(now - t0, 2), "event": f"kill -9 worker {victim}"})
             log(f"killed worker {victim} ({len(held)} newly leased items followed), restarted it")
             victim = 1 - victim
