@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -143,3 +143,32 @@ def update_rows(
     )
     with _cursor(session) as cur:
         cur.execute(sql, _params(rows, names))
+
+
+# The columns the claim and settle lookups pick rows by. Until a table has statistics
+# for them, Postgres guesses that ``item_id = ANY(100 ids)`` matches half the table and
+# scans all of it: a fresh database's first big job spent most of its Postgres time so,
+# until autovacuum's first ANALYZE (a minute or more after the load).
+_PLANNED_BY = (("attempts", "item_id"), ("items", "job_id"))
+
+
+def analyze_if_unseen(session: Session) -> list[str]:
+    """ANALYZE the ledger tables that have no planner statistics yet; returns their names.
+
+    One catalog lookup when they all have some (the usual case); nothing on SQLite.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return []
+    found = session.execute(
+        text(
+            "SELECT t.name FROM unnest(CAST(:tables AS text[]), CAST(:columns AS text[]))"
+            " AS t(name, col) WHERE NOT EXISTS (SELECT 1 FROM pg_stats s"
+            " WHERE s.schemaname = current_schema() AND s.tablename = t.name"
+            " AND s.attname = t.col)"
+        ),
+        {"tables": [t for t, _ in _PLANNED_BY], "columns": [c for _, c in _PLANNED_BY]},
+    )
+    tables = sorted({name for (name,) in found})
+    for name in tables:  # names from _PLANNED_BY above, never from input
+        session.execute(text(f"ANALYZE {name}"))
+    return tables

@@ -38,7 +38,6 @@ import asyncio
 import threading
 from collections import Counter
 from collections.abc import Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +90,7 @@ class Pool:
         # what admitted items may still cost, per job (budgets count it until they settle)
         self._reserved: Counter[int] = Counter()
         self._reserve: dict[int, tuple[int, int]] = {}  # item -> (job, its worst case)
+        self._tasks: set[asyncio.Task[None]] = set()  # the items' tasks on the loop
         self.writer = Writer(rt, self)
         self.spool = _open_spool(rt)
         if self.spool is not None:  # a dead process's replies before any claim of ours
@@ -155,8 +155,8 @@ class Pool:
         self._unreserve(len(msg.ids) - len(claimed))  # not claimable, or held by the budget
         for result in held:
             self.writer.settle(msg, tier.name, token, result)
-        for c in claimed:
-            visit = Visit(
+        visits = [
+            Visit(
                 c.pk,
                 c.text,
                 c.steps,
@@ -166,10 +166,10 @@ class Pool:
                 c.deferrals,
                 c.label,
             )
-            future = asyncio.run_coroutine_threadsafe(
-                self._serve(msg, tier.name, token, visit, disabled), self.loop
-            )
-            future.add_done_callback(self._served)
+            for c in claimed
+        ]
+        if visits:  # one wake-up of the loop per message, not one per item
+            self.loop.call_soon_threadsafe(self._start, msg, tier.name, token, visits, disabled)
         return Admitted(len(claimed) + len(held), [])
 
     def _room_for(self, n: int) -> bool:
@@ -200,10 +200,25 @@ class Pool:
         with self._lock:
             self._on_wire += delta
 
-    def _served(self, future: Future[None]) -> None:
+    # -- one item (the loop thread) ------------------------------------------------
+    def _start(
+        self,
+        msg: Message,
+        tier_name: str,
+        token: str,
+        visits: list[Visit],
+        disabled: Mapping[str, str],
+    ) -> None:
+        for visit in visits:
+            task = self.loop.create_task(self._serve(msg, tier_name, token, visit, disabled))
+            self._tasks.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._served)
+
+    def _served(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
         self._unreserve(1)
-        if not future.cancelled() and future.exception() is not None:
-            log.error("cascade.item.crashed", error=repr(future.exception()))
+        if not task.cancelled() and task.exception() is not None:
+            log.error("cascade.item.crashed", error=repr(task.exception()))
 
     # -- one item (the loop thread) ------------------------------------------------
     async def _serve(

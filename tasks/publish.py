@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from common.lifecycle import Phase
 from common.logs import get_logger
-from models import ledger, reuse
+from models import ledger, pgbulk, reuse
 from tasks.app import app
 from tasks.fleet import queue_depths
 from tasks.messages import Message, chunks, released_messages
@@ -112,6 +112,7 @@ def sweep_once(
     with rt.sessions.begin() as session:
         if shared and not ledger.try_sweep_lock(session):
             return 0
+        pgbulk.analyze_if_unseen(session)  # tables the workers filled since it was empty
         # A deferred item waits in 'fallback' for its countdown: leave it that long.
         fallback_idle = max(idle_s, int(rt.settings.defer_cap_s) + 60)
         # repeats whose source settled without handing its decision on (models.reuse)

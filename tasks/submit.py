@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from common.lifecycle import Phase, Verdict
 from common.logs import get_logger
-from models import copyin, repo, reuse
+from models import copyin, pgbulk, repo, reuse
 from models.repo import NewItem
 from tasks.chunks import (
     Chunk,
@@ -132,6 +132,7 @@ class _Submission:
         )
         self.counts = counts  # lines_read is counted by the reader (_chunks) as it goes
         self.outbox: queue.SimpleQueue[list[Message]] = queue.SimpleQueue()
+        self.analyzed = False  # the ledger tables' planner statistics (models.pgbulk)
 
     def prepare(
         self,
@@ -242,6 +243,10 @@ class _Submission:
             chunk.prepared = chunk.decided = None
             with self.rt.sessions.begin() as session:
                 out = self.record(session, chunk)
+        if not self.analyzed:  # before the first claims plan their lookups
+            self.analyzed = True
+            with self.rt.sessions.begin() as session:
+                pgbulk.analyze_if_unseen(session)
         # published by the reading thread, whose work (parsing) is lighter than the
         # writer's when rules are not decided at the door, and which has no I/O to wait on
         self.outbox.put(self.messages(out))

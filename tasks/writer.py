@@ -63,6 +63,7 @@ class Holder(Protocol):
 
 ROUTE_WAIT_S = 0.2  # most a follow-up waits for others of its tier (the 250 ms promise)
 MAX_GROUP = 2_000  # entries per commit
+FINISH_EVERY_S = 0.2  # most a job waits to be marked done after its last item settles
 
 
 @dataclass(slots=True)
@@ -107,6 +108,8 @@ class Writer:
         s = rt.settings
         self._beat_s = max(1.0, s.lease_seconds / 3)
         self._next_beat = clock() + self._beat_s
+        self._finishing: set[int] = set()  # jobs with a final verdict since the last check
+        self._next_finish = 0.0
         self._next_sweep = clock() + s.sweep_every_s if s.sweep_every_s else float("inf")
         self._thread = threading.Thread(target=self._run, name="cascade-ledger", daemon=True)
         self._sender = threading.Thread(target=self._send, name="cascade-publish", daemon=True)
@@ -202,25 +205,38 @@ class Writer:
         by_job: dict[int, list[_Settle]] = {}
         for e in settles:
             by_job.setdefault(e.msg.job_id, []).append(e)
+        rows = {job_id: attempt_rows(job_id, [e.result for e in g]) for job_id, g in by_job.items()}
+        # a reply whose item settles in this same commit is written once, by the settle
+        settling = {(r["item_id"], r["step"]) for rs in rows.values() for r in rs}
+        calls = [
+            e.row
+            for e in journal
+            if e.done is not None or (e.row["item_id"], e.row["step"]) not in settling
+        ]
         with self.rt.sessions.begin() as session:
-            lost = ledger.journal(session, [e.row for e in journal], owners)
+            lost = ledger.journal(session, calls, owners)
             kept = []
+            spent: dict[int, tuple[str, int]] = {}
             for job_id, group in by_job.items():
                 pipeline = self.rt.engine_for(job_id).pipeline
                 done = ledger.settle(
                     session,
                     {e.result.pk: e.token for e in group},
-                    attempt_rows(job_id, [e.result for e in group]),
+                    rows[job_id],
                     [settled_of(e.msg.tier_index, e.tier, e.result) for e in group],
                     drop_text=not pipeline.store_text,
                 )
-                spent = sum(s.cost_nanos + s.calibration_nanos for s in done)
-                repo.add_spend(session, job_id, pipeline.name, spent)
+                nanos = sum(s.cost_nanos + s.calibration_nanos for s in done)
+                spent[job_id] = (pipeline.name, nanos)
                 stop = [s for s in done if s.decision in STOPS_JOB]
                 if stop:
                     repo.pause_job(session, job_id, stop[0].error or "spend limit reached")
                 kept.append((job_id, group, done))
             freed = ledger.released(session)
+            # last: every worker's commit adds to the same job and day rows, whose lock
+            # is held from these statements to the commit
+            for job_id, (name, nanos) in spent.items():
+                repo.add_spend(session, job_id, name, nanos)
         return lost, kept, freed
 
     # -- follow-ups ----------------------------------------------------------------
@@ -254,15 +270,23 @@ class Writer:
                 continue
             self._routes.setdefault((job_id, tier_index, phase), _Route(since=now)).ids.append(s.pk)
         if any(s.decision in FINAL_VERDICTS for s in done):
-            self._finish(job_id)
+            self._finishing.add(job_id)
 
-    def _finish(self, job_id: int) -> None:
-        def finish() -> bool:
-            with self.rt.sessions.begin() as session:
-                return repo.finish_job_if_done(session, job_id)
+    def _finish(self) -> None:
+        """Jobs whose items may all be final now are marked done (one check per job)."""
+        jobs, self._finishing = self._finishing, set()
+        for job_id in sorted(jobs):
 
-        if with_db_retry(finish):
-            log.info("cascade.job.done", job_id=job_id)
+            def finish(job_id: int = job_id) -> bool:
+                with self.rt.sessions.begin() as session:
+                    return repo.finish_job_if_done(session, job_id)
+
+            try:
+                if with_db_retry(finish):
+                    log.info("cascade.job.done", job_id=job_id)
+            except Exception as exc:  # the next check tries again
+                self._finishing.add(job_id)
+                log.warning("cascade.job.finish_failed", job_id=job_id, error=repr(exc))
 
     def _due(self, *, force: bool = False) -> None:
         now = self._clock()
@@ -274,6 +298,9 @@ class Writer:
                 self._outbox.put(
                     [Message(phase, job_id, tier_index, ids) for ids in chunks(route.ids, size)]
                 )
+        if self._finishing and (force or now >= self._next_finish):
+            self._next_finish = now + FINISH_EVERY_S
+            self._finish()
         if now >= self._next_beat:
             self._next_beat = now + self._beat_s
             self._heartbeat()

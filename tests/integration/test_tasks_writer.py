@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from models.db import make_sessionmaker
 from models.repo import ATTEMPTS, ITEMS, JOBS, NewItem
 from models.tables_resilience import BreakerEvent
 from tasks.messages import Message
+from tasks.rows import step_row
 from tasks.runtime import Runtime, worker_name
 from tasks.spool import SEGMENT_S, Segment, Spool, recover
 from tasks.writer import Writer
@@ -35,7 +37,7 @@ from tests.integration.conftest import collecting_runtime
 from workers.breaker import Transition
 from workers.decision import Accept, Decision, Defer, Escalate, Fallback
 from workers.pipeline import load_pipeline
-from workers.records import ItemResult
+from workers.records import ItemResult, Step
 from workers.retry import LeaseLost
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -266,6 +268,48 @@ def test_the_journal_tells_the_loop_which_calls_it_may_send(
     with engine.connect() as c:
         rows = c.execute(select(ATTEMPTS.c.item_id, ATTEMPTS.c.outcome)).all()
     assert [tuple(r) for r in rows] == [(ids[0], Outcome.IN_FLIGHT)]
+
+
+def test_a_reply_settled_in_the_same_commit_is_written_once_by_its_settle(
+    engine: Engine, runtime: tuple[Runtime, list[Message]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 0's reply and its settle share a commit: the journal skips the reply and the
+    settle writes the row, decision included. Item 1's reply has no settle with it: the
+    journal writes it, left for the settle to come."""
+    rt, _ = runtime
+    job_id, ids = make_job(engine, 2)
+    claim(engine, job_id, ids, "t")
+    journaled: list[list[tuple[int, int, str]]] = []
+    real = ledger.journal
+
+    def spy(session: Any, rows: list[dict[str, Any]], owners: Any) -> set[int]:
+        journaled.append([(r["item_id"], r["step"], r["outcome"]) for r in rows])
+        return real(session, rows, owners)
+
+    monkeypatch.setattr(ledger, "journal", spy)
+    steps = [
+        Step(pk, 0, SMALL, "small", "primary", "anthropic", "m", Outcome.OK, request_id=f"r{pk}")
+        for pk in ids
+    ]
+    writer = Writer(rt, Holder(dict.fromkeys(ids, "t")), clock=Clock())
+    for s in steps:
+        writer.journal(step_row(job_id, s), None)
+    answered = replace(steps[0], decision="accept", label="other", confidence=0.99)
+    msg = Message(Phase.TIER, job_id, SMALL, ids[:1])
+    writer.settle(msg, "small", "t", ItemResult(ids[0], Accept("other", 0.99, "x"), [answered]))
+    writer.start()
+    writer.stop(10)
+    assert journaled == [[(ids[1], 0, Outcome.OK)]]
+    with engine.connect() as c:
+        rows = c.execute(
+            select(ATTEMPTS.c.item_id, ATTEMPTS.c.request_id, ATTEMPTS.c.decision).order_by(
+                ATTEMPTS.c.item_id
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        (ids[0], f"r{ids[0]}", "accept"),
+        (ids[1], f"r{ids[1]}", None),
+    ]
 
 
 def test_a_write_that_fails_fails_the_waiting_calls_and_releases_the_items(
