@@ -12,12 +12,13 @@ here: a row carries every NOT NULL column without a server default.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, text
+from sqlalchemy import BigInteger, ColumnElement, Table, Text, any_, bindparam, cast, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
@@ -143,6 +144,16 @@ def update_rows(
     )
     with _cursor(session) as cur:
         cur.execute(sql, _params(rows, names))
+
+
+def among(session: Session, column: Any, ids: Iterable[int]) -> ColumnElement[bool]:
+    """``column IN ids``; on Postgres ``= ANY`` of one array literal. An IN of a 1,000-item
+    batch rendered and parsed 1,000 parameters, 8.5 % of a rules worker's CPU
+    (``bench.run --only rules``, door off); a claim's 100 ids, a tenth of that each."""
+    if session.get_bind().dialect.name != "postgresql":
+        return column.in_(list(ids))  # type: ignore[no-any-return]
+    array = bindparam("ids", array_literal(sorted(ids)), type_=Text, unique=True)
+    return column == any_(cast(array, ARRAY(BigInteger)))  # type: ignore[no-any-return]
 
 
 # The columns the claim and settle lookups pick rows by. Until a table has statistics

@@ -18,6 +18,7 @@ from common.lifecycle import (
     Outcome,
     Phase,
 )
+from models import pgbulk
 from models.db import as_utc
 from models.repo import ATTEMPTS, ITEMS, utcnow
 
@@ -97,7 +98,7 @@ def _locked_waiting(
     extra = (ITEMS.c.job_id, ITEMS.c.tier_index, ITEMS.c.status, ITEMS.c.lease_until)
     rows = session.execute(
         select(*columns, *extra)
-        .where(ITEMS.c.id.in_(list(ids)))
+        .where(pgbulk.among(session, ITEMS.c.id, ids))
         .order_by(ITEMS.c.id)  # one lock order for every worker: no deadlocks
         .with_for_update(skip_locked=skip_locked)
     ).all()
@@ -146,7 +147,12 @@ def claim(
         ]
         if not mine:
             return []
-        stmt = ITEMS.update().where(ITEMS.c.id.in_(mine)).values(lease).returning(*_CLAIMED)
+        stmt = (
+            ITEMS.update()
+            .where(pgbulk.among(session, ITEMS.c.id, mine))
+            .values(lease)
+            .returning(*_CLAIMED)
+        )
         claimed = sorted(_claimed(session.execute(stmt)), key=lambda c: c.pk)
     else:
         # SQLite: one writer at a time and a rowid lookup for the id list, so one statement.
@@ -175,7 +181,7 @@ def _with_recorded(session: Session, claimed: list[Claimed]) -> list[Claimed]:
     start = {c.pk: c.steps for c in claimed}
     rows = session.execute(
         select(ATTEMPTS).where(
-            ATTEMPTS.c.item_id.in_(list(start)), ATTEMPTS.c.step < ORPHAN_STEP_BASE
+            pgbulk.among(session, ATTEMPTS.c.item_id, start), ATTEMPTS.c.step < ORPHAN_STEP_BASE
         )
     ).mappings()
     found: dict[int, list[dict[str, Any]]] = {}

@@ -85,7 +85,7 @@ def _held(session: Session, tokens: Mapping[int, str], *, lock: bool = False) ->
     # lookup did, in the mixed bench)
     stmt = (
         select(ITEMS.c.id, ITEMS.c.lease_token)
-        .where(ITEMS.c.id.in_(list(tokens)))
+        .where(pgbulk.among(session, ITEMS.c.id, tokens))
         .order_by(ITEMS.c.id)
     )
     if _postgres(session):
