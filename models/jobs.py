@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import case, exists, select
+from sqlalchemy import BigInteger, bindparam, case, exists, select
 from sqlalchemy.orm import Session
 
 from common.lifecycle import UNFINISHED, JobStatus, Status
@@ -161,18 +161,34 @@ def budget_left(session: Session, job_id: int, daily_budget_nanos: int | None) -
     return max(0, min(left)) if left else None
 
 
+# Built once: every worker commit adds its spend (statement building was 2.5 % of a
+# worker's CPU in the mixed bench). Bound values only.
+_ADD_TO_JOB = (
+    JOBS.update()
+    .where(JOBS.c.id == bindparam("job"))
+    .values(spent_nanos=JOBS.c.spent_nanos + bindparam("nanos", type_=BigInteger))
+)
+_ADD_TO_DAY: dict[str, Any] = {}
+
+
+def _add_to_day(session: Session) -> Any:
+    name = session.get_bind().dialect.name
+    stmt = _ADD_TO_DAY.get(name)
+    if stmt is None:
+        insert = dialect_insert(session, DAILY).values(
+            pipeline_name=bindparam("name"), day=bindparam("day"), spent_nanos=bindparam("nanos")
+        )
+        stmt = _ADD_TO_DAY[name] = insert.on_conflict_do_update(
+            index_elements=["pipeline_name", "day"],
+            set_={"spent_nanos": DAILY.c.spent_nanos + insert.excluded.spent_nanos},
+        )
+    return stmt
+
+
 def add_spend(session: Session, job_id: int, pipeline_name: str, nanos: int) -> None:
     """Count what calls cost, on the job and on its pipeline's day (atomic increments)."""
     if nanos <= 0:
         return
-    session.execute(
-        JOBS.update().where(JOBS.c.id == job_id).values(spent_nanos=JOBS.c.spent_nanos + nanos)
-    )
-    stmt = dialect_insert(session, DAILY).values(
-        pipeline_name=pipeline_name, day=utcnow().date(), spent_nanos=nanos
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["pipeline_name", "day"],
-        set_={"spent_nanos": DAILY.c.spent_nanos + stmt.excluded.spent_nanos},
-    )
-    session.execute(stmt)
+    session.execute(_ADD_TO_JOB, {"job": job_id, "nanos": nanos})
+    day = {"name": pipeline_name, "day": utcnow().date(), "nanos": nanos}
+    session.execute(_add_to_day(session), day)
