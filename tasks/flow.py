@@ -110,7 +110,7 @@ def decide_free(
         attempt_rows(job_id, results),
         settled,
         drop_text=not engine.pipeline.store_text,
-        taken={c.pk for c in taken},
+        held={c.pk for c in taken},
     )
     return results, kept
 

@@ -214,7 +214,11 @@ class Writer:
             if e.done is not None or (e.row["item_id"], e.row["step"]) not in settling
         ]
         with self.rt.sessions.begin() as session:
-            lost = ledger.journal(session, calls, owners)
+            # one lookup (and lock) of every item this commit writes for
+            current = ledger.leases(
+                session, {r["item_id"] for r in calls} | {e.result.pk for e in settles}
+            )
+            lost = ledger.journal(session, calls, owners, held=_ours(current, owners))
             kept = []
             spent: dict[int, tuple[str, int]] = {}
             for job_id, group in by_job.items():
@@ -225,6 +229,7 @@ class Writer:
                     rows[job_id],
                     [settled_of(e.msg.tier_index, e.tier, e.result) for e in group],
                     drop_text=not pipeline.store_text,
+                    held=_ours(current, {e.result.pk: e.token for e in group}),
                 )
                 nanos = sum(s.cost_nanos + s.calibration_nanos for s in done)
                 spent[job_id] = (pipeline.name, nanos)
@@ -374,6 +379,11 @@ def _by_visit(group: list[_Settle]) -> dict[tuple[str, Phase], list[_Settle]]:
     for e in group:
         out.setdefault((e.tier, e.msg.phase), []).append(e)
     return out
+
+
+def _ours(current: dict[int, str | None], tokens: dict[int, str]) -> set[int]:
+    """The items whose lease is still the token we hold them under."""
+    return {pk for pk, token in tokens.items() if current.get(pk) == token}
 
 
 def _resolve(done: asyncio.Future[None] | None, error: BaseException | None) -> None:

@@ -25,6 +25,7 @@ from models.ledger.claims import (
 from models.ledger.settle import (
     Settled,
     journal,
+    leases,
     recover_calls,
     released,
     settle,
@@ -41,6 +42,7 @@ __all__ = [
     "claim",
     "extend_leases",
     "journal",
+    "leases",
     "mark_unsent",
     "new_token",
     "recover_calls",

@@ -3,7 +3,7 @@ attempt rows and each item's way out of its tier, all under the claim's lease to
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,7 +22,11 @@ RELEASED = "cascade.reuse.released"
 
 # -- the call journal -----------------------------------------------------------
 def journal(
-    session: Session, rows: Sequence[dict[str, Any]], tokens: Mapping[int, str]
+    session: Session,
+    rows: Sequence[dict[str, Any]],
+    tokens: Mapping[int, str],
+    *,
+    held: set[int] | None = None,
 ) -> set[int]:
     """Write call rows (in flight, or returned) of items still leased under ``tokens``.
 
@@ -76,22 +80,30 @@ def recover_calls(
     return filled, removed
 
 
-def _held(session: Session, tokens: Mapping[int, str], *, lock: bool = False) -> set[int]:
-    """The items still leased under the given token (one per item)."""
-    if not tokens:
-        return set()
+def leases(session: Session, pks: Iterable[int], *, share: bool = False) -> dict[int, str | None]:
+    """Each item's lease token, its row locked to the end of the transaction on Postgres
+    (``share``: FOR SHARE; a claim by another worker waits until this transaction is done).
+    """
+    pks = set(pks)
+    if not pks:
+        return {}
     # in id order, as every statement here that locks several items: two transactions
     # that lock rows in different orders deadlock (a settle against submit's reuse
     # lookup did, in the mixed bench)
     stmt = (
         select(ITEMS.c.id, ITEMS.c.lease_token)
-        .where(pgbulk.among(session, ITEMS.c.id, tokens))
+        .where(pgbulk.among(session, ITEMS.c.id, pks))
         .order_by(ITEMS.c.id)
     )
     if _postgres(session):
-        # FOR SHARE: a claim by another worker waits until this transaction is done
-        stmt = stmt.with_for_update() if lock else stmt.with_for_update(read=True)
-    return {pk for pk, token in session.execute(stmt) if token == tokens[pk]}
+        stmt = stmt.with_for_update(read=share)
+    return {row[0]: row[1] for row in session.execute(stmt)}
+
+
+def _held(session: Session, tokens: Mapping[int, str], *, lock: bool = False) -> set[int]:
+    """The items still leased under the given token (one per item)."""
+    current = leases(session, tokens, share=not lock)
+    return {pk for pk, token in current.items() if token == tokens[pk]}
 
 
 # -- settling -----------------------------------------------------------------
@@ -125,20 +137,21 @@ def settle(
     settled: Sequence[Settled],
     *,
     drop_text: bool = False,
-    taken: set[int] | None = None,
+    held: set[int] | None = None,
 ) -> list[Settled]:
     """Write attempt rows and item outcomes in one go; returns those whose lease still held.
 
     ``token``: the claim's lease token, or one per item (a worker process settles
     items of many claims together).
     ``drop_text`` forgets a finished item's text (the pipeline's ``store_text = false``).
-    ``taken``: the items this same transaction took with :func:`take` (no lease to check).
+    ``held``: the items this same transaction took with :func:`take`, or found leased to
+    it with :func:`leases` (no lease to check here).
     """
     pks = {s.pk for s in settled} | {a["item_id"] for a in attempts}
     if not pks:
         return []
-    if taken is not None:
-        held = taken & pks
+    if held is not None:
+        held = held & pks
     else:
         # Only items still leased to us are ours to decide (a slow worker may have lost them).
         tokens = dict.fromkeys(pks, token) if isinstance(token, str) else token

@@ -45,7 +45,7 @@ def test_take_then_settle_in_one_transaction(engine: Engine) -> None:
         taken = ledger.take(s, job_id, 0, ids, token="t1")
         assert sorted(c.pk for c in taken) == ids
         assert [c.text for c in sorted(taken, key=lambda c: c.pk)] == ["t0", "t1", "t2"]
-        kept = ledger.settle(s, "t1", [], [settled(pk) for pk in ids], taken={c.pk for c in taken})
+        kept = ledger.settle(s, "t1", [], [settled(pk) for pk in ids], held={c.pk for c in taken})
         assert sorted(k.pk for k in kept) == ids
     assert statuses(engine, ids) == dict.fromkeys(ids, ("done", None))
     with sessions.begin() as s:  # a second copy of the message finds nothing to do
@@ -57,7 +57,7 @@ def test_settle_keeps_only_what_this_transaction_took(engine: Engine) -> None:
     sessions = make_sessionmaker(engine)
     with sessions.begin() as s:
         taken = ledger.take(s, job_id, 0, ids[:2], token="t1")
-        kept = ledger.settle(s, "t1", [], [settled(pk) for pk in ids], taken={c.pk for c in taken})
+        kept = ledger.settle(s, "t1", [], [settled(pk) for pk in ids], held={c.pk for c in taken})
         assert sorted(k.pk for k in kept) == ids[:2]
     assert statuses(engine, ids)[ids[2]] == ("pending", None)
 
@@ -85,7 +85,7 @@ def test_a_concurrent_copy_skips_locked_items_on_postgres(pg_url: str) -> None:
             with sessions.begin() as b:
                 second = ledger.take(b, job_id, 0, ids, token="b")
                 assert [c.pk for c in second] == [ids[3]]
-            ledger.settle(a, "a", [], [settled(pk) for pk in ids[:3]], taken=set(ids[:3]))
+            ledger.settle(a, "a", [], [settled(pk) for pk in ids[:3]], held=set(ids[:3]))
         assert statuses(engine, ids) == {
             **dict.fromkeys(ids[:3], ("done", None)),
             ids[3]: ("pending", None),

@@ -85,7 +85,7 @@ def test_close_records_counts_and_leaves_a_job_with_pending_items_running(
         done = Settled(
             pk, Verdict.ACCEPT, 0, "rules", 1, 0, 0, 0, False, 1, "billing", 1.0, "rule 0"
         )
-        ledger.settle(s, ledger.new_token(), [], [done], drop_text=False, taken={pk})
+        ledger.settle(s, ledger.new_token(), [], [done], drop_text=False, held={pk})
         repo.close_submission(s, job_id, sub, {"lines_read": 2, "items_added": 2})
     assert job_row(engine, job_id) == ("running", False)
     assert submissions(engine, job_id) == [("a.jsonl", 2, 2, True)]

@@ -282,9 +282,9 @@ def test_a_reply_settled_in_the_same_commit_is_written_once_by_its_settle(
     journaled: list[list[tuple[int, int, str]]] = []
     real = ledger.journal
 
-    def spy(session: Any, rows: list[dict[str, Any]], owners: Any) -> set[int]:
+    def spy(session: Any, rows: list[dict[str, Any]], owners: Any, **kw: Any) -> set[int]:
         journaled.append([(r["item_id"], r["step"], r["outcome"]) for r in rows])
-        return real(session, rows, owners)
+        return real(session, rows, owners, **kw)
 
     monkeypatch.setattr(ledger, "journal", spy)
     steps = [
