@@ -247,8 +247,7 @@ class _Submission:
             self.analyzed = True
             with self.rt.sessions.begin() as session:
                 pgbulk.analyze_if_unseen(session)
-        # published by the reading thread, whose work (parsing) is lighter than the
-        # writer's when rules are not decided at the door, and which has no I/O to wait on
+        # published by the reading thread: its parsing is lighter work, with no I/O to wait on
         self.outbox.put(self.messages(out))
 
     def send_ready(self) -> None:

@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from common.lifecycle import FINAL_VERDICTS, STOPS_JOB, TRANSITIONS, Phase
@@ -238,8 +239,7 @@ class Writer:
                     repo.pause_job(session, job_id, stop[0].error or "spend limit reached")
                 kept.append((job_id, group, done))
             freed = ledger.released(session)
-            # last: every worker's commit adds to the same job and day rows, whose lock
-            # is held from these statements to the commit
+            # last: every worker adds to these two rows, locked from here to the commit
             for job_id, (name, nanos) in spent.items():
                 repo.add_spend(session, job_id, name, nanos)
         return lost, kept, freed
@@ -281,17 +281,16 @@ class Writer:
         """Jobs whose items may all be final now are marked done (one check per job)."""
         jobs, self._finishing = self._finishing, set()
         for job_id in sorted(jobs):
-
-            def finish(job_id: int = job_id) -> bool:
-                with self.rt.sessions.begin() as session:
-                    return repo.finish_job_if_done(session, job_id)
-
             try:
-                if with_db_retry(finish):
+                if with_db_retry(partial(self._done_now, job_id)):
                     log.info("cascade.job.done", job_id=job_id)
             except Exception as exc:  # the next check tries again
                 self._finishing.add(job_id)
                 log.warning("cascade.job.finish_failed", job_id=job_id, error=repr(exc))
+
+    def _done_now(self, job_id: int) -> bool:
+        with self.rt.sessions.begin() as session:
+            return repo.finish_job_if_done(session, job_id)
 
     def _due(self, *, force: bool = False) -> None:
         now = self._clock()
