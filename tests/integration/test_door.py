@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 
 from common.settings import Settings
 from migrations.runner import upgrade
@@ -333,3 +333,25 @@ def test_a_small_file_with_a_repeat_and_a_bad_line_closes_with_its_counts(
     assert tuple(sub) == (3, 1, 0, 2)
     assert [r.split(":")[0] for r in reasons] == ["duplicate_id", "not_json"]
     assert status == "done"  # both items settled at the door
+
+
+def _planned(rt: Runtime) -> set[str]:
+    with rt.sessions.begin() as s:
+        found = s.execute(
+            text("SELECT tablename FROM pg_stats WHERE attname = 'item_id' OR attname = 'job_id'")
+        )
+        return {t for (t,) in found if t in ("attempts", "items")}
+
+
+def test_a_first_big_submit_gives_the_ledger_tables_statistics(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given a fresh database (no statistics) and a file of several chunks
+    path = tmp_path / "big.jsonl"
+    lines = [json.dumps({"id": f"b{n}", "text": TEXTS[n % 5]}) for n in range(40)]
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(submit_mod, "CHUNK_LINES", 7)
+    assert _planned(rt) == set()
+    submit_mod.submit(rt, path, load_pipeline(PIPELINE), "analyzed")
+    # Then the claims' lookups are planned on statistics from the start
+    assert _planned(rt) == {"attempts", "items"}

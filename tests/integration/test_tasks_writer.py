@@ -209,6 +209,39 @@ def test_the_last_item_settled_finishes_the_job(
     assert "cascade.job.done" in [e["event"] for e in logs]
 
 
+def test_a_failed_done_check_is_tried_again(
+    engine: Engine, runtime: tuple[Runtime, list[Message]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check that marks a job done fails once: the ledger thread lives on and checks
+    again (at most FINISH_EVERY_S later), and the job is done."""
+    rt, _ = runtime
+    job_id, ids = make_job(engine, 1)
+    claim(engine, job_id, ids, "t")
+    real, calls = repo.finish_job_if_done, []
+
+    def flaky(session: Any, job: int) -> bool:
+        calls.append(job)
+        if len(calls) == 1:
+            raise RuntimeError("the database said no")
+        return real(session, job)
+
+    monkeypatch.setattr(repo, "finish_job_if_done", flaky)
+    writer = Writer(rt, Holder(dict.fromkeys(ids, "t")), clock=time.monotonic)
+    writer.settle(
+        Message(Phase.TIER, job_id, SMALL, ids),
+        "small",
+        "t",
+        ItemResult(ids[0], Accept("other", 0.99, "x")),
+    )
+    writer.start()
+    deadline = time.monotonic() + 10
+    while job_status(engine, job_id) != JobStatus.DONE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    writer.stop(10)
+    assert job_status(engine, job_id) == JobStatus.DONE
+    assert calls[:2] == [job_id, job_id]
+
+
 def test_an_item_whose_lease_was_lost_is_left_to_its_new_holder(
     engine: Engine, runtime: tuple[Runtime, list[Message]]
 ) -> None:
